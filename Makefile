@@ -1,0 +1,127 @@
+# HopGate: nginx module, agent, tunnel engine, tests.
+#
+#   make            build everything (module .so, agent, unit tests)
+#   make test       build, then run the whole suite: prove -r t/
+#   make asan       the engine and its unit tests with ASan + UBSan
+#   make test-asan  run the C unit tests from the sanitizer build
+#   make demo       a private nginx + local app + agent, one request through
+#   make clean
+
+BUILD      ?= build
+CC         ?= cc
+PROTOC_C   ?= protoc-c
+NGINX_SRC  ?= /usr/share/nginx/src
+NGINX_BIN  ?= /usr/sbin/nginx
+
+WARN       := -Wall -Wextra -Werror
+OPT        ?= -O2 -g
+CFLAGS_ALL := -std=gnu11 $(OPT) $(WARN) -fPIC -D_GNU_SOURCE \
+              -Iproto -I$(BUILD)/gen $(EXTRA_CFLAGS)
+LIBS       := -lprotobuf-c -lssl -lcrypto
+AGENT_LIBS := $(LIBS) -lcurl
+
+GEN        := $(BUILD)/gen/hopgate.pb-c.c $(BUILD)/gen/hopgate.pb-c.h
+PROTO_SRCS := $(wildcard proto/*.c)
+PROTO_OBJS := $(PROTO_SRCS:proto/%.c=$(BUILD)/proto/%.o) \
+              $(BUILD)/proto/hopgate.pb-c.o
+PROTO_LIB  := $(BUILD)/libhgproto.a
+
+AGENT_SRCS := $(wildcard agent/*.c)
+AGENT_OBJS := $(AGENT_SRCS:agent/%.c=$(BUILD)/agent/%.o)
+AGENT      := $(BUILD)/hopgate-agent
+
+# t/unit/test_*.c are TAP programs; the other .c files there are shared
+# test support (the simulator) linked into each of them.
+UNIT_MAINS := $(wildcard t/unit/test_*.c)
+UNIT_SUPP  := $(filter-out $(UNIT_MAINS),$(wildcard t/unit/*.c))
+UNIT_SOBJS := $(UNIT_SUPP:t/unit/%.c=$(BUILD)/unit/%.o)
+UNIT_BINS  := $(UNIT_MAINS:t/unit/%.c=$(BUILD)/unit/%)
+
+MODULE_SRCS := $(wildcard ngx_hopgate_module/*.c ngx_hopgate_module/*.h) \
+               $(PROTO_SRCS) $(wildcard proto/*.h) proto/hopgate.proto config
+MODULE     := $(BUILD)/modules/ngx_http_hopgate_module.so
+
+.PHONY: all deps module agent unit test asan test-asan demo clean \
+        fuzz bench
+
+all: deps module agent unit
+
+deps:
+	@./scripts/install-deps
+
+# --- generated protobuf code (built, not committed) ---------------------
+
+$(GEN): proto/hopgate.proto
+	@mkdir -p $(BUILD)/gen
+	$(PROTOC_C) --proto_path=proto --c_out=$(BUILD)/gen proto/hopgate.proto
+
+# --- the engine library -----------------------------------------------------
+
+$(BUILD)/proto/hopgate.pb-c.o: $(BUILD)/gen/hopgate.pb-c.c $(GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+
+$(BUILD)/proto/%.o: proto/%.c $(wildcard proto/*.h) $(GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+
+$(PROTO_LIB): $(PROTO_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+# --- the agent --------------------------------------------------------------
+
+agent: $(AGENT)
+
+$(BUILD)/agent/%.o: agent/%.c $(wildcard agent/*.h) $(wildcard proto/*.h) $(GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Iagent -c -o $@ $<
+
+$(AGENT): $(AGENT_OBJS) $(PROTO_LIB)
+	$(CC) -o $@ $(AGENT_OBJS) $(PROTO_LIB) $(AGENT_LIBS) $(LDFLAGS)
+
+# --- C unit tests -------------------------------------------------------------
+
+unit: $(UNIT_BINS)
+
+$(BUILD)/unit/%.o: t/unit/%.c $(wildcard t/unit/*.h) $(wildcard proto/*.h) $(GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -It/unit -c -o $@ $<
+
+$(BUILD)/unit/test_%: $(BUILD)/unit/test_%.o $(UNIT_SOBJS) $(PROTO_LIB)
+	$(CC) -o $@ $< $(UNIT_SOBJS) $(PROTO_LIB) $(LIBS) $(LDFLAGS) -lm
+
+# --- the nginx module -----------------------------------------------------------
+
+module: $(MODULE)
+
+$(MODULE): $(MODULE_SRCS)
+	NGINX_SRC=$(NGINX_SRC) ./scripts/build-module $(BUILD)
+
+# --- tests ----------------------------------------------------------------------
+
+# Our Test::Nginx::Socket subset goes on the Perl path only when the real
+# one is not installed.
+TEST_ENV = TEST_NGINX_BINARY=$(NGINX_BIN) \
+           TEST_NGINX_LOAD_MODULES=$(abspath $(MODULE)) \
+           HOPGATE_BUILD=$(abspath $(BUILD))
+
+test: all
+	@if perl -MTest::Nginx::Socket -e1 2>/dev/null; then :; else \
+	    export PERL5LIB=$(abspath t/compat/lib)$${PERL5LIB:+:$$PERL5LIB}; fi; \
+	$(TEST_ENV) prove -r $(PROVE_FLAGS) t/
+
+asan:
+	$(MAKE) BUILD=$(BUILD)/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	    EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all" \
+	    LDFLAGS="-fsanitize=address,undefined" unit agent
+
+test-asan: asan
+	HOPGATE_UNIT_DIR=$(abspath $(BUILD)/asan/unit) \
+	    prove $(PROVE_FLAGS) t/unit/
+
+demo: all
+	./scripts/demo
+
+clean:
+	rm -rf $(BUILD) t/servroot

@@ -1,0 +1,533 @@
+/*
+ * hopgate-agent settings. One table names every setting once: its flag,
+ * its HOP_CLIENT_* variable, its config-file key, and how to parse it.
+ * Layers apply in order file, environment, flags: the last one wins.
+ */
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent_config.h"
+#include "hg.h"
+
+
+typedef enum {
+    OPT_STRING,
+    OPT_BOOL,
+    OPT_MTU,
+    OPT_LEVEL,
+    OPT_HOSTPORT
+} opt_type_t;
+
+typedef struct {
+    const char   *name;         /* --name and the config file key */
+    const char   *env;
+    opt_type_t    type;
+    size_t        offset;
+    const char   *arg;          /* placeholder in --help; NULL: a switch */
+    const char   *help;
+} opt_def_t;
+
+#define OFF(f)  offsetof(agent_config_t, f)
+
+static const opt_def_t  agent_opts[] = {
+    { "server", "HOP_CLIENT_SERVER_ADDR", OPT_HOSTPORT, OFF(server),
+      "HOST:PORT", "the edge's hopgate_listen address (UDP)" },
+    { "domain", "HOP_CLIENT_DOMAIN", OPT_STRING, OFF(domain),
+      "DOMAIN", "the domain this agent serves" },
+    { "key", "HOP_CLIENT_API_KEY", OPT_STRING, OFF(key),
+      "KEY", "the domain's client API key" },
+    { "to", "HOP_CLIENT_LOCAL_TARGET", OPT_HOSTPORT, OFF(to),
+      "HOST:PORT", "the local target requests are sent to" },
+    { "ca", "HOP_CLIENT_CA", OPT_STRING, OFF(ca),
+      "FILE", "verify the edge's certificate against this CA bundle" },
+    { "pin", "HOP_CLIENT_PIN", OPT_STRING, OFF(pin),
+      "SHA256", "or: accept only this SHA-256 of the edge's public key" },
+    { "insecure", "HOP_CLIENT_INSECURE", OPT_BOOL, OFF(insecure),
+      NULL, "skip certificate verification (testing only)" },
+    { "mtu", "HOP_CLIENT_MTU", OPT_MTU, OFF(mtu),
+      "BYTES", "UDP payload budget, 1200..1452 (default 1200)" },
+    { "log-level", "HOP_CLIENT_LOG_LEVEL", OPT_LEVEL, OFF(log_level),
+      "LEVEL", "error, warn, info (default) or debug" },
+    { "metrics", "HOP_CLIENT_METRICS", OPT_HOSTPORT, OFF(metrics),
+      "HOST:PORT", "serve the agent's Prometheus metrics here" },
+    { "config", "HOP_CLIENT_CONFIG", OPT_STRING, OFF(config),
+      "FILE", "read settings from FILE (key = value lines)" },
+};
+
+#define NOPTS  (sizeof(agent_opts) / sizeof(agent_opts[0]))
+
+
+static void
+set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list  ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+
+static const opt_def_t *
+find_opt(const char *name, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < NOPTS; i++) {
+        if (strlen(agent_opts[i].name) == len
+            && strncmp(agent_opts[i].name, name, len) == 0)
+        {
+            return &agent_opts[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static int
+parse_bool(const char *v, int *out)
+{
+    if (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0
+        || strcasecmp(v, "yes") == 0 || strcasecmp(v, "on") == 0)
+    {
+        *out = 1;
+        return 0;
+    }
+
+    if (strcmp(v, "0") == 0 || strcasecmp(v, "false") == 0
+        || strcasecmp(v, "no") == 0 || strcasecmp(v, "off") == 0
+        || *v == '\0')
+    {
+        *out = 0;
+        return 0;
+    }
+
+    return -1;
+}
+
+
+static int
+valid_hostport(const char *v)
+{
+    const char  *colon;
+    char        *end;
+    long         port;
+
+    colon = strrchr(v, ':');
+    if (colon == NULL || colon == v) {
+        return 0;
+    }
+
+    if (v[0] == '[' && colon[-1] != ']') {
+        return 0;
+    }
+
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+
+    return errno == 0 && *end == '\0' && colon[1] != '\0'
+           && port > 0 && port < 65536;
+}
+
+
+static int
+apply(agent_config_t *cfg, const opt_def_t *o, const char *value,
+    const char *source, char *err, size_t errlen)
+{
+    char   **str;
+    char    *end;
+    long     n;
+
+    switch (o->type) {
+
+    case OPT_HOSTPORT:
+        if (!valid_hostport(value)) {
+            set_err(err, errlen, "%s: --%s wants HOST:PORT, not \"%s\"",
+                    source, o->name, value);
+            return -1;
+        }
+        /* fall through */
+
+    case OPT_STRING:
+        str = (char **) ((char *) cfg + o->offset);
+        free(*str);
+        *str = strdup(value);
+        return *str ? 0 : -1;
+
+    case OPT_BOOL:
+        if (parse_bool(value, (int *) ((char *) cfg + o->offset)) != 0) {
+            set_err(err, errlen, "%s: --%s wants true or false, not \"%s\"",
+                    source, o->name, value);
+            return -1;
+        }
+        return 0;
+
+    case OPT_MTU:
+        errno = 0;
+        n = strtol(value, &end, 10);
+        if (errno || *end != '\0' || n < HG_MTU_MIN || n > HG_MTU_MAX) {
+            set_err(err, errlen, "%s: --%s must be %d..%d, not \"%s\"",
+                    source, o->name, HG_MTU_MIN, HG_MTU_MAX, value);
+            return -1;
+        }
+        *(size_t *) ((char *) cfg + o->offset) = (size_t) n;
+        return 0;
+
+    case OPT_LEVEL:
+        if (strcmp(value, "error") == 0) {
+            n = AGENT_LOG_ERROR;
+        } else if (strcmp(value, "warn") == 0) {
+            n = AGENT_LOG_WARN;
+        } else if (strcmp(value, "info") == 0) {
+            n = AGENT_LOG_INFO;
+        } else if (strcmp(value, "debug") == 0) {
+            n = AGENT_LOG_DEBUG;
+        } else {
+            set_err(err, errlen, "%s: --%s must be error, warn, info or "
+                    "debug, not \"%s\"", source, o->name, value);
+            return -1;
+        }
+        *(int *) ((char *) cfg + o->offset) = (int) n;
+        return 0;
+    }
+
+    return -1;
+}
+
+
+static char *
+trim(char *s)
+{
+    char  *e;
+
+    while (isspace((unsigned char) *s)) {
+        s++;
+    }
+
+    e = s + strlen(s);
+    while (e > s && isspace((unsigned char) e[-1])) {
+        *--e = '\0';
+    }
+
+    return s;
+}
+
+
+static int
+load_file(agent_config_t *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE             *f;
+    char              line[4096], where[512], *k, *v, *eq;
+    unsigned          lineno;
+    const opt_def_t  *o;
+
+    f = fopen(path, "r");
+    if (f == NULL) {
+        set_err(err, errlen, "cannot open config file \"%s\": %s",
+                path, strerror(errno));
+        return -1;
+    }
+
+    lineno = 0;
+
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        k = trim(line);
+
+        if (*k == '\0' || *k == '#') {
+            continue;
+        }
+
+        eq = strchr(k, '=');
+        if (eq == NULL) {
+            set_err(err, errlen, "%s:%u: expected \"key = value\"",
+                    path, lineno);
+            fclose(f);
+            return -1;
+        }
+
+        *eq = '\0';
+        k = trim(k);
+        v = trim(eq + 1);
+
+        if (strlen(v) >= 2 && (v[0] == '"' || v[0] == '\'')
+            && v[strlen(v) - 1] == v[0])
+        {
+            v[strlen(v) - 1] = '\0';
+            v++;
+        }
+
+        o = find_opt(k, strlen(k));
+        if (o == NULL || strcmp(o->name, "config") == 0) {
+            set_err(err, errlen, "%s:%u: unknown setting \"%s\"",
+                    path, lineno, k);
+            fclose(f);
+            return -1;
+        }
+
+        snprintf(where, sizeof(where), "%s:%u", path, lineno);
+        if (apply(cfg, o, v, where, err, errlen) != 0) {
+            fclose(f);
+            return -1;
+        }
+    }
+
+    fclose(f);
+    return 0;
+}
+
+
+static int
+load_env(agent_config_t *cfg, char *err, size_t errlen)
+{
+    size_t       i;
+    const char  *v;
+    int          debug;
+
+    for (i = 0; i < NOPTS; i++) {
+        v = getenv(agent_opts[i].env);
+        if (v == NULL || strcmp(agent_opts[i].name, "config") == 0) {
+            continue;
+        }
+
+        if (apply(cfg, &agent_opts[i], v, agent_opts[i].env, err, errlen)
+            != 0)
+        {
+            return -1;
+        }
+    }
+
+    /* the seed's switch */
+    v = getenv("HOP_CLIENT_DEBUG");
+    if (v != NULL && parse_bool(v, &debug) == 0 && debug) {
+        cfg->log_level = AGENT_LOG_DEBUG;
+    }
+
+    return 0;
+}
+
+
+/*
+ * Walks argv. With apply_values 0 it only validates and finds --config;
+ * with 1 it applies each flag. Returns the command or -1.
+ */
+static int
+scan_args(agent_config_t *cfg, int argc, char **argv, int apply_values,
+    const char **config_path, char *err, size_t errlen)
+{
+    int               i;
+    char             *a, *eq, flag[64];
+    const char       *value;
+    size_t            len;
+    const opt_def_t  *o;
+
+    for (i = 1; i < argc; i++) {
+        a = argv[i];
+
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            return AGENT_CMD_HELP;
+        }
+
+        if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+            return AGENT_CMD_VERSION;
+        }
+
+        if (strncmp(a, "--", 2) != 0) {
+            set_err(err, errlen, "unexpected argument \"%s\" "
+                    "(see --help)", a);
+            return -1;
+        }
+
+        a += 2;
+        eq = strchr(a, '=');
+        len = eq ? (size_t) (eq - a) : strlen(a);
+
+        o = find_opt(a, len);
+        if (o == NULL) {
+            set_err(err, errlen, "unknown flag \"--%.*s\" (see --help)",
+                    (int) len, a);
+            return -1;
+        }
+
+        if (eq) {
+            value = eq + 1;
+        } else if (o->arg == NULL) {
+            value = "true";
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            set_err(err, errlen, "--%s needs a value (%s)", o->name, o->arg);
+            return -1;
+        }
+
+        if (strcmp(o->name, "config") == 0) {
+            *config_path = value;
+            continue;
+        }
+
+        if (apply_values) {
+            snprintf(flag, sizeof(flag), "--%s", o->name);
+            if (apply(cfg, o, value, flag, err, errlen) != 0) {
+                return -1;
+            }
+        }
+    }
+
+    return AGENT_CMD_RUN;
+}
+
+
+static int
+check_required(const agent_config_t *cfg, char *err, size_t errlen)
+{
+    static const struct {
+        size_t       offset;
+        const char  *what;
+    } required[] = {
+        { OFF(server), "--server (or HOP_CLIENT_SERVER_ADDR)" },
+        { OFF(domain), "--domain (or HOP_CLIENT_DOMAIN)" },
+        { OFF(key), "--key (or HOP_CLIENT_API_KEY)" },
+        { OFF(to), "--to (or HOP_CLIENT_LOCAL_TARGET)" },
+    };
+
+    size_t  i;
+
+    for (i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        if (*(char **) ((char *) cfg + required[i].offset) == NULL) {
+            set_err(err, errlen, "missing %s", required[i].what);
+            return -1;
+        }
+    }
+
+    if (cfg->insecure && (cfg->ca || cfg->pin)) {
+        set_err(err, errlen, "--insecure contradicts --ca/--pin");
+        return -1;
+    }
+
+    if (!cfg->insecure && cfg->ca == NULL && cfg->pin == NULL) {
+        set_err(err, errlen, "the edge's certificate needs --ca FILE or "
+                "--pin SHA256 (or --insecure for testing)");
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+load_layers(agent_config_t *cfg, int argc, char **argv, char *err,
+    size_t errlen)
+{
+    const char  *config_path;
+    int          cmd;
+
+    config_path = getenv("HOP_CLIENT_CONFIG");
+
+    cmd = scan_args(cfg, argc, argv, 0, &config_path, err, errlen);
+    if (cmd != AGENT_CMD_RUN) {
+        return cmd;
+    }
+
+    cfg->mtu = HG_MTU_DEFAULT;
+    cfg->log_level = AGENT_LOG_INFO;
+
+    if (config_path != NULL && *config_path != '\0') {
+        free(cfg->config);
+        cfg->config = strdup(config_path);
+        if (cfg->config == NULL || load_file(cfg, config_path, err, errlen))
+        {
+            return -1;
+        }
+    }
+
+    if (load_env(cfg, err, errlen) != 0) {
+        return -1;
+    }
+
+    cmd = scan_args(cfg, argc, argv, 1, &config_path, err, errlen);
+    if (cmd != AGENT_CMD_RUN) {
+        return cmd;
+    }
+
+    return check_required(cfg, err, errlen) == 0 ? AGENT_CMD_RUN : -1;
+}
+
+
+int
+agent_config_load(agent_config_t *cfg, int argc, char **argv, char *err,
+    size_t errlen)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    return load_layers(cfg, argc, argv, err, errlen);
+}
+
+
+int
+agent_config_reload(agent_config_t *cfg, int argc, char **argv, char *err,
+    size_t errlen)
+{
+    agent_config_t  fresh;
+    int             rc;
+
+    memset(&fresh, 0, sizeof(fresh));
+    rc = load_layers(&fresh, argc, argv, err, errlen);
+    if (rc != AGENT_CMD_RUN) {
+        agent_config_free(&fresh);
+        return -1;
+    }
+
+    agent_config_free(cfg);
+    *cfg = fresh;
+    return 0;
+}
+
+
+void
+agent_config_free(agent_config_t *cfg)
+{
+    size_t  i;
+
+    for (i = 0; i < NOPTS; i++) {
+        if (agent_opts[i].type == OPT_STRING
+            || agent_opts[i].type == OPT_HOSTPORT)
+        {
+            free(*(char **) ((char *) cfg + agent_opts[i].offset));
+        }
+    }
+
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+
+void
+agent_usage(const char *prog)
+{
+    size_t  i;
+    char    flag[64];
+
+    printf("usage: %s --server HOST:PORT --domain DOMAIN --key KEY "
+           "--to HOST:PORT [options]\n\n"
+           "Serves DOMAIN's requests from a HopGate edge (nginx with the "
+           "hopgate module)\nby forwarding each tunnelled connection to "
+           "the local target.\n\noptions (flags > environment > config "
+           "file):\n", prog);
+
+    for (i = 0; i < NOPTS; i++) {
+        snprintf(flag, sizeof(flag), "--%s%s%s", agent_opts[i].name,
+                 agent_opts[i].arg ? " " : "",
+                 agent_opts[i].arg ? agent_opts[i].arg : "");
+        printf("  %-24s %s\n  %-24s [%s]\n", flag, agent_opts[i].help, "",
+               agent_opts[i].env);
+    }
+
+    printf("  %-24s %s\n", "-h, --help", "show this help");
+    printf("  %-24s %s\n", "-V, --version", "print the version");
+    printf("\nexit codes: 0 clean shutdown, 1 error, 2 bad usage, "
+           "3 key or domain rejected\n");
+}

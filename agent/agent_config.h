@@ -1,0 +1,52 @@
+/*
+ * hopgate-agent settings: command-line flags, HOP_CLIENT_* environment
+ * variables and a config file, in that order of precedence.
+ */
+
+#ifndef HG_AGENT_CONFIG_H
+#define HG_AGENT_CONFIG_H
+
+#include <stddef.h>
+
+
+#define AGENT_LOG_ERROR  0
+#define AGENT_LOG_WARN   1
+#define AGENT_LOG_INFO   2
+#define AGENT_LOG_DEBUG  3
+
+
+typedef struct {
+    char    *server;            /* HOST:PORT of the edge's hopgate_listen */
+    char    *domain;
+    char    *key;
+    char    *to;                /* HOST:PORT of the local target */
+    char    *ca;
+    char    *pin;
+    int      insecure;
+    size_t   mtu;
+    int      log_level;
+    char    *config;            /* the file the settings were read from */
+    char    *metrics;           /* HOST:PORT for the agent's own metrics */
+} agent_config_t;
+
+typedef enum {
+    AGENT_CMD_RUN = 0,
+    AGENT_CMD_HELP,
+    AGENT_CMD_VERSION
+} agent_cmd_t;
+
+/*
+ * Parses argv, the environment and the config file into cfg. Returns the
+ * command to run, or -1 with a one-line message in err (usage error).
+ */
+int agent_config_load(agent_config_t *cfg, int argc, char **argv,
+    char *err, size_t errlen);
+
+/* re-reads the config file (SIGHUP); flags and environment still win */
+int agent_config_reload(agent_config_t *cfg, int argc, char **argv,
+    char *err, size_t errlen);
+
+void agent_config_free(agent_config_t *cfg);
+void agent_usage(const char *prog);
+
+#endif /* HG_AGENT_CONFIG_H */
