@@ -41,6 +41,8 @@ MODULE_SRCS := $(wildcard ngx_hopgate_module/*.c ngx_hopgate_module/*.h) \
                $(PROTO_SRCS) $(wildcard proto/*.h) proto/hopgate.proto config
 MODULE     := $(BUILD)/modules/ngx_http_hopgate_module.so
 
+.SECONDARY:
+
 .PHONY: all deps module agent unit test asan test-asan demo clean \
         fuzz bench
 

@@ -1,0 +1,66 @@
+/*
+ * The receiving side of loss recovery: which packet numbers arrived, when
+ * an ACK is due, and the ACK frame's ranges.
+ *
+ * Acks are immediate when a packet arrives out of order (a gap below it or
+ * a gap filled) or every second ack-eliciting packet, and otherwise wait at
+ * most max_ack_delay (RFC 9000 13.2).
+ */
+
+#ifndef HG_ACKQ_H
+#define HG_ACKQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hg.h"
+#include "hg_rangeset.h"
+
+
+typedef struct {
+    hg_rangeset_t  received;          /* packet numbers, capped */
+    uint64_t       largest;           /* UINT64_MAX: nothing yet */
+    hg_time_t      largest_time;      /* arrival of `largest` */
+    uint32_t       eliciting_unacked; /* ack-eliciting since our last ACK */
+    int            immediate;         /* an ACK should go at once */
+    hg_time_t      ack_deadline;      /* HG_TIME_INFINITE: none pending */
+    hg_time_t      max_ack_delay;
+    uint64_t       duplicates;
+} hg_ackq_t;
+
+void hg_ackq_init(hg_ackq_t *q, hg_time_t max_ack_delay, size_t max_ranges);
+void hg_ackq_free(hg_ackq_t *q);
+
+/*
+ * Call before processing a packet's frames: 1 when pn is a duplicate (or
+ * too old to tell) and the packet must be ignored, else 0.
+ */
+int hg_ackq_is_duplicate(const hg_ackq_t *q, uint64_t pn);
+
+/* record a processed packet */
+void hg_ackq_on_received(hg_ackq_t *q, uint64_t pn, int ack_eliciting,
+    hg_time_t now);
+
+/* 1 when an ACK frame should be sent now (immediate or deadline passed) */
+int hg_ackq_due(const hg_ackq_t *q, hg_time_t now);
+/* 1 when there is anything to acknowledge (an ACK may ride along) */
+int hg_ackq_pending(const hg_ackq_t *q);
+hg_time_t hg_ackq_deadline(const hg_ackq_t *q);
+
+/*
+ * Fill an ACK: largest, ack delay (now - largest_time), and up to
+ * max_ranges intervals, highest first. Returns the number of intervals.
+ */
+size_t hg_ackq_build(const hg_ackq_t *q, hg_time_t now, hg_range_t *ranges,
+    size_t max_ranges, uint64_t *largest, hg_time_t *ack_delay);
+
+/* an ACK was put in a packet: nothing is pending until the next arrival */
+void hg_ackq_on_ack_sent(hg_ackq_t *q);
+
+/*
+ * Our ACK whose largest was `largest` has itself been acknowledged: stop
+ * repeating ranges far below it (keeps the frame small).
+ */
+void hg_ackq_on_ack_acked(hg_ackq_t *q, uint64_t largest);
+
+#endif /* HG_ACKQ_H */
