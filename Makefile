@@ -106,6 +106,7 @@ $(MODULE): $(MODULE_SRCS)
 # one is not installed.
 TEST_ENV = TEST_NGINX_BINARY=$(NGINX_BIN) \
            TEST_NGINX_LOAD_MODULES=$(abspath $(MODULE)) \
+           TEST_NGINX_HOPGATE_PORT=$${TEST_NGINX_HOPGATE_PORT:-1986} \
            HOPGATE_BUILD=$(abspath $(BUILD))
 
 test: all
