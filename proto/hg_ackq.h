@@ -2,9 +2,15 @@
  * The receiving side of loss recovery: which packet numbers arrived, when
  * an ACK is due, and the ACK frame's ranges.
  *
- * Acks are immediate when a packet arrives out of order (a gap below it or
- * a gap filled) or every second ack-eliciting packet, and otherwise wait at
- * most max_ack_delay (RFC 9000 13.2).
+ * Acks are immediate when an ack-eliciting packet arrives out of order (a
+ * gap below it or a gap filled) or every second ack-eliciting packet, and
+ * otherwise wait at most max_ack_delay after the first ack-eliciting packet
+ * not yet acknowledged (RFC 9000 13.2). Packets that are not ack-eliciting
+ * never cause an ACK; they ride along in the next one.
+ *
+ * Numbers below `floor` are forgotten: they count as duplicates, since the
+ * receiver can no longer tell (RFC 9000 13.2.3). The floor rises when the
+ * range cap is reached and when acknowledged ranges are pruned.
  */
 
 #ifndef HG_ACKQ_H
@@ -17,10 +23,15 @@
 #include "hg_rangeset.h"
 
 
+/* packet numbers kept below the largest of an acknowledged ACK */
+#define HG_ACKQ_PRUNE_MARGIN  32
+
 typedef struct {
     hg_rangeset_t  received;          /* packet numbers, capped */
+    uint64_t       floor;             /* below: treated as duplicates */
     uint64_t       largest;           /* UINT64_MAX: nothing yet */
     hg_time_t      largest_time;      /* arrival of `largest` */
+    uint32_t       unacked;           /* any packets since our last ACK */
     uint32_t       eliciting_unacked; /* ack-eliciting since our last ACK */
     int            immediate;         /* an ACK should go at once */
     hg_time_t      ack_deadline;      /* HG_TIME_INFINITE: none pending */
@@ -33,11 +44,12 @@ void hg_ackq_free(hg_ackq_t *q);
 
 /*
  * Call before processing a packet's frames: 1 when pn is a duplicate (or
- * too old to tell) and the packet must be ignored, else 0.
+ * too old to tell) and the packet must be ignored, else 0. Duplicates are
+ * counted in q->duplicates.
  */
-int hg_ackq_is_duplicate(const hg_ackq_t *q, uint64_t pn);
+int hg_ackq_is_duplicate(hg_ackq_t *q, uint64_t pn);
 
-/* record a processed packet */
+/* record a processed packet (a duplicate passed here changes nothing) */
 void hg_ackq_on_received(hg_ackq_t *q, uint64_t pn, int ack_eliciting,
     hg_time_t now);
 
@@ -49,7 +61,8 @@ hg_time_t hg_ackq_deadline(const hg_ackq_t *q);
 
 /*
  * Fill an ACK: largest, ack delay (now - largest_time), and up to
- * max_ranges intervals, highest first. Returns the number of intervals.
+ * max_ranges intervals [lo, hi), highest first. Returns the number of
+ * intervals (0 when nothing was received; *largest is then UINT64_MAX).
  */
 size_t hg_ackq_build(const hg_ackq_t *q, hg_time_t now, hg_range_t *ranges,
     size_t max_ranges, uint64_t *largest, hg_time_t *ack_delay);
@@ -59,7 +72,8 @@ void hg_ackq_on_ack_sent(hg_ackq_t *q);
 
 /*
  * Our ACK whose largest was `largest` has itself been acknowledged: stop
- * repeating ranges far below it (keeps the frame small).
+ * repeating ranges that end more than HG_ACKQ_PRUNE_MARGIN below it
+ * (keeps the frame small); the floor rises past them.
  */
 void hg_ackq_on_ack_acked(hg_ackq_t *q, uint64_t largest);
 

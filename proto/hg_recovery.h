@@ -6,7 +6,11 @@
  *
  * The recovery owns the record of every packet in flight. It reports
  * acknowledged and lost packets through callbacks; the connection then
- * frees or re-queues the frames those packets carried.
+ * frees or re-queues the frames those packets carried. Each packet is
+ * reported exactly once, acknowledged or lost; an ACK arriving for a
+ * packet already declared lost is ignored (its frames were re-queued).
+ *
+ * The recovery alone maintains cc->bytes_in_flight (see hg_cc.h).
  */
 
 #ifndef HG_RECOVERY_H
@@ -26,6 +30,10 @@
 #define HG_GRANULARITY          (1 * HG_MS)
 #define HG_PERSISTENT_CONGESTION_THRESHOLD  3
 
+/*
+ * Called from hg_recovery_on_ack and hg_recovery_on_timeout; they must not
+ * call back into the same hg_recovery_t. Either may be NULL.
+ */
 typedef struct {
     void  (*on_acked)(void *ctx, const hg_sent_packet_t *pkt);
     void  (*on_lost)(void *ctx, const hg_sent_packet_t *pkt);
@@ -47,14 +55,20 @@ typedef struct {
     hg_time_t          rttvar;
     hg_time_t          min_rtt;
     int                has_rtt_sample;
+    hg_time_t          first_rtt_sample;  /* when it was taken */
     hg_time_t          max_ack_delay;     /* the peer's, for PTO */
 
-    /* packets in flight: a ring indexed by packet number */
+    /*
+     * Packets in flight: a ring indexed by packet number, holding every
+     * number in [first_pn, next_pn). Slots in that window whose packet
+     * was acknowledged or lost stay until all older ones are settled.
+     */
     hg_sent_packet_t  *ring;
     size_t             ring_cap;          /* power of two */
-    size_t             max_packets;       /* cap on ring_cap */
+    size_t             max_packets;       /* cap on next_pn - first_pn */
     uint64_t           first_pn;          /* oldest tracked packet */
     uint64_t           next_pn;           /* one past the newest */
+    uint64_t           outstanding;       /* neither acked nor lost */
 
     uint64_t           largest_acked;     /* UINT64_MAX: none yet */
     hg_time_t          time_of_last_ack_eliciting;
@@ -70,14 +84,18 @@ typedef struct {
     uint64_t           pto_fired;
 } hg_recovery_t;
 
+/* 0, or -1 when max_packets is 0 or memory is short; cb may be NULL */
 int hg_recovery_init(hg_recovery_t *r, hg_cc_t *cc, hg_time_t max_ack_delay,
     size_t max_packets, const hg_recovery_cb_t *cb);
 void hg_recovery_free(hg_recovery_t *r);
 
 /*
- * A slot for the next packet, numbered r->next_pn; NULL when max_packets
- * are in flight (the sender must wait). Fill frames, then call
- * hg_recovery_on_sent; a slot not committed is simply reused.
+ * A slot for the next packet, numbered r->next_pn, zeroed but for pn;
+ * NULL when max_packets are tracked or the ring cannot grow (the sender
+ * must wait for acknowledgments). Fill size, ack_eliciting, in_flight and
+ * frames, then call hg_recovery_on_sent; a slot not committed is simply
+ * reused. on_sent also accepts a packet built elsewhere (it is copied in),
+ * still after hg_recovery_next_slot returned non-NULL.
  */
 hg_sent_packet_t *hg_recovery_next_slot(hg_recovery_t *r);
 void hg_recovery_on_sent(hg_recovery_t *r, hg_sent_packet_t *pkt,
@@ -85,7 +103,10 @@ void hg_recovery_on_sent(hg_recovery_t *r, hg_sent_packet_t *pkt,
 
 /*
  * RFC 9002 OnAckReceived: -1 when the ACK acknowledges a packet never
- * sent (a protocol violation), else 0.
+ * sent or its ranges are malformed (a protocol violation; nothing is
+ * changed), else 0. Losses are reported (and the controller told) before
+ * the acknowledged packets, as in RFC 9002 Appendix A, so a loss found by
+ * this ACK keeps it from growing the window.
  */
 int hg_recovery_on_ack(hg_recovery_t *r, const hg_ack_t *ack, hg_time_t now);
 
@@ -94,7 +115,10 @@ hg_time_t hg_recovery_deadline(const hg_recovery_t *r, hg_time_t now);
 
 /*
  * The loss detection timer fired: returns the number of probe packets the
- * sender must send now (0 when the timer declared packets lost instead).
+ * sender must send now, 2 for a PTO (each ack-eliciting: the oldest
+ * unacknowledged data re-queued, or a PING, sent even if the congestion
+ * window is full); 0 when the timer declared packets lost instead, or
+ * when nothing was due yet.
  */
 int hg_recovery_on_timeout(hg_recovery_t *r, hg_time_t now);
 
@@ -103,5 +127,8 @@ hg_time_t hg_recovery_pto(const hg_recovery_t *r);
 
 /* packets tracked (sent and neither acknowledged nor lost) */
 uint64_t hg_recovery_in_flight_packets(const hg_recovery_t *r);
+
+/* the oldest ack-eliciting packet not yet settled (a PTO probe's data) */
+const hg_sent_packet_t *hg_recovery_oldest_unacked(const hg_recovery_t *r);
 
 #endif /* HG_RECOVERY_H */
