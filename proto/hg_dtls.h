@@ -1,7 +1,9 @@
 /*
  * DTLS 1.2 over OpenSSL with an in-memory datagram BIO: the engine hands
  * in one datagram's DTLS bytes (the prefix already stripped) and takes out
- * whole records, one per datagram.
+ * whole datagrams: one record each once established (hg_dtls_seal), one or
+ * more records each during the handshake (hg_dtls_pending), never more
+ * than record_mtu bytes.
  *
  * Handshake retransmission is ours, not OpenSSL's: OpenSSL 3.0's DTLS
  * timer reads the wall clock inside the library, which a sans-I/O engine
@@ -45,12 +47,22 @@ hg_dtls_listener_t *hg_dtls_listener_new(SSL_CTX *ctx, size_t record_mtu,
 void hg_dtls_listener_free(hg_dtls_listener_t *l);
 
 /*
- * A datagram from a peer with no connection:
+ * A datagram from a peer with no connection. *replylen is reply's
+ * capacity on entry (at most record_mtu of it is used) and the reply's
+ * length on return (0: nothing to send):
  *   HG_AGAIN  *reply holds a HelloVerifyRequest for the peer (*replylen)
  *   HG_OK     the cookie is good: *out is a new server-side hg_dtls_t that
  *             has consumed the ClientHello; its flight is queued
- *   HG_ERR    dropped (not a ClientHello, bad cookie: counted by caller)
- * *cookie_failed is set when the datagram carried a cookie that failed.
+ *   HG_ERR    dropped (not a ClientHello, bad cookie: counted by caller);
+ *             when the cookie was good but the hello unacceptable (no
+ *             shared cipher...) *reply may hold the fatal alert, worth
+ *             sending so the peer learns why
+ * *cookie_failed is set when the datagram carried a cookie that failed
+ * (wrong address, or older than the previous secret period); such a
+ * ClientHello is dropped, not answered with a fresh HelloVerifyRequest.
+ *
+ * The listener installs its cookie callbacks on ctx (OpenSSL keeps them
+ * per SSL_CTX); several listeners may share one ctx.
  */
 int hg_dtls_listen(hg_dtls_listener_t *l, const uint8_t *dgram, size_t len,
     const struct sockaddr *peer, socklen_t peerlen, hg_time_t now,
@@ -66,7 +78,10 @@ void hg_dtls_free(hg_dtls_t *d);
  * flight) and hands every decrypted application record to on_app, in
  * order. Returns HG_OK, HG_ERR for a datagram dropped (undecryptable,
  * replayed, garbage: the connection goes on), or HG_ERR_STATE when the
- * handshake failed for good (hg_dtls_error says why).
+ * session failed for good (hg_dtls_error says why: a fatal alert, a
+ * verification failure, or the peer's close_notify). A handshake
+ * datagram the peer repeats is answered by re-queuing our last flight
+ * and returns HG_OK.
  */
 typedef void (*hg_dtls_app_cb)(void *arg, const uint8_t *plain, size_t len);
 
@@ -75,12 +90,13 @@ int hg_dtls_recv(hg_dtls_t *d, const uint8_t *dgram, size_t len,
 
 /*
  * Encrypt one application record into out (no prefix). Returns its length
- * or HG_ERR. Only once established.
+ * (len + hg_dtls_overhead) or HG_ERR. Only once established.
  */
 ssize_t hg_dtls_seal(hg_dtls_t *d, const uint8_t *plain, size_t len,
     uint8_t *out, size_t cap);
 
-/* next handshake (or alert) datagram due; 0 when none */
+/* next handshake (or alert) datagram due; 0 when none, HG_ERR when it
+ * does not fit in cap (it stays queued) */
 ssize_t hg_dtls_pending(hg_dtls_t *d, uint8_t *out, size_t cap);
 
 /* when the flight retransmission timer fires (HG_TIME_INFINITE: idle) */
