@@ -468,26 +468,6 @@ agent_config_load(agent_config_t *cfg, int argc, char **argv, char *err,
 }
 
 
-int
-agent_config_reload(agent_config_t *cfg, int argc, char **argv, char *err,
-    size_t errlen)
-{
-    agent_config_t  fresh;
-    int             rc;
-
-    memset(&fresh, 0, sizeof(fresh));
-    rc = load_layers(&fresh, argc, argv, err, errlen);
-    if (rc != AGENT_CMD_RUN) {
-        agent_config_free(&fresh);
-        return -1;
-    }
-
-    agent_config_free(cfg);
-    *cfg = fresh;
-    return 0;
-}
-
-
 void
 agent_config_free(agent_config_t *cfg)
 {

@@ -42,10 +42,6 @@ typedef enum {
 int agent_config_load(agent_config_t *cfg, int argc, char **argv,
     char *err, size_t errlen);
 
-/* re-reads the config file (SIGHUP); flags and environment still win */
-int agent_config_reload(agent_config_t *cfg, int argc, char **argv,
-    char *err, size_t errlen);
-
 void agent_config_free(agent_config_t *cfg);
 void agent_usage(const char *prog);
 

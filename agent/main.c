@@ -2,40 +2,162 @@
  * hopgate-agent: serves a domain's tunnelled requests from a local target.
  */
 
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-#include "agent_config.h"
-#include "hg.h"
+#include "agent.h"
+
+
+int
+agent_set_target(agent_t *a, const char *to)
+{
+    struct addrinfo   hints, *res;
+    char              host[256];
+    const char       *colon;
+    size_t            hostlen;
+    int               rc;
+
+    colon = strrchr(to, ':');
+    hostlen = (size_t) (colon - to);
+
+    if (to[0] == '[') {
+        snprintf(host, sizeof(host), "%.*s", (int) hostlen - 2, to + 1);
+    } else {
+        snprintf(host, sizeof(host), "%.*s", (int) hostlen, to);
+    }
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+
+    rc = getaddrinfo(host, colon + 1, &hints, &res);
+    if (rc != 0) {
+        agent_log(AGENT_LOG_ERROR, "cannot resolve the local target %s: %s",
+                  to, gai_strerror(rc));
+        return -1;
+    }
+
+    memcpy(&a->target, res->ai_addr, res->ai_addrlen);
+    a->targetlen = res->ai_addrlen;
+    freeaddrinfo(res);
+
+    return 0;
+}
+
+
+int
+agent_setup_tls(agent_t *a, const agent_config_t *cfg)
+{
+    hg_tls_client_opts_t  opts;
+    SSL_CTX              *ctx;
+    char                  err[256];
+
+    memset(&opts, 0, sizeof(opts));
+    opts.ca_file = cfg->ca;
+    opts.pin_sha256 = cfg->pin;
+    opts.insecure = cfg->insecure;
+
+    ctx = hg_tls_client_ctx(&opts, err, sizeof(err));
+    if (ctx == NULL) {
+        agent_log(AGENT_LOG_ERROR, "%s", err);
+        return -1;
+    }
+
+    if (a->ssl) {
+        /* live sessions keep their own reference */
+        SSL_CTX_free(a->ssl);
+    }
+
+    a->ssl = ctx;
+    a->engine.mtu = cfg->mtu;
+
+    return 0;
+}
+
+
+static int
+agent_init(agent_t *a)
+{
+    const char  *why;
+
+    hg_config_defaults(&a->engine);
+    a->engine.cb.random = agent_random;
+    a->engine.cb.ctx = a;
+
+    if (agent_setup_tls(a, &a->cfg) != 0
+        || agent_set_target(a, a->cfg.to) != 0)
+    {
+        return -1;
+    }
+
+    why = hg_config_check(&a->engine);
+    if (why != NULL) {
+        agent_log(AGENT_LOG_ERROR, "engine configuration: %s", why);
+        return -1;
+    }
+
+    if (a->cfg.insecure) {
+        agent_log(AGENT_LOG_WARN, "--insecure: the edge's certificate is "
+                  "not verified");
+    }
+
+    return agent_loop_init(a);
+}
 
 
 int
 main(int argc, char **argv)
 {
-    agent_config_t  cfg;
+    static agent_t  agent;
     char            err[512];
-    int             cmd;
+    int             cmd, rc;
 
-    cmd = agent_config_load(&cfg, argc, argv, err, sizeof(err));
+    cmd = agent_config_load(&agent.cfg, argc, argv, err, sizeof(err));
 
     switch (cmd) {
     case AGENT_CMD_HELP:
         agent_usage(argv[0]);
-        return 0;
+        return AGENT_EXIT_OK;
 
     case AGENT_CMD_VERSION:
         printf("hopgate-agent %s\n", HG_VERSION_STRING);
-        return 0;
+        return AGENT_EXIT_OK;
 
     case AGENT_CMD_RUN:
         break;
 
     default:
         fprintf(stderr, "hopgate-agent: %s\n", err);
-        return 2;
+        return AGENT_EXIT_USAGE;
     }
 
-    fprintf(stderr, "hopgate-agent: the tunnel is not implemented yet\n");
-    agent_config_free(&cfg);
-    return 1;
+    agent.argc = argc;
+    agent.argv = argv;
+    agent_log_init(agent.cfg.log_level);
+
+    if (agent_init(&agent) != 0) {
+        return AGENT_EXIT_ERROR;
+    }
+
+    agent_log(AGENT_LOG_INFO, "hopgate-agent %s: serving %s from %s via %s",
+              HG_VERSION_STRING, agent.cfg.domain, agent.cfg.to,
+              agent.cfg.server);
+
+    if (agent_sessions_start(&agent) != 0) {
+        return AGENT_EXIT_ERROR;
+    }
+
+    rc = agent_loop_run(&agent);
+
+    agent_sessions_free(&agent);
+    SSL_CTX_free(agent.ssl);
+    agent_config_free(&agent.cfg);
+
+    if (rc == AGENT_EXIT_OK) {
+        agent_log(AGENT_LOG_INFO, "stopped");
+    }
+
+    return rc;
 }

@@ -204,10 +204,14 @@ typedef struct {
     int         worker_hint;          /* -1: none */
 } hg_hello_t;
 
-/* starts the DTLS handshake; HELLO is sent when it completes */
+/*
+ * Starts the DTLS handshake; HELLO is sent when it completes. server_name
+ * (may be NULL) is sent as SNI and, with CA verification, must match the
+ * edge's certificate.
+ */
 hg_conn_t *hg_conn_client_new(const hg_config_t *cfg, SSL_CTX *ctx,
-    const hg_hello_t *hello, const struct sockaddr *peer, socklen_t peerlen,
-    hg_time_t now);
+    const char *server_name, const hg_hello_t *hello,
+    const struct sockaddr *peer, socklen_t peerlen, hg_time_t now);
 
 
 /* ---- a connection (both roles) -------------------------------------------- */

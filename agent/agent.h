@@ -1,0 +1,190 @@
+/*
+ * hopgate-agent: the state shared by its files.
+ *
+ *   main.c            flags, signals, exit codes
+ *   agent_loop.c      epoll, the monotonic clock, the main loop
+ *   agent_session.c   one session per edge worker: dialling, coverage,
+ *                     backoff, GOAWAY, drain
+ *   agent_stream.c    each tunnel stream as a TCP connection to the
+ *                     local target, pumped both ways with backpressure
+ *   agent_log.c       log lines, including one per stream
+ */
+
+#ifndef HG_AGENT_H
+#define HG_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "agent_config.h"
+#include "hg.h"
+
+
+#define AGENT_MAX_WORKERS     64
+#define AGENT_MAX_SESSIONS    (2 * AGENT_MAX_WORKERS + 8)
+#define AGENT_PUMP_BUFFER     65536
+#define AGENT_DRAIN_TIMEOUT   (10 * HG_SEC)
+#define AGENT_BACKOFF_FIRST   (250 * HG_MS)
+#define AGENT_BACKOFF_MAX     (30 * HG_SEC)
+#define AGENT_STABLE_PERIOD   (60 * HG_SEC)
+
+#define AGENT_EXIT_OK         0
+#define AGENT_EXIT_ERROR      1
+#define AGENT_EXIT_USAGE      2
+#define AGENT_EXIT_REJECTED   3
+
+typedef struct agent_s          agent_t;
+typedef struct agent_session_s  agent_session_t;
+typedef struct agent_stream_s   agent_stream_t;
+
+
+/* what an fd registered with epoll belongs to */
+typedef enum {
+    AGENT_FD_SESSION = 1,
+    AGENT_FD_STREAM,
+    AGENT_FD_SIGNAL,
+    AGENT_FD_METRICS
+} agent_fd_kind_t;
+
+typedef struct {
+    agent_fd_kind_t   kind;
+    void             *ptr;
+} agent_fd_t;
+
+
+typedef enum {
+    AGENT_SS_CONNECTING = 0,      /* handshake and HELLO */
+    AGENT_SS_READY,
+    AGENT_SS_DRAINING,            /* GOAWAY: finish streams, no new ones */
+    AGENT_SS_DEAD
+} agent_session_state_t;
+
+struct agent_session_s {
+    agent_t                *agent;
+    agent_fd_t              tag;
+    int                     fd;               /* connected UDP socket */
+    hg_conn_t              *conn;
+    agent_session_state_t   state;
+    int                     aimed_at;         /* worker hint, -1 none */
+    int                     worker;           /* from HELLO_ACK */
+    uint32_t                worker_count;
+    uint64_t                session_id;
+    hg_time_t               dialled;
+    hg_time_t               ready_at;
+    uint64_t                streams;          /* served, ever */
+    agent_stream_t         *stream_list;      /* live local connections */
+    struct sockaddr_storage peer;
+    socklen_t               peerlen;
+};
+
+
+typedef enum {
+    AGENT_ST_CONNECTING = 0,      /* connect() to the local target */
+    AGENT_ST_OPEN,
+    AGENT_ST_CLOSED
+} agent_stream_state_t;
+
+struct agent_stream_s {
+    agent_session_t        *session;
+    agent_stream_t         *prev;
+    agent_stream_t         *next;
+    agent_fd_t              tag;
+    int64_t                 id;
+    int                     fd;               /* to the local target */
+    agent_stream_state_t    state;
+    uint32_t                events;           /* epoll interest */
+    unsigned                local_eof:1;      /* target closed its side */
+    unsigned                tunnel_fin:1;     /* FIN read from the tunnel */
+    unsigned                local_shut:1;     /* we shut down its write */
+    unsigned                blocked_up:1;     /* tunnel send buffer full */
+    hg_time_t               opened;
+    hg_stream_meta_t        meta;
+    uint64_t                bytes_up;         /* target -> tunnel */
+    uint64_t                bytes_down;       /* tunnel -> target */
+    uint8_t                *pending;          /* tunnel bytes not yet written */
+    size_t                  pending_off;
+    size_t                  pending_len;
+    char                    method[16];       /* from the request line */
+    char                    path[256];
+    int                     status;           /* from the response line */
+    char                    head_down[64];    /* first bytes, for parsing */
+    size_t                  head_down_len;
+    char                    head_up[32];
+    size_t                  head_up_len;
+};
+
+
+struct agent_s {
+    agent_config_t          cfg;
+    int                     argc;
+    char                  **argv;
+    int                     epfd;
+    int                     sigfd;
+    agent_fd_t              sig_tag;
+    SSL_CTX                *ssl;
+    hg_config_t             engine;
+    char                    server_host[256];
+    char                    server_port[16];
+    struct sockaddr_storage target;
+    socklen_t               targetlen;
+    char                    agent_id[32];
+
+    agent_session_t        *sessions[AGENT_MAX_SESSIONS];
+    int                     nsessions;
+    uint32_t                worker_count;     /* 0 until a HELLO_ACK */
+    hg_time_t               redial_at;        /* HG_TIME_INFINITE: none */
+    hg_time_t               backoff;
+    hg_time_t               stable_since;
+    unsigned                failures;         /* consecutive */
+    int                     draining;         /* SIGTERM received */
+    hg_time_t               drain_deadline;
+    int                     exit_code;
+    int                     done;
+    uint64_t                rng;
+    uint64_t                streams_total;
+    uint64_t                reconnects;
+    uint64_t                target_errors;
+};
+
+
+/* agent_loop.c */
+hg_time_t agent_now(void);
+int agent_loop_init(agent_t *a);
+int agent_loop_run(agent_t *a);
+int agent_watch(agent_t *a, int fd, uint32_t events, agent_fd_t *tag);
+int agent_rewatch(agent_t *a, int fd, uint32_t events, agent_fd_t *tag);
+void agent_unwatch(agent_t *a, int fd);
+
+/* main.c */
+int agent_set_target(agent_t *a, const char *to);
+int agent_setup_tls(agent_t *a, const agent_config_t *cfg);
+
+/* agent_session.c */
+int agent_sessions_start(agent_t *a);
+void agent_parse_server(agent_t *a);
+void agent_session_readable(agent_session_t *s);
+void agent_session_flush(agent_session_t *s);
+void agent_sessions_tick(agent_t *a, hg_time_t now);
+hg_time_t agent_sessions_deadline(agent_t *a);
+void agent_sessions_drain(agent_t *a);
+void agent_sessions_reload(agent_t *a);
+void agent_sessions_free(agent_t *a);
+int agent_random(void *ctx, uint8_t *buf, size_t len);
+
+/* agent_stream.c */
+void agent_stream_opened(agent_session_t *s, int64_t id,
+    const hg_stream_meta_t *meta);
+void agent_stream_event(agent_session_t *s, const hg_event_t *ev);
+void agent_stream_io(agent_stream_t *st, uint32_t events);
+void agent_stream_abort(agent_stream_t *st);
+
+/* agent_log.c */
+void agent_log_init(int level);
+void agent_log(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void agent_log_stream(const agent_stream_t *st, const char *outcome);
+void agent_parse_request(agent_stream_t *st, const uint8_t *buf, size_t n);
+void agent_parse_response(agent_stream_t *st, const uint8_t *buf, size_t n);
+
+#endif /* HG_AGENT_H */

@@ -1,0 +1,744 @@
+/*
+ * The agent's sessions: one per worker of the edge, so that a request
+ * landing in any nginx worker finds a tunnel there. The first HELLO_ACK
+ * tells the worker count; further sessions are aimed at the missing
+ * workers through the datagram prefix (steered by the edge's reuseport
+ * BPF program). When the edge cannot steer, a session lands on a worker
+ * already covered; it is closed and the agent dials again from a new
+ * source port, which hashes elsewhere.
+ *
+ * Failures back off exponentially with jitter (fast first retry, capped,
+ * reset after a stable period). A GOAWAY is answered by dialling the
+ * replacement first; the old session finishes its streams.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <openssl/rand.h>
+
+#include "agent.h"
+
+
+#define AGENT_DUPLICATE_BUDGET  8     /* coverage re-dials per worker */
+
+
+static void agent_session_events(agent_session_t *s);
+static void agent_session_free(agent_session_t *s);
+static void agent_schedule_redial(agent_t *a, hg_time_t now, int failure);
+
+
+int
+agent_random(void *ctx, uint8_t *buf, size_t len)
+{
+    (void) ctx;
+
+    return RAND_bytes(buf, (int) len) == 1 ? 0 : -1;
+}
+
+
+/* xorshift for backoff jitter: not a secret */
+static double
+agent_jitter(agent_t *a)
+{
+    uint64_t  x;
+
+    x = a->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    a->rng = x;
+
+    return (double) (x >> 11) / (double) (1ULL << 53);
+}
+
+
+static int
+agent_is_ip(const char *host)
+{
+    struct in6_addr  a6;
+
+    return inet_pton(AF_INET, host, &a6) == 1
+           || inet_pton(AF_INET6, host, &a6) == 1;
+}
+
+
+static int
+agent_resolve(agent_t *a, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct addrinfo   hints, *res;
+    int               rc;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_DGRAM;
+
+    rc = getaddrinfo(a->server_host, a->server_port, &hints, &res);
+    if (rc != 0) {
+        agent_log(AGENT_LOG_WARN, "cannot resolve %s: %s", a->server_host,
+                  gai_strerror(rc));
+        return -1;
+    }
+
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+
+    return 0;
+}
+
+
+static agent_session_t *
+agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
+{
+    agent_session_t  *s;
+    hg_hello_t        hello;
+
+    if (a->nsessions == AGENT_MAX_SESSIONS) {
+        return NULL;
+    }
+
+    s = calloc(1, sizeof(agent_session_t));
+    if (s == NULL) {
+        return NULL;
+    }
+
+    s->agent = a;
+    s->fd = -1;
+    s->aimed_at = aimed_at;
+    s->worker = -1;
+    s->dialled = now;
+    s->tag.kind = AGENT_FD_SESSION;
+    s->tag.ptr = s;
+
+    if (agent_resolve(a, &s->peer, &s->peerlen) != 0) {
+        free(s);
+        return NULL;
+    }
+
+    /* a new socket is a new source port: it hashes to some worker anew */
+    s->fd = socket(s->peer.ss_family, SOCK_DGRAM | SOCK_NONBLOCK
+                                      | SOCK_CLOEXEC, 0);
+    if (s->fd == -1
+        || connect(s->fd, (struct sockaddr *) &s->peer, s->peerlen) == -1)
+    {
+        agent_log(AGENT_LOG_WARN, "cannot open a UDP socket to %s:%s: %s",
+                  a->server_host, a->server_port, strerror(errno));
+        if (s->fd != -1) {
+            close(s->fd);
+        }
+        free(s);
+        return NULL;
+    }
+
+    memset(&hello, 0, sizeof(hello));
+    hello.domain = a->cfg.domain;
+    hello.api_key = a->cfg.key;
+    hello.agent_version = HG_VERSION_STRING;
+    hello.agent_id = a->agent_id;
+    hello.worker_hint = aimed_at;
+
+    s->conn = hg_conn_client_new(&a->engine, a->ssl,
+                                 agent_is_ip(a->server_host)
+                                 ? NULL : a->server_host,
+                                 &hello, (struct sockaddr *) &s->peer,
+                                 s->peerlen, now);
+    if (s->conn == NULL
+        || agent_watch(a, s->fd, EPOLLIN, &s->tag) != 0)
+    {
+        agent_log(AGENT_LOG_ERROR, "cannot start a session");
+        if (s->conn) {
+            hg_conn_free(s->conn);
+        }
+        close(s->fd);
+        free(s);
+        return NULL;
+    }
+
+    a->sessions[a->nsessions++] = s;
+
+    if (aimed_at >= 0) {
+        agent_log(AGENT_LOG_DEBUG, "dialling %s:%s for worker %d",
+                  a->server_host, a->server_port, aimed_at);
+    } else {
+        agent_log(AGENT_LOG_DEBUG, "dialling %s:%s", a->server_host,
+                  a->server_port);
+    }
+
+    agent_session_flush(s);
+
+    return s;
+}
+
+
+void
+agent_session_flush(agent_session_t *s)
+{
+    uint8_t    buf[HG_MTU_MAX + 64];
+    ssize_t    n;
+    hg_time_t  now;
+
+    if (s->conn == NULL) {
+        return;
+    }
+
+    now = agent_now();
+
+    while ((n = hg_conn_send(s->conn, buf, sizeof(buf), now)) > 0) {
+        if (send(s->fd, buf, (size_t) n, 0) == -1) {
+            if (errno != EAGAIN && errno != ECONNREFUSED && errno != EINTR)
+            {
+                agent_log(AGENT_LOG_DEBUG, "send() failed: %s",
+                          strerror(errno));
+            }
+            /* a dropped datagram: the engine's recovery repeats it */
+        }
+    }
+}
+
+
+void
+agent_session_readable(agent_session_t *s)
+{
+    uint8_t    buf[2048];
+    ssize_t    n;
+    hg_time_t  now;
+    int        budget;
+
+    now = agent_now();
+
+    for (budget = 256; budget > 0; budget--) {
+        n = recv(s->fd, buf, sizeof(buf), 0);
+        if (n == -1) {
+            break;
+        }
+
+        hg_conn_recv(s->conn, buf, (size_t) n, (struct sockaddr *) &s->peer,
+                     s->peerlen, now);
+    }
+
+    agent_session_events(s);
+    agent_session_flush(s);
+}
+
+
+/* ---- coverage ---------------------------------------------------------------- */
+
+static int
+agent_session_live(const agent_session_t *s)
+{
+    return s->state == AGENT_SS_CONNECTING || s->state == AGENT_SS_READY;
+}
+
+
+/* a live session already serves (or aims at) worker w */
+static int
+agent_covered(agent_t *a, int w, const agent_session_t *except)
+{
+    agent_session_t  *s;
+    int               i;
+
+    for (i = 0; i < a->nsessions; i++) {
+        s = a->sessions[i];
+        if (s == except || !agent_session_live(s)) {
+            continue;
+        }
+
+        if (s->state == AGENT_SS_READY ? s->worker == w
+                                       : s->aimed_at == w)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+agent_connecting(agent_t *a)
+{
+    int  i;
+
+    for (i = 0; i < a->nsessions; i++) {
+        if (a->sessions[i]->state == AGENT_SS_CONNECTING) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+agent_fill_coverage(agent_t *a, hg_time_t now)
+{
+    uint32_t  w;
+
+    if (a->draining || a->done || now < a->redial_at) {
+        return;
+    }
+
+    if (a->worker_count == 0) {
+        if (!agent_connecting(a) && !agent_covered(a, -1, NULL)) {
+            if (agent_session_dial(a, -1, now) == NULL) {
+                agent_schedule_redial(a, now, 1);
+            }
+        }
+        return;
+    }
+
+    for (w = 0; w < a->worker_count; w++) {
+        if (!agent_covered(a, (int) w, NULL)) {
+            if (agent_session_dial(a, (int) w, now) == NULL) {
+                agent_schedule_redial(a, now, 1);
+                return;
+            }
+        }
+    }
+}
+
+
+static void
+agent_schedule_redial(agent_t *a, hg_time_t now, int failure)
+{
+    hg_time_t  delay;
+    unsigned   shift;
+
+    if (!failure) {
+        a->redial_at = now;
+        return;
+    }
+
+    a->failures++;
+    a->stable_since = HG_TIME_INFINITE;
+
+    /* the first retry is fast; then doubling up to the cap, with jitter */
+    shift = a->failures > 8 ? 8 : a->failures - 1;
+    delay = AGENT_BACKOFF_FIRST << shift;
+    if (delay > AGENT_BACKOFF_MAX) {
+        delay = AGENT_BACKOFF_MAX;
+    }
+    delay = (hg_time_t) ((double) delay * (0.5 + 0.5 * agent_jitter(a)));
+
+    if (now + delay > a->redial_at || a->redial_at <= now) {
+        a->redial_at = now + delay;
+    }
+
+    a->reconnects++;
+    agent_log(AGENT_LOG_INFO, "reconnecting in %.1f s",
+              (double) delay / HG_SEC);
+}
+
+
+/* ---- session events ---------------------------------------------------------- */
+
+static void
+agent_session_ready(agent_session_t *s, const hg_event_t *ev)
+{
+    agent_t          *a = s->agent;
+    hg_conn_stats_t   st;
+    int               duplicate;
+
+    s->state = AGENT_SS_READY;
+    s->worker = (int) ev->worker_index;
+    s->worker_count = ev->worker_count;
+    s->session_id = ev->session_id;
+    s->ready_at = agent_now();
+
+    if (ev->worker_count > 0 && ev->worker_count <= AGENT_MAX_WORKERS) {
+        a->worker_count = ev->worker_count;
+    }
+
+    hg_conn_get_stats(s->conn, &st);
+
+    duplicate = agent_covered(a, s->worker, s);
+
+    if (duplicate) {
+        /* the edge did not steer us: try again from another port */
+        agent_log(AGENT_LOG_DEBUG, "session landed on worker %d/%u, "
+                  "already covered: re-dialling", s->worker,
+                  s->worker_count);
+        hg_conn_close(s->conn, HG_CODE_NORMAL, "duplicate worker session");
+        s->state = AGENT_SS_DEAD;
+        return;
+    }
+
+    agent_log(AGENT_LOG_INFO, "connected to worker %d/%u of %s:%s "
+              "(session %016llx, rtt %.1f ms)", s->worker, s->worker_count,
+              a->server_host, a->server_port,
+              (unsigned long long) s->session_id,
+              (double) st.srtt / HG_MS);
+
+    if (a->stable_since == HG_TIME_INFINITE) {
+        a->stable_since = s->ready_at;
+    }
+}
+
+
+static void
+agent_session_closed(agent_session_t *s, const hg_event_t *ev)
+{
+    agent_t    *a = s->agent;
+    int         was_ready, expected;
+    hg_time_t   now;
+
+    was_ready = s->state == AGENT_SS_READY;
+    expected = s->state == AGENT_SS_DRAINING || s->state == AGENT_SS_DEAD
+               || ev->code == HG_CODE_GOING_AWAY || a->draining;
+
+    s->state = AGENT_SS_DEAD;
+    now = agent_now();
+
+    if (a->draining || a->done) {
+        return;
+    }
+
+    if (expected && ev->code != HG_CODE_IDLE_TIMEOUT) {
+        if (ev->code == HG_CODE_GOING_AWAY) {
+            agent_log(AGENT_LOG_INFO, "worker %d finished draining",
+                      s->worker);
+        }
+        agent_schedule_redial(a, now, 0);
+        return;
+    }
+
+    agent_log(was_ready ? AGENT_LOG_WARN : AGENT_LOG_INFO,
+              "session to worker %d closed: %s (%s)", s->worker,
+              ev->text && *ev->text ? ev->text : hg_code_name(ev->code),
+              hg_code_name(ev->code));
+
+    agent_schedule_redial(a, now, 1);
+}
+
+
+static void
+agent_session_rejected(agent_session_t *s, const hg_event_t *ev)
+{
+    agent_t  *a = s->agent;
+
+    s->state = AGENT_SS_DEAD;
+
+    if (hg_code_is_auth_failure(ev->code)) {
+        agent_log(AGENT_LOG_ERROR, "rejected by %s:%s: %s (%s)",
+                  a->server_host, a->server_port,
+                  ev->text ? ev->text : "", hg_code_name(ev->code));
+        a->exit_code = AGENT_EXIT_REJECTED;
+        a->done = 1;
+        return;
+    }
+
+    agent_log(AGENT_LOG_WARN, "refused by %s:%s: %s (%s)", a->server_host,
+              a->server_port, ev->text ? ev->text : "",
+              hg_code_name(ev->code));
+    agent_schedule_redial(a, agent_now(), 1);
+}
+
+
+static void
+agent_session_events(agent_session_t *s)
+{
+    agent_t     *a = s->agent;
+    hg_event_t   ev;
+
+    while (s->conn && hg_conn_next_event(s->conn, &ev) == HG_OK) {
+
+        switch (ev.type) {
+
+        case HG_EV_HANDSHAKE_DONE:
+            agent_log(AGENT_LOG_DEBUG, "DTLS established with %s:%s",
+                      a->server_host, a->server_port);
+            break;
+
+        case HG_EV_READY:
+            agent_session_ready(s, &ev);
+            break;
+
+        case HG_EV_REJECTED:
+            agent_session_rejected(s, &ev);
+            break;
+
+        case HG_EV_GOAWAY:
+            agent_log(AGENT_LOG_INFO, "worker %d is going away (%s): "
+                      "dialling its replacement", s->worker,
+                      ev.text && *ev.text ? ev.text : "no reason");
+            if (s->state == AGENT_SS_READY
+                || s->state == AGENT_SS_CONNECTING)
+            {
+                s->state = AGENT_SS_DRAINING;
+            }
+            agent_schedule_redial(a, agent_now(), 0);
+            break;
+
+        case HG_EV_CLOSED:
+            if (s->state != AGENT_SS_DEAD || a->done) {
+                agent_session_closed(s, &ev);
+            }
+            break;
+
+        case HG_EV_STREAM_OPENED:
+            s->streams++;
+            a->streams_total++;
+            agent_stream_opened(s, ev.stream_id, ev.meta);
+            break;
+
+        default:
+            agent_stream_event(s, &ev);
+            break;
+        }
+    }
+}
+
+
+/* ---- the manager --------------------------------------------------------------- */
+
+void
+agent_parse_server(agent_t *a)
+{
+    const char  *colon;
+    size_t       hostlen;
+
+    colon = strrchr(a->cfg.server, ':');
+    hostlen = (size_t) (colon - a->cfg.server);
+
+    if (a->cfg.server[0] == '[') {
+        snprintf(a->server_host, sizeof(a->server_host), "%.*s",
+                 (int) hostlen - 2, a->cfg.server + 1);
+    } else {
+        snprintf(a->server_host, sizeof(a->server_host), "%.*s",
+                 (int) hostlen, a->cfg.server);
+    }
+
+    snprintf(a->server_port, sizeof(a->server_port), "%s", colon + 1);
+}
+
+
+int
+agent_sessions_start(agent_t *a)
+{
+    uint8_t  id[8];
+    int      i;
+
+    agent_parse_server(a);
+
+    if (RAND_bytes(id, sizeof(id)) != 1) {
+        return -1;
+    }
+
+    for (i = 0; i < 8; i++) {
+        snprintf(a->agent_id + 2 * i, 3, "%02x", id[i]);
+    }
+
+    memcpy(&a->rng, id, sizeof(a->rng));
+    a->rng |= 1;
+    a->redial_at = 0;
+    a->stable_since = HG_TIME_INFINITE;
+
+    agent_fill_coverage(a, agent_now());
+
+    return 0;
+}
+
+
+static void
+agent_session_free(agent_session_t *s)
+{
+    agent_t  *a = s->agent;
+    int       i;
+
+    for (i = 0; i < a->nsessions; i++) {
+        if (a->sessions[i] == s) {
+            a->sessions[i] = a->sessions[--a->nsessions];
+            break;
+        }
+    }
+
+    while (s->stream_list) {
+        agent_stream_abort(s->stream_list);
+    }
+
+    agent_unwatch(a, s->fd);
+    close(s->fd);
+    hg_conn_free(s->conn);
+    free(s);
+}
+
+
+void
+agent_sessions_tick(agent_t *a, hg_time_t now)
+{
+    agent_session_t  *s;
+    int               i, live;
+
+    for (i = 0; i < a->nsessions; i++) {
+        s = a->sessions[i];
+
+        if (hg_conn_deadline(s->conn) <= now) {
+            hg_conn_timeout(s->conn, now);
+        }
+
+        agent_session_events(s);
+        agent_session_flush(s);
+    }
+
+    /* sessions whose engine is done are freed (their streams are gone) */
+    for (i = 0; i < a->nsessions; i++) {
+        s = a->sessions[i];
+        if (hg_conn_is_closed(s->conn)) {
+            agent_session_free(s);
+            i--;
+        }
+    }
+
+    if (a->stable_since != HG_TIME_INFINITE
+        && now - a->stable_since > AGENT_STABLE_PERIOD && a->failures)
+    {
+        a->failures = 0;
+    }
+
+    if (a->draining) {
+        live = a->nsessions;
+        if (live == 0 || now >= a->drain_deadline) {
+            if (live) {
+                agent_log(AGENT_LOG_WARN, "drain timeout: closing %d "
+                          "session(s)", live);
+            }
+            a->done = 1;
+        }
+        return;
+    }
+
+    agent_fill_coverage(a, now);
+}
+
+
+hg_time_t
+agent_sessions_deadline(agent_t *a)
+{
+    hg_time_t  t, d;
+    int        i;
+
+    t = a->draining ? a->drain_deadline : a->redial_at;
+    if (!a->draining && a->redial_at <= agent_now() && a->nsessions > 0) {
+        t = HG_TIME_INFINITE;
+    }
+
+    for (i = 0; i < a->nsessions; i++) {
+        d = hg_conn_deadline(a->sessions[i]->conn);
+        if (d < t) {
+            t = d;
+        }
+    }
+
+    return t;
+}
+
+
+void
+agent_sessions_drain(agent_t *a)
+{
+    int  i;
+
+    a->draining = 1;
+    a->drain_deadline = agent_now() + AGENT_DRAIN_TIMEOUT;
+
+    for (i = 0; i < a->nsessions; i++) {
+        hg_conn_goaway(a->sessions[i]->conn, HG_CODE_NORMAL,
+                       "agent shutting down");
+        agent_session_flush(a->sessions[i]);
+    }
+}
+
+
+static int
+agent_same(const char *x, const char *y)
+{
+    if (x == NULL || y == NULL) {
+        return x == y;
+    }
+
+    return strcmp(x, y) == 0;
+}
+
+
+/*
+ * SIGHUP: re-read the configuration (flags and environment still win).
+ * A new target applies to new streams; a new edge, domain, key or trust
+ * setting replaces every session, the old ones draining first.
+ */
+void
+agent_sessions_reload(agent_t *a)
+{
+    agent_config_t  fresh;
+    char            err[512];
+    int             identity, i;
+
+    memset(&fresh, 0, sizeof(fresh));
+
+    if (agent_config_load(&fresh, a->argc, a->argv, err, sizeof(err))
+        != AGENT_CMD_RUN)
+    {
+        agent_log(AGENT_LOG_ERROR, "configuration not reloaded: %s", err);
+        agent_config_free(&fresh);
+        return;
+    }
+
+    identity = !agent_same(fresh.server, a->cfg.server)
+               || !agent_same(fresh.domain, a->cfg.domain)
+               || !agent_same(fresh.key, a->cfg.key)
+               || !agent_same(fresh.ca, a->cfg.ca)
+               || !agent_same(fresh.pin, a->cfg.pin)
+               || fresh.insecure != a->cfg.insecure
+               || fresh.mtu != a->cfg.mtu;
+
+    if (!agent_same(fresh.to, a->cfg.to)) {
+        if (agent_set_target(a, fresh.to) != 0) {
+            agent_config_free(&fresh);
+            return;
+        }
+        agent_log(AGENT_LOG_INFO, "new streams go to %s", fresh.to);
+    }
+
+    if (identity && agent_setup_tls(a, &fresh) != 0) {
+        agent_config_free(&fresh);
+        return;
+    }
+
+    agent_config_free(&a->cfg);
+    a->cfg = fresh;
+    agent_log_init(a->cfg.log_level);
+
+    if (!identity) {
+        return;
+    }
+
+    agent_log(AGENT_LOG_INFO, "edge, domain or key changed: replacing "
+              "every session");
+
+    for (i = 0; i < a->nsessions; i++) {
+        hg_conn_goaway(a->sessions[i]->conn, HG_CODE_NORMAL,
+                       "agent reconfigured");
+        a->sessions[i]->state = AGENT_SS_DRAINING;
+    }
+
+    a->worker_count = 0;
+    a->failures = 0;
+    a->redial_at = 0;
+    agent_parse_server(a);
+}
+
+
+void
+agent_sessions_free(agent_t *a)
+{
+    while (a->nsessions) {
+        agent_session_free(a->sessions[0]);
+    }
+}

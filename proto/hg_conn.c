@@ -1,0 +1,799 @@
+/*
+ * A tunnel connection: lifecycle, datagram input, timers, the event queue,
+ * and session control (HELLO / HELLO_ACK, GOAWAY, CLOSE, idle timeout,
+ * keepalive). Packets are built in hg_packet_out.c and taken apart in
+ * hg_packet_in.c; streams live in hg_conn_stream.c.
+ */
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hg_conn.h"
+
+
+static void hg_conn_on_established(hg_conn_t *c, hg_time_t now);
+static void hg_conn_set_closed(hg_conn_t *c);
+static hg_time_t hg_conn_keepalive_at(const hg_conn_t *c);
+static size_t hg_copy_text(char *dst, size_t cap, const char *src);
+
+
+void
+hg_conn_log(hg_conn_t *c, int level, const char *fmt, ...)
+{
+    va_list  ap;
+    char     msg[512];
+
+    if (c->cfg.cb.log == NULL) {
+        return;
+    }
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    c->cfg.cb.log(c->cfg.cb.ctx, level, msg);
+}
+
+
+static size_t
+hg_copy_text(char *dst, size_t cap, const char *src)
+{
+    size_t  n;
+
+    if (src == NULL) {
+        src = "";
+    }
+
+    n = strlen(src);
+    if (n >= cap) {
+        n = cap - 1;
+    }
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+
+    return n;
+}
+
+
+hg_conn_t *
+hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
+    const struct sockaddr *peer, socklen_t peerlen, hg_time_t now)
+{
+    hg_conn_t         *c;
+    hg_recovery_cb_t   rcb;
+
+    if (hg_config_check(cfg) != NULL || peerlen > sizeof(c->peer)) {
+        return NULL;
+    }
+
+    c = calloc(1, sizeof(hg_conn_t));
+    if (c == NULL) {
+        return NULL;
+    }
+
+    c->cfg = *cfg;
+    c->role = role;
+    c->state = HG_CS_HANDSHAKE;
+    c->worker_hint = -1;
+    memcpy(&c->peer, peer, peerlen);
+    c->peerlen = peerlen;
+    c->now = now;
+    c->created = now;
+    c->last_recv = now;
+    c->last_eliciting_sent = now;
+    c->closing_deadline = HG_TIME_INFINITE;
+
+    c->local.max_streams = cfg->max_streams;
+    c->local.stream_window = cfg->stream_window;
+    c->local.conn_window = cfg->conn_window;
+    c->local.max_ack_delay = cfg->max_ack_delay;
+    c->remote.max_ack_delay = cfg->max_ack_delay;
+
+    c->recv_max = cfg->conn_window;
+    c->local_max_streams = cfg->max_streams;
+    c->next_local_id = (role == HG_ROLE_SERVER) ? 1 : 0;
+
+    if (hg_cc_init(&c->cc, cfg->congestion, cfg->mtu) != 0) {
+        free(c);
+        return NULL;
+    }
+
+    hg_pacer_init(&c->pacer, cfg->mtu);
+
+    rcb.on_acked = hg_packet_on_acked;
+    rcb.on_lost = hg_packet_on_lost;
+    rcb.ctx = c;
+
+    if (hg_recovery_init(&c->rec, &c->cc, cfg->max_ack_delay, 1 << 16, &rcb)
+        != 0)
+    {
+        free(c);
+        return NULL;
+    }
+
+    hg_ackq_init(&c->ackq, cfg->max_ack_delay, cfg->max_ack_ranges);
+
+    c->ev_cap = 64;
+    c->events = calloc(c->ev_cap, sizeof(hg_event_t));
+
+    if (c->events == NULL || hg_cstreams_init(c) != 0) {
+        hg_conn_free(c);
+        return NULL;
+    }
+
+    return c;
+}
+
+
+hg_conn_t *
+hg_conn_server_new(const hg_config_t *cfg, hg_dtls_t *dtls,
+    const uint8_t cid[HG_CID_LEN], const struct sockaddr *peer,
+    socklen_t peerlen, hg_time_t now)
+{
+    hg_conn_t  *c;
+
+    c = hg_conn_alloc(cfg, HG_ROLE_SERVER, peer, peerlen, now);
+    if (c == NULL) {
+        return NULL;
+    }
+
+    c->dtls = dtls;
+    memcpy(c->cid, cid, HG_CID_LEN);
+    c->has_cid = 1;
+
+    return c;
+}
+
+
+hg_conn_t *
+hg_conn_client_new(const hg_config_t *cfg, SSL_CTX *ctx,
+    const char *server_name, const hg_hello_t *hello,
+    const struct sockaddr *peer, socklen_t peerlen, hg_time_t now)
+{
+    hg_conn_t  *c;
+
+    c = hg_conn_alloc(cfg, HG_ROLE_CLIENT, peer, peerlen, now);
+    if (c == NULL) {
+        return NULL;
+    }
+
+    hg_copy_text(c->hello_domain, sizeof(c->hello_domain), hello->domain);
+    hg_copy_text(c->hello_key, sizeof(c->hello_key), hello->api_key);
+    hg_copy_text(c->hello_version, sizeof(c->hello_version),
+                 hello->agent_version);
+    hg_copy_text(c->hello_agent_id, sizeof(c->hello_agent_id),
+                 hello->agent_id);
+
+    c->hello.domain = c->hello_domain;
+    c->hello.api_key = c->hello_key;
+    c->hello.agent_version = c->hello_version;
+    c->hello.agent_id = c->hello_agent_id;
+    c->hello.worker_hint = hello->worker_hint;
+    c->worker_hint = hello->worker_hint;
+
+    c->dtls = hg_dtls_client_new(ctx, cfg->mtu - HG_PREFIX_LEN, server_name,
+                                 now);
+    if (c->dtls == NULL) {
+        hg_conn_free(c);
+        return NULL;
+    }
+
+    return c;
+}
+
+
+void
+hg_conn_free(hg_conn_t *c)
+{
+    size_t  i;
+
+    if (c == NULL) {
+        return;
+    }
+
+    hg_cstreams_free(c);
+
+    if (c->dtls) {
+        hg_dtls_free(c->dtls);
+    }
+
+    hg_recovery_free(&c->rec);
+    hg_ackq_free(&c->ackq);
+
+    for (i = 0; i < c->nedges; i++) {
+        free(c->edges[i]);
+    }
+
+    free(c->edges);
+    free(c->events);
+    free(c);
+}
+
+
+/* ---- datagram input ------------------------------------------------- */
+
+int
+hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
+    const struct sockaddr *from, socklen_t fromlen, hg_time_t now)
+{
+    hg_prefix_t  prefix;
+    int          was_established, rc;
+
+    if (c->state == HG_CS_CLOSED) {
+        return HG_ERR;
+    }
+
+    c->stats.bytes_received += len;
+
+    if (len > HG_MTU_MAX || hg_prefix_parse(dgram, len, &prefix) != HG_OK) {
+        c->stats.malformed++;
+        return HG_ERR;
+    }
+
+    was_established = hg_dtls_established(c->dtls);
+    c->authenticated_input = 0;
+    c->now = now;
+
+    rc = hg_dtls_recv(c->dtls, dgram + HG_PREFIX_LEN, len - HG_PREFIX_LEN,
+                      now, hg_packet_process, c);
+
+    if (rc == HG_ERR_STATE) {
+        hg_conn_log(c, HG_LOG_INFO, "dtls failed: %s",
+                    hg_dtls_error(c->dtls) ? hg_dtls_error(c->dtls)
+                                           : "unknown");
+        hg_conn_enter_closing(c, HG_CODE_TLS, hg_dtls_error(c->dtls), 0,
+                              now);
+        hg_conn_set_closed(c);
+        return HG_ERR;
+    }
+
+    if (!was_established && hg_dtls_established(c->dtls)) {
+        hg_conn_on_established(c, now);
+    }
+
+    if (!c->authenticated_input) {
+        if (rc != HG_OK) {
+            c->stats.malformed++;
+        }
+        return rc == HG_OK ? HG_OK : HG_ERR;
+    }
+
+    c->last_recv = now;
+    hg_dtls_peer_confirmed(c->dtls);
+
+    if (c->role == HG_ROLE_CLIENT && (prefix.flags & HG_PREFIX_FLAG_CID)
+        && (!c->has_cid || memcmp(c->cid, prefix.cid, HG_CID_LEN) != 0))
+    {
+        memcpy(c->cid, prefix.cid, HG_CID_LEN);
+        c->has_cid = 1;
+    }
+
+    if (c->role == HG_ROLE_SERVER && from != NULL
+        && (fromlen != c->peerlen || memcmp(from, &c->peer, fromlen) != 0)
+        && fromlen <= sizeof(c->peer))
+    {
+        /* only an authenticated packet may move the session */
+        memcpy(&c->peer, from, fromlen);
+        c->peerlen = fromlen;
+        hg_conn_event(c, HG_EV_PEER_MIGRATED, -1, 0);
+    }
+
+    if (c->state == HG_CS_CLOSING && now - c->last_close_sent > 50 * HG_MS) {
+        /* the peer keeps talking: it did not get our CLOSE */
+        c->close_due = 1;
+    }
+
+    return HG_OK;
+}
+
+
+static void
+hg_conn_on_established(hg_conn_t *c, hg_time_t now)
+{
+    size_t  overhead;
+
+    overhead = hg_dtls_overhead(c->dtls);
+    c->max_payload = c->cfg.mtu - HG_PREFIX_LEN - overhead;
+    c->state = HG_CS_HELLO;
+
+    if (c->role == HG_ROLE_CLIENT) {
+        c->hello_due = 1;
+    }
+
+    hg_conn_event(c, HG_EV_HANDSHAKE_DONE, -1, 0);
+    hg_conn_log(c, HG_LOG_DEBUG, "dtls established (%s), %zu payload bytes "
+                "per packet", SSL_get_cipher_name(hg_dtls_ssl(c->dtls)),
+                c->max_payload);
+    (void) now;
+}
+
+
+void
+hg_conn_set_remote_params(hg_conn_t *c, uint32_t max_streams,
+    uint64_t stream_window, uint64_t conn_window, hg_time_t max_ack_delay)
+{
+    hg_cstream_t  *cs;
+
+    c->remote.max_streams = max_streams;
+    c->remote.stream_window = stream_window;
+    c->remote.conn_window = conn_window;
+    c->remote.max_ack_delay = max_ack_delay ? max_ack_delay
+                                            : c->cfg.max_ack_delay;
+    c->rec.max_ack_delay = c->remote.max_ack_delay;
+    c->remote_known = 1;
+
+    if (conn_window > c->send_max) {
+        c->send_max = conn_window;
+    }
+
+    if (max_streams > c->peer_max_streams) {
+        c->peer_max_streams = max_streams;
+    }
+
+    /* streams the peer opened before we knew its limits may now send */
+    for (cs = c->first; cs; cs = cs->next) {
+        hg_stream_send_max(cs->s, stream_window);
+    }
+}
+
+
+void
+hg_conn_protocol_error(hg_conn_t *c, const char *why)
+{
+    hg_conn_log(c, HG_LOG_INFO, "protocol violation: %s", why);
+    hg_conn_enter_closing(c, HG_CODE_PROTOCOL, why, 1, c->last_recv);
+}
+
+
+/* ---- output and timers ----------------------------------------------- */
+
+size_t
+hg_prefix_write(const hg_conn_t *c, uint8_t *out)
+{
+    memset(out, 0, HG_PREFIX_LEN);
+    out[0] = HG_PREFIX_VERSION;
+
+    if (c->has_cid) {
+        out[0] |= HG_PREFIX_FLAG_CID;
+        memcpy(out + 1, c->cid, HG_CID_LEN);
+
+    } else if (c->worker_hint >= 0) {
+        out[0] |= HG_PREFIX_FLAG_STEER;
+        out[1] = (uint8_t) c->worker_hint;
+    }
+
+    return HG_PREFIX_LEN;
+}
+
+
+ssize_t
+hg_conn_send(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
+{
+    ssize_t  n;
+
+    if (c->state == HG_CS_CLOSED || cap < c->cfg.mtu) {
+        return 0;
+    }
+
+    c->now = now;
+
+    n = hg_dtls_pending(c->dtls, out + HG_PREFIX_LEN, cap - HG_PREFIX_LEN);
+    if (n > 0) {
+        hg_prefix_write(c, out);
+        c->stats.bytes_sent += n + HG_PREFIX_LEN;
+        return n + HG_PREFIX_LEN;
+    }
+
+    if (!hg_dtls_established(c->dtls)) {
+        return 0;
+    }
+
+    return hg_packet_build(c, out, cap, now);
+}
+
+
+static hg_time_t
+hg_conn_keepalive_at(const hg_conn_t *c)
+{
+    hg_time_t  base;
+
+    base = c->last_recv > c->last_eliciting_sent ? c->last_recv
+                                                 : c->last_eliciting_sent;
+    return base + c->cfg.keepalive;
+}
+
+
+static hg_time_t
+hg_min_time(hg_time_t a, hg_time_t b)
+{
+    return a < b ? a : b;
+}
+
+
+hg_time_t
+hg_conn_deadline(const hg_conn_t *c)
+{
+    hg_time_t  t;
+
+    if (c->state == HG_CS_CLOSED) {
+        return HG_TIME_INFINITE;
+    }
+
+    if (c->state == HG_CS_CLOSING) {
+        return c->closing_deadline;
+    }
+
+    t = c->last_recv + c->cfg.idle_timeout;
+
+    if (c->state != HG_CS_READY) {
+        t = hg_min_time(t, c->created + c->cfg.handshake_timeout);
+    }
+
+    t = hg_min_time(t, hg_dtls_deadline(c->dtls));
+
+    if (!hg_dtls_established(c->dtls)) {
+        return t;
+    }
+
+    /* c->now: the time of the last call, which is what the pacer and the
+     * loss timers were last consulted at */
+    t = hg_min_time(t, hg_recovery_deadline(&c->rec, c->now));
+    t = hg_min_time(t, hg_ackq_deadline(&c->ackq));
+    t = hg_min_time(t, hg_packet_send_deadline(c, c->now));
+
+    if (c->state == HG_CS_READY) {
+        t = hg_min_time(t, hg_conn_keepalive_at(c));
+    }
+
+    return t;
+}
+
+
+void
+hg_conn_timeout(hg_conn_t *c, hg_time_t now)
+{
+    int  probes;
+
+    if (c->state == HG_CS_CLOSED) {
+        return;
+    }
+
+    c->now = now;
+
+    if (c->state == HG_CS_CLOSING) {
+        if (now >= c->closing_deadline) {
+            hg_conn_set_closed(c);
+        }
+        return;
+    }
+
+    if (now >= c->last_recv + c->cfg.idle_timeout) {
+        hg_conn_log(c, HG_LOG_INFO, "idle timeout");
+        hg_conn_enter_closing(c, HG_CODE_IDLE_TIMEOUT, "idle timeout", 0,
+                              now);
+        hg_conn_set_closed(c);
+        return;
+    }
+
+    if (c->state != HG_CS_READY
+        && now >= c->created + c->cfg.handshake_timeout)
+    {
+        hg_conn_enter_closing(c, HG_CODE_HANDSHAKE_TIMEOUT,
+                              "handshake timeout",
+                              hg_dtls_established(c->dtls), now);
+        if (!hg_dtls_established(c->dtls)) {
+            hg_conn_set_closed(c);
+        }
+        return;
+    }
+
+    if (now >= hg_dtls_deadline(c->dtls)) {
+        hg_dtls_timeout(c->dtls, now);
+    }
+
+    if (!hg_dtls_established(c->dtls)) {
+        return;
+    }
+
+    if (now >= hg_recovery_deadline(&c->rec, now)) {
+        probes = hg_recovery_on_timeout(&c->rec, now);
+        if (probes > 0) {
+            c->probes_due = probes;
+            c->stats.pto_count++;
+        }
+    }
+
+    if (c->state == HG_CS_READY && now >= hg_conn_keepalive_at(c)) {
+        c->ping_due = 1;
+    }
+}
+
+
+/* ---- session control -------------------------------------------------- */
+
+int
+hg_conn_accept(hg_conn_t *c, uint64_t session_id, uint32_t worker_index,
+    uint32_t worker_count, const char *const *edges, size_t nedges)
+{
+    size_t  i;
+
+    if (c->role != HG_ROLE_SERVER || c->state != HG_CS_HELLO
+        || c->hello.domain == NULL)
+    {
+        return HG_ERR_STATE;
+    }
+
+    if (nedges) {
+        c->edges = calloc(nedges, sizeof(char *));
+        if (c->edges == NULL) {
+            return HG_ERR_NOMEM;
+        }
+
+        for (i = 0; i < nedges; i++) {
+            c->edges[i] = strdup(edges[i]);
+            if (c->edges[i] == NULL) {
+                return HG_ERR_NOMEM;
+            }
+            c->nedges++;
+        }
+    }
+
+    c->session_id = session_id;
+    c->worker_index = worker_index;
+    c->worker_count = worker_count;
+    c->ack_code = HG_CODE_OK;
+    c->hello_ack_due = 1;
+    c->state = HG_CS_READY;
+
+    return HG_OK;
+}
+
+
+int
+hg_conn_reject(hg_conn_t *c, uint32_t code, const char *text)
+{
+    if (c->role != HG_ROLE_SERVER || c->state != HG_CS_HELLO
+        || code == HG_CODE_OK)
+    {
+        return HG_ERR_STATE;
+    }
+
+    c->ack_code = code;
+    hg_copy_text(c->ack_text, sizeof(c->ack_text), text);
+    c->hello_ack_due = 1;
+
+    hg_conn_enter_closing(c, code, text, 1, c->last_recv);
+
+    return HG_OK;
+}
+
+
+int
+hg_conn_goaway(hg_conn_t *c, uint32_t code, const char *reason)
+{
+    if (c->state != HG_CS_READY) {
+        return hg_conn_close(c, code, reason);
+    }
+
+    if (!c->local_goaway) {
+        c->local_goaway = 1;
+        c->goaway_due = 1;
+        c->goaway_code = code;
+        hg_copy_text(c->goaway_reason, sizeof(c->goaway_reason), reason);
+    }
+
+    hg_conn_maybe_finish_goaway(c, c->last_recv);
+
+    return HG_OK;
+}
+
+
+void
+hg_conn_maybe_finish_goaway(hg_conn_t *c, hg_time_t now)
+{
+    if (c->local_goaway && c->state == HG_CS_READY
+        && hg_conn_open_streams(c) == 0)
+    {
+        hg_conn_enter_closing(c, c->goaway_code, c->goaway_reason, 1, now);
+    }
+}
+
+
+int
+hg_conn_close(hg_conn_t *c, uint32_t code, const char *reason)
+{
+    if (c->state == HG_CS_CLOSED || c->state == HG_CS_CLOSING) {
+        return HG_OK;
+    }
+
+    if (!hg_dtls_established(c->dtls)) {
+        hg_conn_enter_closing(c, code, reason, 0, c->last_recv);
+        hg_conn_set_closed(c);
+        return HG_OK;
+    }
+
+    hg_conn_enter_closing(c, code, reason, 1, c->last_recv);
+
+    return HG_OK;
+}
+
+
+void
+hg_conn_enter_closing(hg_conn_t *c, uint32_t code, const char *reason,
+    int send_close, hg_time_t now)
+{
+    hg_time_t  drain;
+
+    if (c->state == HG_CS_CLOSING || c->state == HG_CS_CLOSED) {
+        return;
+    }
+
+    c->state = HG_CS_CLOSING;
+    c->close_code = code;
+    hg_copy_text(c->close_reason, sizeof(c->close_reason), reason);
+    c->close_due = send_close;
+
+    /* RFC 9000 10.2: linger for three PTOs to repeat CLOSE if needed */
+    drain = 3 * hg_recovery_pto(&c->rec);
+    if (drain > 2 * HG_SEC) {
+        drain = 2 * HG_SEC;
+    }
+    c->closing_deadline = send_close ? now + drain : now;
+
+    if (!c->close_event_emitted) {
+        c->close_event_emitted = 1;
+        hg_conn_event(c, HG_EV_CLOSED, -1, code);
+    }
+}
+
+
+static void
+hg_conn_set_closed(hg_conn_t *c)
+{
+    c->state = HG_CS_CLOSED;
+    c->closing_deadline = HG_TIME_INFINITE;
+}
+
+
+int
+hg_conn_is_ready(const hg_conn_t *c)
+{
+    return c->state == HG_CS_READY;
+}
+
+
+int
+hg_conn_is_closed(const hg_conn_t *c)
+{
+    return c->state == HG_CS_CLOSED;
+}
+
+
+const struct sockaddr *
+hg_conn_peer(const hg_conn_t *c, socklen_t *len)
+{
+    if (len) {
+        *len = c->peerlen;
+    }
+
+    return (const struct sockaddr *) &c->peer;
+}
+
+
+const uint8_t *
+hg_conn_cid(const hg_conn_t *c)
+{
+    return c->has_cid ? c->cid : NULL;
+}
+
+
+/* ---- events ------------------------------------------------------------- */
+
+void
+hg_conn_event(hg_conn_t *c, hg_event_type_t type, int64_t stream_id,
+    uint32_t code)
+{
+    hg_event_t  *ev, *grown;
+    size_t       i, cap;
+
+    if (c->ev_count == c->ev_cap) {
+        cap = c->ev_cap * 2;
+        grown = malloc(cap * sizeof(hg_event_t));
+        if (grown == NULL) {
+            hg_conn_log(c, HG_LOG_ERR, "event queue allocation failed");
+            return;
+        }
+
+        for (i = 0; i < c->ev_count; i++) {
+            grown[i] = c->events[(c->ev_head + i) & (c->ev_cap - 1)];
+        }
+
+        free(c->events);
+        c->events = grown;
+        c->ev_cap = cap;
+        c->ev_head = 0;
+    }
+
+    ev = &c->events[(c->ev_head + c->ev_count) & (c->ev_cap - 1)];
+    c->ev_count++;
+
+    memset(ev, 0, sizeof(*ev));
+    ev->type = type;
+    ev->stream_id = stream_id;
+    ev->code = code;
+}
+
+
+int
+hg_conn_next_event(hg_conn_t *c, hg_event_t *ev)
+{
+    hg_cstream_t  *cs;
+
+    if (c->ev_count == 0) {
+        return HG_AGAIN;
+    }
+
+    *ev = c->events[c->ev_head];
+    c->ev_head = (c->ev_head + 1) & (c->ev_cap - 1);
+    c->ev_count--;
+
+    switch (ev->type) {
+
+    case HG_EV_HELLO:
+        ev->hello = &c->hello;
+        break;
+
+    case HG_EV_READY:
+        ev->worker_index = c->worker_index;
+        ev->worker_count = c->worker_count;
+        ev->session_id = c->session_id;
+        break;
+
+    case HG_EV_REJECTED:
+        hg_copy_text(c->ev_text, sizeof(c->ev_text), c->ack_text);
+        ev->text = c->ev_text;
+        break;
+
+    case HG_EV_GOAWAY:
+        hg_copy_text(c->ev_text, sizeof(c->ev_text), c->goaway_reason);
+        ev->text = c->ev_text;
+        break;
+
+    case HG_EV_CLOSED:
+        hg_copy_text(c->ev_text, sizeof(c->ev_text), c->close_reason);
+        ev->text = c->ev_text;
+        break;
+
+    case HG_EV_STREAM_OPENED:
+        cs = hg_cstream_find(c, ev->stream_id);
+        ev->meta = cs ? &cs->s->meta : NULL;
+        break;
+
+    case HG_EV_STREAM_CLOSED:
+        hg_cstream_release(c, ev->stream_id);
+        break;
+
+    default:
+        break;
+    }
+
+    return HG_OK;
+}
+
+
+void
+hg_conn_get_stats(const hg_conn_t *c, hg_conn_stats_t *st)
+{
+    *st = c->stats;
+    st->srtt = c->rec.smoothed_rtt;
+    st->min_rtt = c->rec.min_rtt;
+    st->rttvar = c->rec.rttvar;
+    st->latest_rtt = c->rec.latest_rtt;
+    st->cwnd = c->cc.cwnd;
+    st->bytes_in_flight = c->cc.bytes_in_flight;
+    st->packets_lost = c->rec.packets_lost;
+    st->congestion_events = c->cc.congestion_events;
+}

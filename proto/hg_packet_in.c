@@ -1,0 +1,700 @@
+/*
+ * Incoming packets: decoding, limits, and what each frame does; then the
+ * fate of what we sent: acknowledged frames are settled, lost frames are
+ * queued again (never the packet as a whole).
+ */
+
+#include <string.h>
+
+#include "hg_conn.h"
+#include "hopgate.pb-c.h"
+
+
+#define HG_ACK_DECODE_MAX  256
+
+
+static int hg_frame_stream(hg_conn_t *c, const Hopgate__StreamFrame *f);
+static int hg_frame_ack(hg_conn_t *c, const Hopgate__AckFrame *f);
+static int hg_frame_reset(hg_conn_t *c, const Hopgate__ResetStreamFrame *f);
+static int hg_frame_stop(hg_conn_t *c, const Hopgate__StopSendingFrame *f);
+static int hg_frame_max_stream_data(hg_conn_t *c,
+    const Hopgate__MaxStreamDataFrame *f);
+static int hg_frame_hello(hg_conn_t *c, const Hopgate__HelloFrame *f);
+static int hg_frame_hello_ack(hg_conn_t *c, const Hopgate__HelloAckFrame *f);
+static int hg_frame_close(hg_conn_t *c, const Hopgate__CloseFrame *f);
+
+
+/* ---- one packet ---------------------------------------------------------- */
+
+static int
+hg_frame_dispatch(hg_conn_t *c, const Hopgate__Frame *f)
+{
+    switch (f->body_case) {
+
+    case HOPGATE__FRAME__BODY_STREAM:
+        return hg_frame_stream(c, f->stream);
+
+    case HOPGATE__FRAME__BODY_ACK:
+        return hg_frame_ack(c, f->ack);
+
+    case HOPGATE__FRAME__BODY_RESET_STREAM:
+        return hg_frame_reset(c, f->reset_stream);
+
+    case HOPGATE__FRAME__BODY_STOP_SENDING:
+        return hg_frame_stop(c, f->stop_sending);
+
+    case HOPGATE__FRAME__BODY_MAX_DATA:
+        if (f->max_data->max > c->send_max) {
+            c->send_max = f->max_data->max;
+        }
+        return HG_OK;
+
+    case HOPGATE__FRAME__BODY_MAX_STREAM_DATA:
+        return hg_frame_max_stream_data(c, f->max_stream_data);
+
+    case HOPGATE__FRAME__BODY_MAX_STREAMS:
+        if (f->max_streams->max > c->peer_max_streams) {
+            c->peer_max_streams = f->max_streams->max;
+            hg_conn_event(c, HG_EV_STREAMS_AVAILABLE, -1, 0);
+        }
+        return HG_OK;
+
+    case HOPGATE__FRAME__BODY_PING:
+        return HG_OK;
+
+    case HOPGATE__FRAME__BODY_HELLO:
+        return hg_frame_hello(c, f->hello);
+
+    case HOPGATE__FRAME__BODY_HELLO_ACK:
+        return hg_frame_hello_ack(c, f->hello_ack);
+
+    case HOPGATE__FRAME__BODY_GOAWAY:
+        if (!c->peer_goaway) {
+            c->peer_goaway = 1;
+            hg_conn_event(c, HG_EV_GOAWAY, -1, f->goaway->error_code);
+            snprintf(c->goaway_reason, sizeof(c->goaway_reason), "%s",
+                     f->goaway->reason ? f->goaway->reason : "");
+        }
+        return HG_OK;
+
+    case HOPGATE__FRAME__BODY_CLOSE:
+        return hg_frame_close(c, f->close);
+
+    default:
+        return HG_ERR;
+    }
+}
+
+
+void
+hg_packet_process(void *arg, const uint8_t *plain, size_t len)
+{
+    hg_conn_t        *c = arg;
+    Hopgate__Packet  *pkt;
+    size_t            i;
+    int               eliciting;
+    uint64_t          pn;
+
+    if (c->state == HG_CS_CLOSED) {
+        return;
+    }
+
+    /* it decrypted: the peer really sent it */
+    c->authenticated_input = 1;
+
+    pkt = hopgate__packet__unpack(NULL, len, plain);
+    if (pkt == NULL || pkt->n_frames == 0
+        || pkt->n_frames > c->cfg.max_frames)
+    {
+        c->stats.malformed++;
+        if (pkt) {
+            hopgate__packet__free_unpacked(pkt, NULL);
+        }
+        return;
+    }
+
+    pn = pkt->number;
+
+    if (hg_ackq_is_duplicate(&c->ackq, pn)) {
+        hopgate__packet__free_unpacked(pkt, NULL);
+        return;
+    }
+
+    c->stats.packets_received++;
+    eliciting = 0;
+
+    for (i = 0; i < pkt->n_frames; i++) {
+
+        if (c->state == HG_CS_CLOSED
+            || (c->state == HG_CS_CLOSING
+                && pkt->frames[i]->body_case != HOPGATE__FRAME__BODY_CLOSE))
+        {
+            continue;
+        }
+
+        if (pkt->frames[i]->body_case != HOPGATE__FRAME__BODY_ACK
+            && pkt->frames[i]->body_case != HOPGATE__FRAME__BODY_CLOSE)
+        {
+            eliciting = 1;
+        }
+
+        if (hg_frame_dispatch(c, pkt->frames[i]) != HG_OK) {
+            c->stats.malformed++;
+            hg_conn_protocol_error(c, "malformed frame");
+            break;
+        }
+    }
+
+    hg_ackq_on_received(&c->ackq, pn, eliciting, c->now);
+
+    hopgate__packet__free_unpacked(pkt, NULL);
+}
+
+
+/* ---- stream frames --------------------------------------------------------- */
+
+/*
+ * The stream a frame names, opening peer streams as needed (a frame for a
+ * higher id opens every lower one, as in QUIC, since frames reorder).
+ * NULL with *rc == HG_OK: a stream already finished, ignore the frame.
+ */
+static hg_cstream_t *
+hg_stream_for_frame(hg_conn_t *c, uint64_t id, int *rc)
+{
+    hg_cstream_t  *cs;
+    uint64_t       seq;
+
+    *rc = HG_OK;
+
+    if (id > INT64_MAX) {
+        *rc = HG_ERR;
+        return NULL;
+    }
+
+    cs = hg_cstream_find(c, (int64_t) id);
+    if (cs) {
+        return cs;
+    }
+
+    if (hg_stream_is_local(c, (int64_t) id)) {
+        if ((int64_t) id >= c->next_local_id) {
+            hg_conn_protocol_error(c, "frame for a stream never opened");
+            *rc = HG_ERR_STATE;
+        }
+        return NULL;
+    }
+
+    seq = id >> 1;
+    if (seq < c->peer_opened) {
+        return NULL;
+    }
+
+    if (c->role == HG_ROLE_SERVER && c->state != HG_CS_READY) {
+        hg_conn_protocol_error(c, "stream before HELLO was accepted");
+        *rc = HG_ERR_STATE;
+        return NULL;
+    }
+
+    if (seq >= c->local_max_streams) {
+        hg_conn_protocol_error(c, "stream limit exceeded");
+        *rc = HG_ERR_STATE;
+        return NULL;
+    }
+
+    while (c->peer_opened <= seq) {
+        cs = hg_cstream_create(c, (int64_t) (2 * c->peer_opened
+                                             + (c->role == HG_ROLE_SERVER
+                                                ? 0 : 1)), 0);
+        if (cs == NULL) {
+            hg_conn_enter_closing(c, HG_CODE_INTERNAL, "out of memory", 1,
+                                  c->now);
+            *rc = HG_ERR_STATE;
+            return NULL;
+        }
+
+        c->peer_opened++;
+
+        if (c->local_goaway) {
+            /* opened after our GOAWAY: refuse it */
+            (void) hg_stream_send_reset(cs->s, HG_STREAM_ERR_GOING_AWAY);
+            (void) hg_stream_recv_stop(cs->s, HG_STREAM_ERR_GOING_AWAY);
+            cs->abandoned = 1;
+        }
+    }
+
+    return cs;
+}
+
+
+static int
+hg_account_recv(hg_conn_t *c, int64_t growth)
+{
+    if (growth == HG_ERR_LIMIT) {
+        hg_conn_protocol_error(c, "stream flow control exceeded");
+        return HG_ERR_STATE;
+    }
+
+    if (growth == HG_ERR_NOMEM) {
+        hg_conn_enter_closing(c, HG_CODE_INTERNAL, "out of memory", 1,
+                              c->now);
+        return HG_ERR_STATE;
+    }
+
+    if (growth < 0) {
+        hg_conn_protocol_error(c, "stream final size violated");
+        return HG_ERR_STATE;
+    }
+
+    c->recv_highest += (uint64_t) growth;
+
+    if (c->recv_highest > c->recv_max) {
+        hg_conn_protocol_error(c, "connection flow control exceeded");
+        return HG_ERR_STATE;
+    }
+
+    if (c->recv_highest - c->recv_read > c->cfg.max_out_of_order) {
+        hg_conn_protocol_error(c, "too many buffered bytes");
+        return HG_ERR_STATE;
+    }
+
+    return HG_OK;
+}
+
+
+static void
+hg_store_meta(hg_stream_t *s, const Hopgate__StreamMeta *m)
+{
+    snprintf(s->meta.client_addr, sizeof(s->meta.client_addr), "%s",
+             m->client_addr ? m->client_addr : "");
+    snprintf(s->meta.scheme, sizeof(s->meta.scheme), "%s",
+             m->scheme ? m->scheme : "");
+    snprintf(s->meta.host, sizeof(s->meta.host), "%s",
+             m->host ? m->host : "");
+    snprintf(s->meta.request_id, sizeof(s->meta.request_id), "%s",
+             m->request_id ? m->request_id : "");
+    s->has_meta = 1;
+}
+
+
+static int
+hg_frame_stream(hg_conn_t *c, const Hopgate__StreamFrame *f)
+{
+    hg_cstream_t  *cs;
+    hg_stream_t   *s;
+    int64_t        growth;
+    int            rc;
+
+    if (f->offset > (1ULL << 62) || f->data.len > HG_MTU_MAX) {
+        return HG_ERR;
+    }
+
+    cs = hg_stream_for_frame(c, f->id, &rc);
+    if (cs == NULL) {
+        return rc == HG_ERR ? HG_ERR : HG_OK;
+    }
+
+    s = cs->s;
+
+    growth = hg_stream_recv(s, f->offset, f->data.data, f->data.len, f->fin);
+    if (hg_account_recv(c, growth) != HG_OK) {
+        return HG_OK;
+    }
+
+    hg_cstream_take_credit(c, cs);
+    c->stats.stream_bytes_received += (uint64_t) growth;
+
+    if (f->meta && f->offset == 0 && !s->has_meta && !cs->local) {
+        hg_store_meta(s, f->meta);
+    }
+
+    if (!cs->local && !s->opened_event && s->has_meta && !cs->abandoned) {
+        s->opened_event = 1;
+        hg_conn_event(c, HG_EV_STREAM_OPENED, s->id, 0);
+    }
+
+    if (cs->abandoned) {
+        hg_cstream_check_closed(c, cs);
+        return HG_OK;
+    }
+
+    if (hg_stream_read_ready(s)) {
+        hg_cstream_signal_readable(c, cs);
+    }
+
+    return HG_OK;
+}
+
+
+static int
+hg_frame_reset(hg_conn_t *c, const Hopgate__ResetStreamFrame *f)
+{
+    hg_cstream_t  *cs;
+    int            rc, was_reset;
+
+    cs = hg_stream_for_frame(c, f->id, &rc);
+    if (cs == NULL) {
+        return rc == HG_ERR ? HG_ERR : HG_OK;
+    }
+
+    was_reset = cs->s->reset_received;
+
+    if (hg_account_recv(c, hg_stream_recv_reset(cs->s, f->error_code,
+                                                f->final_size))
+        != HG_OK)
+    {
+        return HG_OK;
+    }
+
+    hg_cstream_take_credit(c, cs);
+
+    if (!was_reset && cs->s->reset_received && !cs->abandoned
+        && (cs->local || cs->s->opened_event))
+    {
+        hg_conn_event(c, HG_EV_STREAM_RESET, cs->s->id,
+                      (uint32_t) cs->s->peer_reset_code);
+    }
+
+    hg_cstream_check_closed(c, cs);
+
+    return HG_OK;
+}
+
+
+static int
+hg_frame_stop(hg_conn_t *c, const Hopgate__StopSendingFrame *f)
+{
+    hg_cstream_t  *cs;
+    hg_stream_t   *s;
+    int            rc;
+
+    cs = hg_stream_for_frame(c, f->id, &rc);
+    if (cs == NULL) {
+        return rc == HG_ERR ? HG_ERR : HG_OK;
+    }
+
+    s = cs->s;
+
+    /* RFC 9000 3.5: STOP_SENDING is answered with RESET_STREAM */
+    if (hg_stream_recv_stop_sending(s, f->error_code) == 1
+        && !cs->abandoned)
+    {
+        hg_conn_event(c, HG_EV_STREAM_STOP, s->id, (uint32_t) f->error_code);
+    }
+
+    hg_cstream_check_closed(c, cs);
+
+    return HG_OK;
+}
+
+
+static int
+hg_frame_max_stream_data(hg_conn_t *c, const Hopgate__MaxStreamDataFrame *f)
+{
+    hg_cstream_t  *cs;
+    int            rc;
+
+    cs = hg_stream_for_frame(c, f->id, &rc);
+    if (cs == NULL) {
+        return rc == HG_ERR ? HG_ERR : HG_OK;
+    }
+
+    hg_stream_send_max(cs->s, f->max);
+
+    return HG_OK;
+}
+
+
+/* ---- acknowledgements -------------------------------------------------------- */
+
+static int
+hg_frame_ack(hg_conn_t *c, const Hopgate__AckFrame *f)
+{
+    hg_range_t  ranges[HG_ACK_DECODE_MAX];
+    hg_ack_t    ack;
+    size_t      i, n;
+    uint64_t    largest, gap, length;
+
+    if (f->n_ranges % 2 != 0 || f->n_ranges / 2 >= c->cfg.max_ack_ranges
+        || f->n_ranges / 2 >= HG_ACK_DECODE_MAX || f->first_range > f->largest)
+    {
+        return HG_ERR;
+    }
+
+    ranges[0].hi = f->largest + 1;
+    ranges[0].lo = f->largest - f->first_range;
+    n = 1;
+
+    for (i = 0; i < f->n_ranges; i += 2) {
+        gap = f->ranges[i];
+        length = f->ranges[i + 1];
+
+        if (ranges[n - 1].lo < gap + 2) {
+            return HG_ERR;
+        }
+
+        largest = ranges[n - 1].lo - gap - 2;
+        if (largest < length) {
+            return HG_ERR;
+        }
+
+        ranges[n].hi = largest + 1;
+        ranges[n].lo = largest - length;
+        n++;
+    }
+
+    ack.largest = f->largest;
+    ack.ack_delay = f->ack_delay_us;
+    ack.nranges = n;
+    ack.ranges = ranges;
+
+    if (hg_recovery_on_ack(&c->rec, &ack, c->now) != 0) {
+        hg_conn_protocol_error(c, "acknowledgement of an unsent packet");
+        return HG_OK;
+    }
+
+    return HG_OK;
+}
+
+
+void
+hg_packet_on_acked(void *ctx, const hg_sent_packet_t *pkt)
+{
+    hg_conn_t              *c = ctx;
+    const hg_sent_frame_t  *f;
+    hg_cstream_t           *cs;
+    size_t                  i;
+
+    for (i = 0; i < pkt->nframes; i++) {
+        f = &pkt->frames[i];
+
+        if (f->type == HG_SF_ACK) {
+            hg_ackq_on_ack_acked(&c->ackq, f->value);
+            continue;
+        }
+
+        if (f->type != HG_SF_STREAM && f->type != HG_SF_RESET_STREAM) {
+            continue;
+        }
+
+        cs = hg_cstream_find(c, f->stream_id);
+        if (cs == NULL || cs->closed) {
+            continue;
+        }
+
+        if (f->type == HG_SF_RESET_STREAM) {
+            hg_stream_reset_on_acked(cs->s);
+
+        } else {
+            hg_stream_send_on_acked(cs->s, f->value, f->len, f->fin);
+            hg_cstream_signal_writable(c, cs);
+        }
+
+        hg_cstream_check_closed(c, cs);
+    }
+}
+
+
+void
+hg_packet_on_lost(void *ctx, const hg_sent_packet_t *pkt)
+{
+    hg_conn_t              *c = ctx;
+    const hg_sent_frame_t  *f;
+    hg_cstream_t           *cs;
+    size_t                  i;
+
+    for (i = 0; i < pkt->nframes; i++) {
+        f = &pkt->frames[i];
+        cs = NULL;
+
+        if (f->type == HG_SF_STREAM || f->type == HG_SF_RESET_STREAM
+            || f->type == HG_SF_STOP_SENDING
+            || f->type == HG_SF_MAX_STREAM_DATA)
+        {
+            cs = hg_cstream_find(c, f->stream_id);
+            if (cs == NULL || cs->closed) {
+                continue;
+            }
+        }
+
+        switch (f->type) {
+
+        case HG_SF_STREAM:
+            hg_stream_send_on_lost(cs->s, f->value, f->len, f->fin);
+            break;
+
+        case HG_SF_RESET_STREAM:
+            hg_stream_reset_on_lost(cs->s);
+            break;
+
+        case HG_SF_STOP_SENDING:
+            hg_stream_stop_on_lost(cs->s);
+            break;
+
+        case HG_SF_MAX_STREAM_DATA:
+            hg_stream_recv_max_lost(cs->s, f->value);
+            break;
+
+        case HG_SF_MAX_DATA:
+            if (f->value == c->recv_max) {
+                c->max_data_due = 1;
+            }
+            break;
+
+        case HG_SF_MAX_STREAMS:
+            if (f->value == c->local_max_streams) {
+                c->max_streams_due = 1;
+            }
+            break;
+
+        case HG_SF_HELLO:
+            if (c->state == HG_CS_HELLO) {
+                c->hello_due = 1;
+            }
+            break;
+
+        case HG_SF_HELLO_ACK:
+            if (c->state == HG_CS_READY) {
+                c->hello_ack_due = 1;
+            }
+            break;
+
+        case HG_SF_GOAWAY:
+            if (c->state == HG_CS_READY) {
+                c->goaway_due = 1;
+            }
+            break;
+
+        default:
+            /* ACK, PING, CLOSE: never repeated as such */
+            break;
+        }
+    }
+}
+
+
+/* ---- session control ------------------------------------------------------ */
+
+static int
+hg_params_valid(const Hopgate__TransportParams *p)
+{
+    return p != NULL && p->max_streams > 0 && p->stream_window >= 1024
+           && p->conn_window >= p->stream_window;
+}
+
+
+static int
+hg_frame_hello(hg_conn_t *c, const Hopgate__HelloFrame *f)
+{
+    if (c->role != HG_ROLE_SERVER) {
+        return HG_ERR;
+    }
+
+    if (c->state != HG_CS_HELLO || c->hello.domain != NULL) {
+        /* a retransmission after our decision */
+        return HG_OK;
+    }
+
+    if (!hg_params_valid(f->params) || f->domain == NULL
+        || f->api_key == NULL)
+    {
+        return HG_ERR;
+    }
+
+    snprintf(c->hello_domain, sizeof(c->hello_domain), "%s", f->domain);
+    snprintf(c->hello_key, sizeof(c->hello_key), "%s", f->api_key);
+    snprintf(c->hello_version, sizeof(c->hello_version), "%s",
+             f->agent_version ? f->agent_version : "");
+    snprintf(c->hello_agent_id, sizeof(c->hello_agent_id), "%s",
+             f->agent_id ? f->agent_id : "");
+
+    c->hello.domain = c->hello_domain;
+    c->hello.api_key = c->hello_key;
+    c->hello.agent_version = c->hello_version;
+    c->hello.agent_id = c->hello_agent_id;
+    c->hello.worker_hint = (int) f->worker_hint - 1;
+
+    hg_conn_set_remote_params(c, f->params->max_streams,
+                              f->params->stream_window,
+                              f->params->conn_window,
+                              f->params->max_ack_delay_us);
+
+    hg_conn_event(c, HG_EV_HELLO, -1, 0);
+
+    return HG_OK;
+}
+
+
+static int
+hg_frame_hello_ack(hg_conn_t *c, const Hopgate__HelloAckFrame *f)
+{
+    hg_time_t  idle;
+
+    if (c->role != HG_ROLE_CLIENT) {
+        return HG_ERR;
+    }
+
+    if (c->state != HG_CS_HELLO) {
+        return HG_OK;
+    }
+
+    if (f->error_code != HG_CODE_OK) {
+        c->ack_code = f->error_code;
+        snprintf(c->ack_text, sizeof(c->ack_text), "%s",
+                 f->error_text && *f->error_text
+                 ? f->error_text : hg_code_name(f->error_code));
+        hg_conn_event(c, HG_EV_REJECTED, -1, f->error_code);
+        hg_conn_enter_closing(c, f->error_code, c->ack_text, 0, c->now);
+        c->state = HG_CS_CLOSED;
+        return HG_OK;
+    }
+
+    if (!hg_params_valid(f->params)) {
+        return HG_ERR;
+    }
+
+    c->session_id = f->session_id;
+    c->worker_index = f->worker_index;
+    c->worker_count = f->worker_count;
+
+    /* the edge's timers win: it knows its own idle policy */
+    idle = (hg_time_t) f->idle_timeout_ms * HG_MS;
+    if (idle > 0 && idle < c->cfg.idle_timeout) {
+        c->cfg.idle_timeout = idle;
+    }
+
+    if (f->keepalive_ms > 0
+        && (hg_time_t) f->keepalive_ms * HG_MS < c->cfg.idle_timeout)
+    {
+        c->cfg.keepalive = (hg_time_t) f->keepalive_ms * HG_MS;
+    }
+
+    hg_conn_set_remote_params(c, f->params->max_streams,
+                              f->params->stream_window,
+                              f->params->conn_window,
+                              f->params->max_ack_delay_us);
+
+    c->state = HG_CS_READY;
+    hg_conn_event(c, HG_EV_READY, -1, 0);
+
+    return HG_OK;
+}
+
+
+static int
+hg_frame_close(hg_conn_t *c, const Hopgate__CloseFrame *f)
+{
+    const char  *reason;
+
+    reason = f->reason && *f->reason ? f->reason
+                                     : hg_code_name(f->error_code);
+
+    if (c->state != HG_CS_CLOSING) {
+        hg_conn_enter_closing(c, f->error_code, reason, 0, c->now);
+    }
+
+    /* the peer is gone: no draining period needed */
+    c->state = HG_CS_CLOSED;
+    c->closing_deadline = HG_TIME_INFINITE;
+
+    return HG_OK;
+}

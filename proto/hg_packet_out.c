@@ -1,0 +1,883 @@
+/*
+ * Building one outgoing packet: which frames go in (ACK, control frames,
+ * stream data in round-robin), within the datagram budget, the congestion
+ * window and the pacer; protobuf encoding; DTLS sealing; the record that
+ * loss recovery keeps of it.
+ */
+
+#include <string.h>
+
+#include "hg_conn.h"
+#include "hopgate.pb-c.h"
+
+
+typedef struct {
+    Hopgate__Frame  frame;
+    union {
+        Hopgate__StreamFrame         stream;
+        Hopgate__AckFrame            ack;
+        Hopgate__ResetStreamFrame    reset;
+        Hopgate__StopSendingFrame    stop;
+        Hopgate__MaxDataFrame        max_data;
+        Hopgate__MaxStreamDataFrame  max_stream_data;
+        Hopgate__MaxStreamsFrame     max_streams;
+        Hopgate__PingFrame           ping;
+        Hopgate__HelloFrame          hello;
+        Hopgate__HelloAckFrame       hello_ack;
+        Hopgate__GoAwayFrame         goaway;
+        Hopgate__CloseFrame          close;
+    } u;
+} hg_out_frame_t;
+
+#define HG_ACK_RANGES_MAX  64
+
+typedef struct {
+    hg_conn_t                *c;
+    hg_time_t                 now;
+    Hopgate__Packet           pkt;
+    Hopgate__Frame           *ptrs[HG_MAX_SENT_FRAMES];
+    hg_out_frame_t            fr[HG_MAX_SENT_FRAMES];
+    hg_sent_frame_t           rec[HG_MAX_SENT_FRAMES];
+    size_t                    n;
+    size_t                    used;
+    size_t                    budget;
+    int                       eliciting;
+    int                       retransmission;
+    int                       has_ack;
+    int                       ack_forced;
+
+    Hopgate__StreamMeta       meta[HG_MAX_SENT_FRAMES];
+    Hopgate__TransportParams  params;
+    uint64_t                  ack_words[2 * HG_ACK_RANGES_MAX];
+    uint8_t                   data[HG_MTU_MAX];
+    size_t                    data_used;
+} hg_builder_t;
+
+
+static size_t
+hg_varint_len(uint64_t v)
+{
+    size_t  n;
+
+    n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+
+    return n;
+}
+
+
+/* bytes a frame whose body packs to `body` bytes adds to a Packet */
+static size_t
+hg_frame_cost(size_t body)
+{
+    size_t  frame;
+
+    frame = 1 + hg_varint_len(body) + body;
+
+    return 1 + hg_varint_len(frame) + frame;
+}
+
+
+static hg_out_frame_t *
+hg_builder_slot(hg_builder_t *b)
+{
+    hg_out_frame_t  *f;
+
+    if (b->n == HG_MAX_SENT_FRAMES) {
+        return NULL;
+    }
+
+    f = &b->fr[b->n];
+    hopgate__frame__init(&f->frame);
+    memset(&b->rec[b->n], 0, sizeof(hg_sent_frame_t));
+
+    return f;
+}
+
+
+/*
+ * Commits the frame prepared in the next slot if it fits: body is the
+ * submessage, kind the oneof case. Returns 1 when added.
+ */
+static int
+hg_builder_add(hg_builder_t *b, Hopgate__Frame__BodyCase kind,
+    const ProtobufCMessage *body, hg_sent_frame_type_t type)
+{
+    size_t           cost;
+    hg_out_frame_t  *f;
+
+    cost = hg_frame_cost(protobuf_c_message_get_packed_size(body));
+    if (b->used + cost > b->budget) {
+        return 0;
+    }
+
+    f = &b->fr[b->n];
+    f->frame.body_case = kind;
+    /* every member of the oneof union is a pointer: any one will do */
+    f->frame.stream = (Hopgate__StreamFrame *) body;
+
+    b->rec[b->n].type = type;
+    b->ptrs[b->n] = &f->frame;
+    b->n++;
+    b->used += cost;
+
+    if (type != HG_SF_ACK && type != HG_SF_CLOSE) {
+        b->eliciting = 1;
+    }
+
+    return 1;
+}
+
+
+static void
+hg_builder_params(hg_builder_t *b)
+{
+    hg_conn_t  *c = b->c;
+
+    hopgate__transport_params__init(&b->params);
+    b->params.max_streams = c->local.max_streams;
+    b->params.stream_window = c->local.stream_window;
+    b->params.conn_window = c->local.conn_window;
+    b->params.max_ack_delay_us = (uint32_t) c->local.max_ack_delay;
+}
+
+
+/* ---- ACK -------------------------------------------------------------- */
+
+static void
+hg_add_ack(hg_builder_t *b)
+{
+    hg_conn_t       *c = b->c;
+    hg_out_frame_t  *f;
+    hg_range_t       r[HG_ACK_RANGES_MAX];
+    size_t           n, i, max;
+    uint64_t         largest;
+    hg_time_t        delay;
+
+    if (!hg_ackq_pending(&c->ackq)) {
+        return;
+    }
+
+    f = hg_builder_slot(b);
+    if (f == NULL) {
+        return;
+    }
+
+    max = c->cfg.max_ack_ranges < HG_ACK_RANGES_MAX ? c->cfg.max_ack_ranges
+                                                    : HG_ACK_RANGES_MAX;
+
+    n = hg_ackq_build(&c->ackq, b->now, r, max, &largest, &delay);
+    if (n == 0) {
+        return;
+    }
+
+    hopgate__ack_frame__init(&f->u.ack);
+    f->u.ack.largest = largest;
+    f->u.ack.ack_delay_us = delay;
+    f->u.ack.first_range = r[0].hi - 1 - r[0].lo;
+
+    /* QUIC's encoding: gap = unreceived - 1, length = received - 1 */
+    for (i = 1; i < n; i++) {
+        b->ack_words[2 * (i - 1)] = r[i - 1].lo - r[i].hi - 1;
+        b->ack_words[2 * (i - 1) + 1] = r[i].hi - 1 - r[i].lo;
+    }
+
+    f->u.ack.n_ranges = 2 * (n - 1);
+    f->u.ack.ranges = b->ack_words;
+
+    if (hg_builder_add(b, HOPGATE__FRAME__BODY_ACK, &f->u.ack.base,
+                       HG_SF_ACK))
+    {
+        b->rec[b->n - 1].value = largest;
+        b->has_ack = 1;
+    }
+}
+
+
+/* ---- control frames --------------------------------------------------- */
+
+static void
+hg_add_hello(hg_builder_t *b)
+{
+    hg_conn_t       *c = b->c;
+    hg_out_frame_t  *f;
+
+    f = hg_builder_slot(b);
+    if (f == NULL) {
+        return;
+    }
+
+    hg_builder_params(b);
+    hopgate__hello_frame__init(&f->u.hello);
+    f->u.hello.domain = c->hello_domain;
+    f->u.hello.api_key = c->hello_key;
+    f->u.hello.agent_version = c->hello_version;
+    f->u.hello.agent_id = c->hello_agent_id;
+    f->u.hello.worker_hint = c->worker_hint >= 0 ? c->worker_hint + 1 : 0;
+    f->u.hello.params = &b->params;
+
+    if (hg_builder_add(b, HOPGATE__FRAME__BODY_HELLO, &f->u.hello.base,
+                       HG_SF_HELLO))
+    {
+        c->hello_due = 0;
+    }
+}
+
+
+static void
+hg_add_hello_ack(hg_builder_t *b)
+{
+    hg_conn_t       *c = b->c;
+    hg_out_frame_t  *f;
+
+    f = hg_builder_slot(b);
+    if (f == NULL) {
+        return;
+    }
+
+    hopgate__hello_ack_frame__init(&f->u.hello_ack);
+    f->u.hello_ack.error_code = c->ack_code;
+    f->u.hello_ack.error_text = c->ack_text;
+
+    if (c->ack_code == HG_CODE_OK) {
+        hg_builder_params(b);
+        f->u.hello_ack.session_id = c->session_id;
+        f->u.hello_ack.worker_index = c->worker_index;
+        f->u.hello_ack.worker_count = c->worker_count;
+        f->u.hello_ack.n_edges = c->nedges;
+        f->u.hello_ack.edges = c->edges;
+        f->u.hello_ack.idle_timeout_ms = c->cfg.idle_timeout / HG_MS;
+        f->u.hello_ack.keepalive_ms = c->cfg.keepalive / HG_MS;
+        f->u.hello_ack.params = &b->params;
+    }
+
+    if (hg_builder_add(b, HOPGATE__FRAME__BODY_HELLO_ACK,
+                       &f->u.hello_ack.base, HG_SF_HELLO_ACK))
+    {
+        c->hello_ack_due = 0;
+    }
+}
+
+
+static void
+hg_add_goaway(hg_builder_t *b)
+{
+    hg_conn_t       *c = b->c;
+    hg_out_frame_t  *f;
+
+    f = hg_builder_slot(b);
+    if (f == NULL) {
+        return;
+    }
+
+    hopgate__go_away_frame__init(&f->u.goaway);
+    f->u.goaway.error_code = c->goaway_code;
+    f->u.goaway.reason = c->goaway_reason;
+
+    if (hg_builder_add(b, HOPGATE__FRAME__BODY_GOAWAY, &f->u.goaway.base,
+                       HG_SF_GOAWAY))
+    {
+        c->goaway_due = 0;
+    }
+}
+
+
+static void
+hg_add_close(hg_builder_t *b)
+{
+    hg_conn_t       *c = b->c;
+    hg_out_frame_t  *f;
+
+    f = hg_builder_slot(b);
+    if (f == NULL) {
+        return;
+    }
+
+    hopgate__close_frame__init(&f->u.close);
+    f->u.close.error_code = c->close_code;
+    f->u.close.reason = c->close_reason;
+
+    if (hg_builder_add(b, HOPGATE__FRAME__BODY_CLOSE, &f->u.close.base,
+                       HG_SF_CLOSE))
+    {
+        c->close_due = 0;
+        c->last_close_sent = b->now;
+    }
+}
+
+
+static void
+hg_add_max_data(hg_builder_t *b)
+{
+    hg_conn_t       *c = b->c;
+    hg_out_frame_t  *f;
+
+    f = hg_builder_slot(b);
+    if (f == NULL) {
+        return;
+    }
+
+    hopgate__max_data_frame__init(&f->u.max_data);
+    f->u.max_data.max = c->recv_max;
+
+    if (hg_builder_add(b, HOPGATE__FRAME__BODY_MAX_DATA,
+                       &f->u.max_data.base, HG_SF_MAX_DATA))
+    {
+        b->rec[b->n - 1].value = c->recv_max;
+        c->max_data_due = 0;
+    }
+}
+
+
+static void
+hg_add_max_streams(hg_builder_t *b)
+{
+    hg_conn_t       *c = b->c;
+    hg_out_frame_t  *f;
+
+    f = hg_builder_slot(b);
+    if (f == NULL) {
+        return;
+    }
+
+    hopgate__max_streams_frame__init(&f->u.max_streams);
+    f->u.max_streams.max = c->local_max_streams;
+
+    if (hg_builder_add(b, HOPGATE__FRAME__BODY_MAX_STREAMS,
+                       &f->u.max_streams.base, HG_SF_MAX_STREAMS))
+    {
+        b->rec[b->n - 1].value = c->local_max_streams;
+        c->max_streams_due = 0;
+    }
+}
+
+
+static void
+hg_add_ping(hg_builder_t *b)
+{
+    hg_out_frame_t  *f;
+
+    f = hg_builder_slot(b);
+    if (f == NULL) {
+        return;
+    }
+
+    hopgate__ping_frame__init(&f->u.ping);
+
+    if (hg_builder_add(b, HOPGATE__FRAME__BODY_PING, &f->u.ping.base,
+                       HG_SF_PING))
+    {
+        b->c->ping_due = 0;
+    }
+}
+
+
+/* RESET_STREAM, STOP_SENDING and MAX_STREAM_DATA owed by one stream */
+static void
+hg_add_stream_control(hg_builder_t *b, hg_cstream_t *cs)
+{
+    hg_stream_t     *s = cs->s;
+    hg_out_frame_t  *f;
+
+    if (hg_stream_reset_due(s) && (f = hg_builder_slot(b))) {
+        hopgate__reset_stream_frame__init(&f->u.reset);
+        f->u.reset.id = s->id;
+        f->u.reset.error_code = s->reset_code;
+        f->u.reset.final_size = s->sent;
+
+        if (hg_builder_add(b, HOPGATE__FRAME__BODY_RESET_STREAM,
+                           &f->u.reset.base, HG_SF_RESET_STREAM))
+        {
+            b->rec[b->n - 1].stream_id = s->id;
+            hg_stream_reset_commit(s);
+        }
+    }
+
+    if (hg_stream_stop_due(s) && (f = hg_builder_slot(b))) {
+        hopgate__stop_sending_frame__init(&f->u.stop);
+        f->u.stop.id = s->id;
+        f->u.stop.error_code = s->stop_code;
+
+        if (hg_builder_add(b, HOPGATE__FRAME__BODY_STOP_SENDING,
+                           &f->u.stop.base, HG_SF_STOP_SENDING))
+        {
+            b->rec[b->n - 1].stream_id = s->id;
+            hg_stream_stop_commit(s);
+        }
+    }
+
+    if (s->max_data_due && !hg_stream_recv_done(s)
+        && (f = hg_builder_slot(b)))
+    {
+        hopgate__max_stream_data_frame__init(&f->u.max_stream_data);
+        f->u.max_stream_data.id = s->id;
+        f->u.max_stream_data.max = hg_stream_recv_update_max(s);
+
+        if (hg_builder_add(b, HOPGATE__FRAME__BODY_MAX_STREAM_DATA,
+                           &f->u.max_stream_data.base,
+                           HG_SF_MAX_STREAM_DATA))
+        {
+            b->rec[b->n - 1].stream_id = s->id;
+            b->rec[b->n - 1].value = s->recv_max;
+            s->max_data_due = 0;
+        }
+    }
+}
+
+
+static void
+hg_add_control(hg_builder_t *b)
+{
+    hg_conn_t     *c = b->c;
+    hg_cstream_t  *cs;
+
+    if (c->hello_due && c->role == HG_ROLE_CLIENT) {
+        hg_add_hello(b);
+    }
+
+    if (c->hello_ack_due && c->role == HG_ROLE_SERVER) {
+        hg_add_hello_ack(b);
+    }
+
+    if (c->goaway_due) {
+        hg_add_goaway(b);
+    }
+
+    if (c->max_data_due) {
+        hg_add_max_data(b);
+    }
+
+    if (c->max_streams_due) {
+        hg_add_max_streams(b);
+    }
+
+    for (cs = c->first; cs; cs = cs->next) {
+        if (!cs->closed) {
+            hg_add_stream_control(b, cs);
+        }
+    }
+}
+
+
+/* ---- stream data -------------------------------------------------------- */
+
+static void
+hg_fill_meta(Hopgate__StreamMeta *m, hg_stream_t *s)
+{
+    hopgate__stream_meta__init(m);
+    m->client_addr = s->meta.client_addr;
+    m->scheme = s->meta.scheme;
+    m->host = s->meta.host;
+    m->request_id = s->meta.request_id;
+}
+
+
+/* the largest data length that fits the room left, given the frame head */
+static size_t
+hg_stream_fit(hg_builder_t *b, Hopgate__StreamFrame *sf, size_t want)
+{
+    size_t  head, room, len;
+
+    sf->data.len = 0;
+    head = protobuf_c_message_get_packed_size(&sf->base);
+
+    if (b->used + hg_frame_cost(head) > b->budget) {
+        return (size_t) -1;
+    }
+
+    room = b->budget - b->used;
+    len = want;
+
+    if (len > room) {
+        len = room;
+    }
+
+    while (len > 0
+           && hg_frame_cost(head + 1 + hg_varint_len(len) + len) > room)
+    {
+        len -= hg_frame_cost(head + 1 + hg_varint_len(len) + len) - room;
+        if ((ssize_t) len < 0) {
+            len = 0;
+        }
+    }
+
+    return len;
+}
+
+
+/* one STREAM frame for cs; 1 when added */
+static int
+hg_add_stream_frame(hg_builder_t *b, hg_cstream_t *cs)
+{
+    hg_conn_t       *c = b->c;
+    hg_stream_t     *s = cs->s;
+    hg_out_frame_t  *f;
+    uint64_t         offset, credit;
+    size_t           len, fit;
+    int              fin, is_new, meta;
+
+    credit = c->send_max > c->sent_new ? c->send_max - c->sent_new : 0;
+
+    if (!hg_stream_send_peek(s, b->budget - b->used, credit, &offset, &len,
+                             &fin, &is_new))
+    {
+        return 0;
+    }
+
+    meta = hg_stream_frame_has_meta(s, offset);
+
+    f = hg_builder_slot(b);
+    if (f == NULL) {
+        return 0;
+    }
+
+    hopgate__stream_frame__init(&f->u.stream);
+    f->u.stream.id = s->id;
+    f->u.stream.offset = offset;
+    f->u.stream.fin = fin;
+
+    if (meta) {
+        hg_fill_meta(&b->meta[b->n], s);
+        f->u.stream.meta = &b->meta[b->n];
+    }
+
+    fit = hg_stream_fit(b, &f->u.stream, len);
+    if (fit == (size_t) -1 || (fit == 0 && len > 0)) {
+        return 0;
+    }
+
+    if (fit < len) {
+        len = fit;
+        fin = 0;
+        f->u.stream.fin = 0;
+    }
+
+    hg_stream_send_copy(s, offset, b->data + b->data_used, len);
+    f->u.stream.data.data = b->data + b->data_used;
+    f->u.stream.data.len = len;
+    b->data_used += len;
+
+    if (!hg_builder_add(b, HOPGATE__FRAME__BODY_STREAM, &f->u.stream.base,
+                        HG_SF_STREAM))
+    {
+        b->data_used -= len;
+        return 0;
+    }
+
+    hg_stream_send_commit(s, offset, len, fin);
+
+    b->rec[b->n - 1].stream_id = s->id;
+    b->rec[b->n - 1].value = offset;
+    b->rec[b->n - 1].len = (uint32_t) len;
+    b->rec[b->n - 1].fin = (uint8_t) fin;
+    b->rec[b->n - 1].has_meta = (uint8_t) meta;
+
+    if (is_new) {
+        c->sent_new += len;
+        c->stats.stream_bytes_sent += len;
+    } else if (len > 0) {
+        b->retransmission = 1;
+    }
+
+    return 1;
+}
+
+
+/* a STREAM frame could go out now, connection credit considered */
+static int
+hg_cstream_sendable(const hg_conn_t *c, const hg_cstream_t *cs)
+{
+    uint64_t  offset, credit;
+    size_t    len;
+    int       fin, is_new;
+
+    if (cs->closed || !hg_stream_send_pending(cs->s)) {
+        return 0;
+    }
+
+    credit = c->send_max > c->sent_new ? c->send_max - c->sent_new : 0;
+
+    return hg_stream_send_peek(cs->s, HG_MTU_MAX, credit, &offset, &len,
+                               &fin, &is_new);
+}
+
+
+/* round-robin over streams until the packet is full; 1 if any was left */
+static int
+hg_add_stream_data(hg_builder_t *b)
+{
+    hg_conn_t     *c = b->c;
+    hg_cstream_t  *cs, *start;
+    int            progress;
+
+    if (c->first == NULL) {
+        return 0;
+    }
+
+    start = c->cursor ? c->cursor : c->first;
+
+    do {
+        progress = 0;
+        cs = start;
+
+        do {
+            if (hg_cstream_sendable(c, cs) && hg_add_stream_frame(b, cs)) {
+                progress = 1;
+                c->cursor = cs->next;
+            }
+
+            cs = cs->next ? cs->next : c->first;
+
+        } while (cs != start && b->n < HG_MAX_SENT_FRAMES);
+
+    } while (progress && b->n < HG_MAX_SENT_FRAMES
+             && b->used + 16 < b->budget);
+
+    for (cs = c->first; cs; cs = cs->next) {
+        if (hg_cstream_sendable(c, cs)) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* ---- the packet ------------------------------------------------------- */
+
+static hg_time_t
+hg_srtt(const hg_conn_t *c)
+{
+    return c->rec.has_rtt_sample ? c->rec.smoothed_rtt : HG_INITIAL_RTT;
+}
+
+
+static int
+hg_can_send_eliciting(hg_conn_t *c, hg_time_t now)
+{
+    if (c->probes_due > 0) {
+        return 1;
+    }
+
+    if (c->cc.bytes_in_flight + c->cfg.mtu > c->cc.cwnd) {
+        return 0;
+    }
+
+    return hg_pacer_next(&c->pacer, &c->cc, hg_srtt(c), c->cfg.mtu, now)
+           <= now;
+}
+
+
+static int
+hg_control_pending(const hg_conn_t *c)
+{
+    hg_cstream_t  *cs;
+
+    if ((c->hello_due && c->role == HG_ROLE_CLIENT)
+        || (c->hello_ack_due && c->role == HG_ROLE_SERVER)
+        || c->goaway_due || c->max_data_due || c->max_streams_due
+        || c->ping_due || c->probes_due)
+    {
+        return 1;
+    }
+
+    for (cs = c->first; cs; cs = cs->next) {
+        if (cs->closed) {
+            continue;
+        }
+
+        if (hg_stream_reset_due(cs->s) || hg_stream_stop_due(cs->s)
+            || (cs->s->max_data_due && !hg_stream_recv_done(cs->s))
+            || hg_cstream_sendable(c, cs))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+hg_time_t
+hg_packet_send_deadline(const hg_conn_t *c, hg_time_t now)
+{
+    hg_pacer_t  pacer;
+
+    if (c->state == HG_CS_CLOSING) {
+        return c->close_due ? now : HG_TIME_INFINITE;
+    }
+
+    if (c->state != HG_CS_HELLO && c->state != HG_CS_READY) {
+        return HG_TIME_INFINITE;
+    }
+
+    if (!hg_control_pending(c)) {
+        return HG_TIME_INFINITE;
+    }
+
+    if (c->probes_due > 0) {
+        return now;
+    }
+
+    if (c->cc.bytes_in_flight + c->cfg.mtu > c->cc.cwnd) {
+        /* an ACK will open the window */
+        return HG_TIME_INFINITE;
+    }
+
+    pacer = c->pacer;
+
+    return hg_pacer_next(&pacer, &c->cc, hg_srtt(c), c->cfg.mtu, now);
+}
+
+
+static ssize_t
+hg_packet_seal(hg_builder_t *b, uint8_t *out, size_t cap)
+{
+    hg_conn_t  *c = b->c;
+    uint8_t     plain[HG_MTU_MAX];
+    size_t      len;
+    ssize_t     n;
+
+    hopgate__packet__init(&b->pkt);
+    b->pkt.number = c->rec.next_pn;
+    b->pkt.n_frames = b->n;
+    b->pkt.frames = b->ptrs;
+
+    len = hopgate__packet__get_packed_size(&b->pkt);
+    if (len > c->max_payload) {
+        hg_conn_log(c, HG_LOG_ERR, "packet of %zu bytes exceeds the %zu "
+                    "byte budget", len, c->max_payload);
+        return HG_ERR;
+    }
+
+    hopgate__packet__pack(&b->pkt, plain);
+
+    n = hg_dtls_seal(c->dtls, plain, len, out + HG_PREFIX_LEN,
+                     cap - HG_PREFIX_LEN);
+    if (n < 0) {
+        return HG_ERR;
+    }
+
+    hg_prefix_write(c, out);
+
+    return n + HG_PREFIX_LEN;
+}
+
+
+static void
+hg_packet_record(hg_builder_t *b, hg_sent_packet_t *slot, size_t size)
+{
+    hg_conn_t  *c = b->c;
+
+    slot->pn = c->rec.next_pn;
+    slot->time_sent = b->now;
+    slot->size = (uint32_t) size;
+    slot->ack_eliciting = (uint8_t) b->eliciting;
+    slot->in_flight = (uint8_t) b->eliciting;
+    slot->acked = 0;
+    slot->lost = 0;
+    slot->nframes = (uint16_t) b->n;
+    memcpy(slot->frames, b->rec, b->n * sizeof(hg_sent_frame_t));
+
+    hg_recovery_on_sent(&c->rec, slot, b->now);
+
+    c->stats.packets_sent++;
+    c->stats.bytes_sent += size;
+
+    if (b->has_ack) {
+        hg_ackq_on_ack_sent(&c->ackq);
+    }
+
+    if (b->eliciting) {
+        c->last_eliciting_sent = b->now;
+        c->ping_due = 0;
+        hg_pacer_on_sent(&c->pacer, &c->cc, hg_srtt(c), size, b->now);
+
+        if (c->probes_due > 0) {
+            c->probes_due--;
+        }
+    }
+
+    if (b->retransmission) {
+        c->stats.packets_retransmitted++;
+    }
+}
+
+
+ssize_t
+hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
+{
+    hg_builder_t       b;
+    hg_sent_packet_t  *slot;
+    ssize_t            n;
+    int                more;
+
+    if (c->state != HG_CS_HELLO && c->state != HG_CS_READY
+        && !(c->state == HG_CS_CLOSING && c->close_due))
+    {
+        return 0;
+    }
+
+    slot = hg_recovery_next_slot(&c->rec);
+    if (slot == NULL) {
+        return 0;
+    }
+
+    b.c = c;
+    b.now = now;
+    b.n = 0;
+    b.used = 1 + hg_varint_len(c->rec.next_pn);
+    b.budget = c->max_payload;
+    b.eliciting = 0;
+    b.retransmission = 0;
+    b.has_ack = 0;
+    b.ack_forced = 0;
+    b.data_used = 0;
+
+    if (c->state == HG_CS_CLOSING) {
+        if (c->role == HG_ROLE_SERVER && c->ack_code != HG_CODE_OK) {
+            hg_add_hello_ack(&b);
+        }
+        hg_add_close(&b);
+
+    } else {
+        b.ack_forced = hg_ackq_due(&c->ackq, now);
+        hg_add_ack(&b);
+
+        more = 0;
+
+        if (hg_can_send_eliciting(c, now)) {
+            hg_add_control(&b);
+            more = hg_add_stream_data(&b);
+
+            if (!b.eliciting && (c->ping_due || c->probes_due)) {
+                hg_add_ping(&b);
+            }
+
+            /* RFC 9002 7.8: an underused window must not grow */
+            c->cc.app_limited = !more
+                && c->cc.bytes_in_flight < c->cc.cwnd / 2;
+        }
+
+        if (b.has_ack && b.n == 1 && !b.ack_forced) {
+            /* nothing else to say: let the ACK wait for its timer */
+            return 0;
+        }
+    }
+
+    if (b.n == 0) {
+        return 0;
+    }
+
+    n = hg_packet_seal(&b, out, cap);
+    if (n < 0) {
+        return HG_ERR;
+    }
+
+    hg_packet_record(&b, slot, (size_t) n);
+
+    return n;
+}

@@ -1,0 +1,331 @@
+/*
+ * Session behaviour of the engine in the simulator: handshake and HELLO,
+ * rejection with a reason, streams and their limits, idle timeout and
+ * keepalive, GOAWAY drain, CLOSE reasons, NAT rebinding.
+ */
+
+#include <stdio.h>
+#include <string.h>
+
+#include "sim.h"
+#include "sim_bulk.h"
+#include "tap.h"
+
+
+static sim_link_cfg_t  clean_link = { .delay = 10 * HG_MS };
+
+
+static int
+all_ready(sim_t *sim)
+{
+    int  i;
+
+    for (i = 0; i < sim->nagents; i++) {
+        if (!sim->agents[i].ready) {
+            return 0;
+        }
+    }
+
+    return sim->nagents > 0;
+}
+
+
+static int
+agent0_closed(sim_t *sim)
+{
+    return sim->agents[0].closed;
+}
+
+
+static int
+setup(sim_t *sim, uint64_t seed, const hg_config_t *cfg)
+{
+    hg_config_t  c;
+
+    if (cfg == NULL) {
+        sim_config(&c);
+        cfg = &c;
+    }
+
+    if (sim_init(sim, seed, &clean_link, &clean_link, cfg) != 0) {
+        return -1;
+    }
+
+    return sim_add_agent(sim, "app.example.com", "secret-key");
+}
+
+
+static void
+test_handshake(void)
+{
+    sim_t                        sim;
+    const hg_listener_stats_t   *ls;
+    hg_conn_stats_t              st;
+
+    if (setup(&sim, 1, NULL) < 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    tap_ok(sim_run(&sim, all_ready, sim.now + 5 * HG_SEC),
+           "handshake and HELLO complete");
+
+    ls = hg_listener_stats(sim.listener);
+    tap_is_int(ls->cookies_sent, 1, "one HelloVerifyRequest was sent");
+    tap_is_int(ls->accepted, 1, "one connection was accepted");
+
+    tap_ok(hg_conn_cid(sim.agents[0].conn) != NULL,
+           "the agent learnt its connection id");
+    tap_ok(memcmp(hg_conn_cid(sim.agents[0].conn),
+                  hg_conn_cid(sim.agents[0].edge), HG_CID_LEN) == 0,
+           "both ends agree on the connection id");
+
+    hg_conn_get_stats(sim.agents[0].conn, &st);
+    tap_ok(st.srtt >= 20 * HG_MS && st.srtt < 40 * HG_MS,
+           "the agent measured the 20 ms RTT (%llu us)",
+           (unsigned long long) st.srtt);
+
+    sim_free(&sim);
+}
+
+
+static void
+test_reject(void)
+{
+    sim_t  sim;
+
+    if (setup(&sim, 2, NULL) < 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    sim.accept_hello = 0;
+    sim.reject_code = HG_CODE_BAD_KEY;
+
+    tap_ok(sim_run(&sim, agent0_closed, sim.now + 5 * HG_SEC),
+           "a rejected agent's session ends");
+    tap_ok(sim.agents[0].rejected, "the agent saw HG_EV_REJECTED");
+    tap_is_int(sim.agents[0].reject_code, HG_CODE_BAD_KEY,
+               "with the edge's code");
+    tap_is_str(sim.agents[0].close_text, "rejected by the test",
+               "and the edge's reason");
+    tap_ok(hg_code_is_auth_failure(sim.agents[0].reject_code),
+           "a bad key is an authentication failure (no retry)");
+
+    sim_free(&sim);
+}
+
+
+static void
+test_transfer(void)
+{
+    sim_t       sim;
+    sim_bulk_t  b;
+
+    if (setup(&sim, 3, NULL) < 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    sim_bulk_init(&b, 0, 4, 256 * 1024, 64 * 1024);
+    sim_bulk_attach(&sim, &b);
+
+    tap_ok(sim_run(&sim, sim_bulk_done, sim.now + 30 * HG_SEC),
+           "4 streams, 256 KiB down and 64 KiB up each, complete");
+    tap_ok(sim_bulk_verify(&b) == 0, "every byte arrived intact %s",
+           b.error);
+
+    sim_bulk_free(&b);
+    sim_free(&sim);
+}
+
+
+static void
+test_stream_limit(void)
+{
+    sim_t        sim;
+    hg_config_t  cfg;
+    int64_t      id;
+    int          i, opened;
+
+    sim_config(&cfg);
+    cfg.max_streams = 3;
+
+    if (setup(&sim, 4, &cfg) < 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    sim_run(&sim, all_ready, sim.now + 5 * HG_SEC);
+
+    opened = 0;
+    for (i = 0; i < 5; i++) {
+        id = hg_stream_open(sim.agents[0].edge, NULL);
+        if (id >= 0) {
+            opened++;
+        } else {
+            tap_is_int(id, HG_ERR_LIMIT, "stream %d refused with "
+                       "HG_ERR_LIMIT", i);
+        }
+    }
+
+    tap_is_int(opened, 3, "the agent's limit of 3 streams holds");
+
+    sim_free(&sim);
+}
+
+
+static void
+test_idle_timeout(void)
+{
+    sim_t        sim;
+    hg_config_t  cfg;
+
+    sim_config(&cfg);
+    cfg.idle_timeout = 3 * HG_SEC;
+    cfg.keepalive = 1 * HG_SEC;
+
+    if (setup(&sim, 5, &cfg) < 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    sim_run(&sim, all_ready, sim.now + 5 * HG_SEC);
+    sim_run(&sim, NULL, sim.now + 20 * HG_SEC);
+    tap_ok(!sim.agents[0].closed, "keepalives hold an idle session for "
+           "20 s with a 3 s idle timeout");
+
+    /* the edge vanishes: nothing it sends arrives any more */
+    sim.down.cfg.loss = 1.0;
+    tap_ok(sim_run(&sim, agent0_closed, sim.now + 10 * HG_SEC),
+           "an unreachable edge times out");
+    tap_is_int(sim.agents[0].close_code, HG_CODE_IDLE_TIMEOUT,
+               "with the idle timeout code");
+
+    sim_free(&sim);
+}
+
+
+static int
+goaway_done(sim_t *sim)
+{
+    sim_bulk_t  *b = sim->user;
+
+    return sim_bulk_done(sim) && sim->agents[0].closed
+           && sim->agents[b->agent].edge != NULL;
+}
+
+
+static void
+test_goaway(void)
+{
+    sim_t       sim;
+    sim_bulk_t  b;
+    int64_t     id;
+
+    if (setup(&sim, 6, NULL) < 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    sim_bulk_init(&b, 0, 2, 8 * 1024 * 1024, 0);
+    sim_bulk_attach(&sim, &b);
+
+    /* let the transfer start, then ask the edge to go away */
+    sim_run(&sim, NULL, sim.now + 150 * HG_MS);
+    tap_ok(b.opened == 2 && !sim_bulk_done(&sim), "transfer in progress");
+
+    hg_conn_goaway(sim.agents[0].edge, HG_CODE_GOING_AWAY, "reload");
+    id = hg_stream_open(sim.agents[0].edge, NULL);
+    tap_is_int(id, HG_ERR_STATE, "no new stream after GOAWAY");
+
+    tap_ok(sim_run(&sim, goaway_done, sim.now + 30 * HG_SEC),
+           "open streams finish, then the session closes");
+    tap_ok(sim_bulk_verify(&b) == 0, "drained streams are intact %s",
+           b.error);
+    tap_is_int(sim.agents[0].close_code, HG_CODE_GOING_AWAY,
+               "the agent sees the GOAWAY code on close");
+    tap_is_str(sim.agents[0].close_text, "reload", "and its reason");
+
+    sim_bulk_free(&b);
+    sim_free(&sim);
+}
+
+
+static void
+test_close_reason(void)
+{
+    sim_t  sim;
+
+    if (setup(&sim, 7, NULL) < 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    sim_run(&sim, all_ready, sim.now + 5 * HG_SEC);
+    hg_conn_close(sim.agents[0].edge, HG_CODE_REVOKED, "key rotated");
+
+    tap_ok(sim_run(&sim, agent0_closed, sim.now + 2 * HG_SEC),
+           "CLOSE reaches the agent");
+    tap_is_int(sim.agents[0].close_code, HG_CODE_REVOKED, "with its code");
+    tap_is_str(sim.agents[0].close_text, "key rotated", "and its reason");
+
+    sim_run(&sim, NULL, sim.now + 3 * HG_SEC);
+    tap_ok(hg_conn_is_closed(sim.agents[0].edge),
+           "the edge's side is closed after draining");
+
+    sim_free(&sim);
+}
+
+
+static void
+test_rebinding(void)
+{
+    sim_t                   sim;
+    sim_bulk_t              b;
+    const struct sockaddr  *peer;
+    const struct sockaddr_in *sin;
+
+    if (setup(&sim, 8, NULL) < 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    sim_bulk_init(&b, 0, 2, 8 * 1024 * 1024, 1024 * 1024);
+    sim_bulk_attach(&sim, &b);
+
+    sim_run(&sim, NULL, sim.now + 150 * HG_MS);
+    tap_ok(!sim_bulk_done(&sim), "transfer in progress");
+
+    sim_rebind(&sim, 0);
+
+    tap_ok(sim_run(&sim, sim_bulk_done, sim.now + 30 * HG_SEC),
+           "the transfer completes across a NAT rebinding");
+    tap_ok(sim_bulk_verify(&b) == 0, "intact %s", b.error);
+
+    peer = hg_conn_peer(sim.agents[0].edge, NULL);
+    sin = (const struct sockaddr_in *) peer;
+    tap_is_int(ntohs(sin->sin_port), 4000 + sim.agents[0].addr,
+               "the edge follows the agent's new address");
+    tap_is_int(hg_listener_stats(sim.listener)->accepted, 1,
+               "no second handshake was needed");
+
+    sim_bulk_free(&b);
+    sim_free(&sim);
+}
+
+
+int
+main(void)
+{
+    test_handshake();
+    test_reject();
+    test_transfer();
+    test_stream_limit();
+    test_idle_timeout();
+    test_goaway();
+    test_close_reason();
+    test_rebinding();
+
+    return tap_done();
+}
