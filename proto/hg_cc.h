@@ -36,6 +36,8 @@ typedef struct {
                                       hg_time_t now);
     /* RFC 9002 7.6: collapse to the minimum window */
     void       (*on_persistent_congestion)(hg_cc_t *cc);
+    /* every loss of the last event proved spurious: undo its reduction */
+    void       (*on_spurious_congestion)(hg_cc_t *cc);
 } hg_cc_ops_t;
 
 struct hg_cc_s {
@@ -50,6 +52,8 @@ struct hg_cc_s {
                                              the next mss of CA growth */
     int                 app_limited;      /* set by the sender; no growth */
     uint64_t            congestion_events;
+    uint64_t            undo_cwnd;        /* before the last reduction */
+    uint64_t            undo_ssthresh;
 };
 
 /* NewReno per RFC 9002 7.3 (initial window 10 * mss, minimum 2 * mss) */

@@ -18,6 +18,7 @@ static void hg_cc_newreno_on_acked(hg_cc_t *cc, size_t bytes,
 static void hg_cc_newreno_on_congestion_event(hg_cc_t *cc,
     hg_time_t sent_time, hg_time_t now);
 static void hg_cc_newreno_on_persistent_congestion(hg_cc_t *cc);
+static void hg_cc_newreno_on_spurious_congestion(hg_cc_t *cc);
 
 
 static const hg_cc_ops_t  hg_cc_newreno_ops = {
@@ -25,7 +26,8 @@ static const hg_cc_ops_t  hg_cc_newreno_ops = {
     hg_cc_newreno_on_sent,
     hg_cc_newreno_on_acked,
     hg_cc_newreno_on_congestion_event,
-    hg_cc_newreno_on_persistent_congestion
+    hg_cc_newreno_on_persistent_congestion,
+    hg_cc_newreno_on_spurious_congestion
 };
 
 
@@ -137,11 +139,26 @@ hg_cc_newreno_on_congestion_event(hg_cc_t *cc, hg_time_t sent_time,
     cc->recovery_start = now;
     cc->congestion_events++;
 
+    cc->undo_cwnd = cc->cwnd;
+    cc->undo_ssthresh = cc->ssthresh;
     cc->ssthresh = cc->cwnd / 2;
 
     min_window = hg_cc_newreno_min_window(cc);
     cc->cwnd = cc->ssthresh > min_window ? cc->ssthresh : min_window;
 
+    cc->acked_in_ca = 0;
+}
+
+
+/* the losses were reordering: restore the window the event took away */
+static void
+hg_cc_newreno_on_spurious_congestion(hg_cc_t *cc)
+{
+    if (cc->undo_cwnd > cc->cwnd) {
+        cc->cwnd = cc->undo_cwnd;
+    }
+
+    cc->ssthresh = cc->undo_ssthresh;
     cc->acked_in_ca = 0;
 }
 

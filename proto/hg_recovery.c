@@ -34,6 +34,8 @@ static void hg_recovery_report_acked(hg_recovery_t *r, const hg_ack_t *ack,
 static void hg_recovery_settle(hg_recovery_t *r, hg_sent_packet_t *pkt);
 static void hg_recovery_advance(hg_recovery_t *r);
 static hg_time_t hg_recovery_pto_deadline(const hg_recovery_t *r);
+static void hg_recovery_find_spurious(hg_recovery_t *r, const hg_ack_t *ack);
+static void hg_recovery_log_loss(hg_recovery_t *r, const hg_sent_packet_t *pkt);
 
 
 int
@@ -64,6 +66,8 @@ hg_recovery_init(hg_recovery_t *r, hg_cc_t *cc, hg_time_t max_ack_delay,
 
     r->max_packets = max_packets;
     r->largest_acked = UINT64_MAX;
+    r->packet_threshold = HG_PACKET_THRESHOLD;
+    r->time_eighths = 1;
     r->loss_time = HG_TIME_INFINITE;
     r->cc = cc;
 
@@ -184,6 +188,10 @@ hg_recovery_on_ack(hg_recovery_t *r, const hg_ack_t *ack, hg_time_t now)
 
     if (r->largest_acked == UINT64_MAX || ack->largest > r->largest_acked) {
         r->largest_acked = ack->largest;
+    }
+
+    if (r->lost_log_n) {
+        hg_recovery_find_spurious(r, ack);
     }
 
     if (hg_recovery_mark_acked(r, ack, &largest, &eliciting) == 0) {
@@ -333,8 +341,8 @@ hg_recovery_update_rtt(hg_recovery_t *r, hg_time_t ack_delay, hg_time_t now)
 static void
 hg_recovery_detect_lost(hg_recovery_t *r, hg_time_t now)
 {
-    int                lost_in_flight, persistent;
-    uint64_t           pn, end;
+    int                persistent;
+    uint64_t           pn, end, lost_in_flight, events;
     hg_time_t          loss_delay, deadline, last_lost_sent, span_start,
                        persistent_duration;
     hg_sent_packet_t  *pkt;
@@ -345,10 +353,13 @@ hg_recovery_detect_lost(hg_recovery_t *r, hg_time_t now)
         return;
     }
 
-    /* 9/8 of the larger RTT estimate, never below the timer granularity */
+    /*
+     * 9/8 of the larger RTT estimate (more once reordering was seen),
+     * never below the timer granularity
+     */
     loss_delay = r->latest_rtt > r->smoothed_rtt ? r->latest_rtt
                                                  : r->smoothed_rtt;
-    loss_delay += loss_delay / 8;
+    loss_delay += loss_delay * r->time_eighths / 8;
     if (loss_delay < HG_GRANULARITY) {
         loss_delay = HG_GRANULARITY;
     }
@@ -378,7 +389,7 @@ hg_recovery_detect_lost(hg_recovery_t *r, hg_time_t now)
 
         deadline = pkt->time_sent + loss_delay;
 
-        if (deadline > now && r->largest_acked < pn + HG_PACKET_THRESHOLD) {
+        if (deadline > now && r->largest_acked < pn + r->packet_threshold) {
             if (deadline < r->loss_time) {
                 r->loss_time = deadline;
             }
@@ -388,9 +399,10 @@ hg_recovery_detect_lost(hg_recovery_t *r, hg_time_t now)
         pkt->lost = 1;
         hg_recovery_settle(r, pkt);
         r->packets_lost++;
+        hg_recovery_log_loss(r, pkt);
 
         if (pkt->in_flight) {
-            lost_in_flight = 1;
+            lost_in_flight++;
             if (pkt->time_sent > last_lost_sent) {
                 last_lost_sent = pkt->time_sent;
             }
@@ -414,11 +426,104 @@ hg_recovery_detect_lost(hg_recovery_t *r, hg_time_t now)
     }
 
     if (lost_in_flight) {
+        events = r->cc->congestion_events;
         r->cc->ops->on_congestion_event(r->cc, last_lost_sent, now);
+
+        if (r->cc->congestion_events != events) {
+            r->event_losses = 0;
+            r->event_spurious = 0;
+        }
+        r->event_losses += lost_in_flight;
     }
 
     if (persistent) {
         r->cc->ops->on_persistent_congestion(r->cc);
+    }
+}
+
+
+static void
+hg_recovery_log_loss(hg_recovery_t *r, const hg_sent_packet_t *pkt)
+{
+    size_t  i;
+
+    if (r->lost_log_n < HG_LOST_LOG) {
+        i = r->lost_log_n++;
+    } else {
+        /* the oldest loss is forgotten */
+        memmove(&r->lost_log[0], &r->lost_log[1],
+                (HG_LOST_LOG - 1) * sizeof(r->lost_log[0]));
+        i = HG_LOST_LOG - 1;
+    }
+
+    r->lost_log[i].pn = pkt->pn;
+    r->lost_log[i].distance = r->largest_acked - pkt->pn;
+    r->lost_log[i].sent = pkt->time_sent;
+}
+
+
+static int
+hg_ack_covers(const hg_ack_t *ack, uint64_t pn)
+{
+    size_t  i;
+
+    for (i = 0; i < ack->nranges; i++) {
+        if (pn >= ack->ranges[i].hi) {
+            return 0;
+        }
+
+        if (pn >= ack->ranges[i].lo) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * A packet we declared lost is acknowledged after all: it was reordered.
+ * Tolerate that much reordering from now on, and when every loss of the
+ * current congestion event was of this kind, undo the event.
+ */
+static void
+hg_recovery_find_spurious(hg_recovery_t *r, const hg_ack_t *ack)
+{
+    size_t  i, j;
+
+    for (i = 0, j = 0; i < r->lost_log_n; i++) {
+
+        if (!hg_ack_covers(ack, r->lost_log[i].pn)) {
+            r->lost_log[j++] = r->lost_log[i];
+            continue;
+        }
+
+        r->spurious_losses++;
+
+        if (r->lost_log[i].distance + 1 > r->packet_threshold) {
+            r->packet_threshold = r->lost_log[i].distance + 1
+                                  < HG_MAX_PACKET_THRESHOLD
+                                  ? (uint32_t) r->lost_log[i].distance + 1
+                                  : HG_MAX_PACKET_THRESHOLD;
+        }
+
+        if (r->time_eighths < 8) {
+            r->time_eighths *= 2;
+        }
+
+        if (r->cc->recovery_start != HG_TIME_INFINITE
+            && r->lost_log[i].sent <= r->cc->recovery_start)
+        {
+            r->event_spurious++;
+        }
+    }
+
+    r->lost_log_n = j;
+
+    if (r->event_losses && r->event_spurious >= r->event_losses) {
+        r->event_losses = 0;
+        r->event_spurious = 0;
+        r->cc->ops->on_spurious_congestion(r->cc);
     }
 }
 

@@ -29,6 +29,8 @@
 #define HG_INITIAL_RTT          (333 * HG_MS)
 #define HG_GRANULARITY          (1 * HG_MS)
 #define HG_PERSISTENT_CONGESTION_THRESHOLD  3
+#define HG_MAX_PACKET_THRESHOLD 64          /* reordering tolerance cap */
+#define HG_LOST_LOG             64          /* losses kept to spot spurious */
 
 /*
  * Called from hg_recovery_on_ack and hg_recovery_on_timeout; they must not
@@ -75,6 +77,24 @@ typedef struct {
     hg_time_t          loss_time;         /* HG_TIME_INFINITE: none */
     uint32_t           pto_count;
     uint64_t           ack_eliciting_in_flight;
+
+    /*
+     * Reordering tolerance (RFC 9002 6.1 allows adapting both thresholds):
+     * a packet declared lost and then acknowledged was only reordered;
+     * each such spurious loss widens the thresholds, and a congestion
+     * event made only of spurious losses is undone.
+     */
+    uint32_t           packet_threshold;
+    uint32_t           time_eighths;      /* loss delay: rtt * (8 + n) / 8 */
+    struct {
+        uint64_t       pn;
+        uint64_t       distance;          /* largest_acked - pn, at loss */
+        hg_time_t      sent;
+    }                  lost_log[HG_LOST_LOG];
+    size_t             lost_log_n;
+    uint64_t           event_losses;      /* in the current congestion event */
+    uint64_t           event_spurious;
+    uint64_t           spurious_losses;
 
     hg_cc_t           *cc;                /* bytes_in_flight lives here */
     hg_recovery_cb_t   cb;

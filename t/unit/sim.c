@@ -223,8 +223,14 @@ sim_link_send(sim_link_t *l, hg_time_t now, const uint8_t *data, size_t len,
         p.at = start + l->cfg.delay;
 
         if (l->cfg.jitter) {
+            /* delay varies, but a link keeps order: only `reorder` breaks it */
             p.at += sim_rand(&l->rng) % (l->cfg.jitter + 1);
+            if (p.at < l->last_at) {
+                p.at = l->last_at;
+            }
         }
+
+        l->last_at = p.at;
 
         if (l->cfg.reorder > 0 && sim_uniform(&l->rng) < l->cfg.reorder) {
             p.at += l->cfg.reorder_delay;

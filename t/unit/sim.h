@@ -27,7 +27,7 @@ typedef struct {
     double      burst_exit;       /*                  bad -> good */
     double      burst_loss;       /* loss probability in the bad state */
     hg_time_t   delay;            /* one-way propagation delay */
-    hg_time_t   jitter;           /* uniform extra delay 0..jitter */
+    hg_time_t   jitter;           /* uniform extra delay, order kept */
     double      reorder;          /* probability of being held back */
     hg_time_t   reorder_delay;    /* how long a held-back datagram waits */
     double      duplicate;
@@ -55,6 +55,7 @@ typedef struct {
     uint64_t          rng;
     int               bad;            /* Gilbert-Elliott state */
     hg_time_t         busy_until;     /* bottleneck serialisation */
+    hg_time_t         last_at;        /* latest in-order delivery time */
     sim_packet_t     *heap;           /* by delivery time */
     size_t            n;
     size_t            cap;
