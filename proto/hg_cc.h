@@ -65,8 +65,8 @@ int hg_cc_init(hg_cc_t *cc, const char *name, size_t mss);
 /*
  * Pacing (RFC 9002 7.7): a token bucket refilled at
  * rate = 1.25 * cwnd / max(srtt, 1 ms), burst of up to 10 packets (the
- * initial window). srtt is hg_recovery_t.smoothed_rtt, which holds
- * HG_INITIAL_RTT until the first sample.
+ * initial window). srtt is hg_recovery_t.smoothed_rtt, which holds the
+ * handshake's round trip (or HG_INITIAL_RTT) until the first sample.
  */
 typedef struct {
     uint64_t   tokens;            /* bytes that may leave now */

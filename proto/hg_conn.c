@@ -16,6 +16,7 @@
 static void hg_conn_on_established(hg_conn_t *c, hg_time_t now);
 static void hg_conn_set_closed(hg_conn_t *c);
 static hg_time_t hg_conn_keepalive_at(const hg_conn_t *c);
+static void hg_conn_probe_oldest(hg_conn_t *c);
 static size_t hg_copy_text(char *dst, size_t cap, const char *src);
 
 
@@ -85,6 +86,7 @@ hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
     c->last_recv = now;
     c->last_eliciting_sent = now;
     c->closing_deadline = HG_TIME_INFINITE;
+    c->handshake_sent = HG_TIME_INFINITE;
 
     c->local.max_streams = cfg->max_streams;
     c->local.stream_window = cfg->stream_window;
@@ -299,6 +301,19 @@ hg_conn_on_established(hg_conn_t *c, hg_time_t now)
     c->max_payload = c->cfg.mtu - HG_PREFIX_LEN - overhead;
     c->state = HG_CS_HELLO;
 
+    /*
+     * The flight that completed the handshake answered our last one: a
+     * round trip measured before any packet is sent. Without it the first
+     * PTO runs on the 333 ms default, and a lost HELLO or HELLO_ACK costs
+     * a second at any RTT. A retransmitted flight makes the sample
+     * ambiguous (Karn), so then the default stays.
+     */
+    if (c->handshake_sent != HG_TIME_INFINITE
+        && hg_dtls_retransmits(c->dtls) == 0)
+    {
+        hg_recovery_set_initial_rtt(&c->rec, now - c->handshake_sent);
+    }
+
     if (c->role == HG_ROLE_CLIENT) {
         c->hello_due = 1;
     }
@@ -307,7 +322,6 @@ hg_conn_on_established(hg_conn_t *c, hg_time_t now)
     hg_conn_log(c, HG_LOG_DEBUG, "dtls established (%s), %zu payload bytes "
                 "per packet", SSL_get_cipher_name(hg_dtls_ssl(c->dtls)),
                 c->max_payload);
-    (void) now;
 }
 
 
@@ -382,6 +396,10 @@ hg_conn_send(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
 
     n = hg_dtls_pending(c->dtls, out + HG_PREFIX_LEN, cap - HG_PREFIX_LEN);
     if (n > 0) {
+        if (!hg_dtls_established(c->dtls)) {
+            c->handshake_sent = now;
+        }
+
         hg_prefix_write(c, out);
         c->stats.bytes_sent += n + HG_PREFIX_LEN;
         return n + HG_PREFIX_LEN;
@@ -503,11 +521,31 @@ hg_conn_timeout(hg_conn_t *c, hg_time_t now)
         if (probes > 0) {
             c->probes_due = probes;
             c->stats.pto_count++;
+            hg_conn_probe_oldest(c);
         }
     }
 
     if (c->state == HG_CS_READY && now >= hg_conn_keepalive_at(c)) {
         c->ping_due = 1;
+    }
+}
+
+
+/*
+ * RFC 9002 6.2.4: a probe carries the oldest unacknowledged data, not a
+ * bare PING. A PING would only earn an ACK that then shows the packet
+ * lost, a round trip later; after a tail loss (a stream's last bytes, a
+ * FIN, a HELLO) that round trip is the whole stall. The packet stays in
+ * flight: whichever copy is acknowledged first settles the frames.
+ */
+static void
+hg_conn_probe_oldest(hg_conn_t *c)
+{
+    const hg_sent_packet_t  *oldest;
+
+    oldest = hg_recovery_oldest_unacked(&c->rec);
+    if (oldest != NULL) {
+        hg_packet_on_lost(c, oldest);
     }
 }
 

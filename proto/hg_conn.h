@@ -85,6 +85,7 @@ struct hg_conn_s {
     hg_time_t            last_eliciting_sent;
     hg_time_t            closing_deadline;
     hg_time_t            last_close_sent;
+    hg_time_t            handshake_sent;  /* our latest handshake datagram */
 
     /* transport */
     hg_cc_t              cc;

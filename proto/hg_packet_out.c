@@ -648,10 +648,11 @@ hg_add_stream_data(hg_builder_t *b)
 
 /* ---- the packet ------------------------------------------------------- */
 
+/* the initial RTT, or the handshake's, until the first sample */
 static hg_time_t
 hg_srtt(const hg_conn_t *c)
 {
-    return c->rec.has_rtt_sample ? c->rec.smoothed_rtt : HG_INITIAL_RTT;
+    return c->rec.smoothed_rtt;
 }
 
 

@@ -596,6 +596,22 @@ hg_recovery_advance(hg_recovery_t *r)
 }
 
 
+void
+hg_recovery_set_initial_rtt(hg_recovery_t *r, hg_time_t rtt)
+{
+    if (r->has_rtt_sample) {
+        return;
+    }
+
+    if (rtt < HG_GRANULARITY) {
+        rtt = HG_GRANULARITY;
+    }
+
+    r->smoothed_rtt = rtt;
+    r->rttvar = rtt / 2;
+}
+
+
 hg_time_t
 hg_recovery_pto(const hg_recovery_t *r)
 {

@@ -142,6 +142,14 @@ hg_time_t hg_recovery_deadline(const hg_recovery_t *r, hg_time_t now);
  */
 int hg_recovery_on_timeout(hg_recovery_t *r, hg_time_t now);
 
+/*
+ * Before the first sample: replace the 333 ms initial RTT with a better
+ * prior (the DTLS handshake's round trip). smoothed_rtt takes it and
+ * rttvar half of it, as with a first sample, but the first real sample
+ * still overwrites both (RFC 9002 6.2.2 allows such a prior).
+ */
+void hg_recovery_set_initial_rtt(hg_recovery_t *r, hg_time_t rtt);
+
 /* the PTO period, without backoff: srtt + max(4*rttvar, G) + max_ack_delay */
 hg_time_t hg_recovery_pto(const hg_recovery_t *r);
 
