@@ -380,18 +380,32 @@ hg_stream_shutdown(hg_conn_t *c, int64_t id)
 }
 
 
+/*
+ * Connection credit goes back (MAX_DATA) once what we could add is at
+ * least what the sender still holds. With nothing left unread this is
+ * the usual "half the window consumed". The usual rule alone deadlocks
+ * when streams nobody reads pin half the window or more: the others can
+ * then consume at most the rest, never half, and starve although their
+ * bytes were read. Checked on arrivals too (n == 0), since the sender
+ * may use up its credit after the last read.
+ */
 static void
 hg_conn_consumed(hg_conn_t *c, uint64_t n)
 {
-    if (n == 0) {
-        return;
-    }
+    uint64_t  limit, grant, held;
 
     c->recv_read += n;
 
-    /* grant more connection credit once half the window is used */
-    if (c->recv_max - c->recv_read < c->local.conn_window / 2) {
-        c->recv_max = c->recv_read + c->local.conn_window;
+    limit = c->recv_read + c->local.conn_window;
+    if (limit <= c->recv_max) {
+        return;
+    }
+
+    grant = limit - c->recv_max;
+    held = c->recv_max - c->recv_highest;
+
+    if (grant >= held) {
+        c->recv_max = limit;
         c->max_data_due = 1;
     }
 }

@@ -26,6 +26,8 @@ typedef struct {
     unsigned     down_done:1;         /* agent read the FIN */
     unsigned     up_done:1;           /* edge read the FIN */
     unsigned     agent_knows:1;       /* STREAM_OPENED reached the agent */
+    unsigned     held:1;              /* the agent does not read it */
+    unsigned     abandoned:1;         /* the test reset it: not checked */
     EVP_MD_CTX  *down_hash;
     EVP_MD_CTX  *up_hash;
 } sim_bulk_stream_t;
@@ -53,10 +55,13 @@ void sim_bulk_free(sim_bulk_t *b);
 /* installs the application on the simulator (sim->user = b) */
 void sim_bulk_attach(sim_t *sim, sim_bulk_t *b);
 
-/* sim_run's done(): every stream complete both ways */
+/* sim_run's done(): every stream not abandoned complete both ways */
 int sim_bulk_done(sim_t *sim);
 
-/* 0 when every received byte stream hashes as sent; else fills error */
+/*
+ * 0 when every received byte stream hashes as sent (abandoned streams
+ * aside); else fills error
+ */
 int sim_bulk_verify(sim_bulk_t *b);
 
 /* payload bytes delivered both ways */
