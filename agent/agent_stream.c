@@ -312,6 +312,10 @@ agent_stream_event(agent_session_t *s, const hg_event_t *ev)
     }
 
     st = hg_stream_user(s->conn, ev->stream_id);
+
+    agent_log(AGENT_LOG_DEBUG, "stream %lld: event %d%s", (long long)
+              ev->stream_id, (int) ev->type, st ? "" : " (no local side)");
+
     if (st == NULL) {
         return;
     }

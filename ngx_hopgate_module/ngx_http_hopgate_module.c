@@ -1,8 +1,6 @@
 /*
- * HopGate for nginx: the module definition and its configuration.
- *
- * Directives live here; the listener, sessions, upstream peer, registry
- * and the rest each have a file of their own.
+ * HopGate for nginx: the module definition, its directives, and the
+ * process hooks that set up each worker's tunnel endpoint.
  */
 
 #include <ngx_config.h>
@@ -12,16 +10,43 @@
 #include "ngx_http_hopgate_module.h"
 
 
+static ngx_int_t ngx_http_hopgate_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_hopgate_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_hopgate_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_hopgate_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
 static char *ngx_http_hopgate_listen(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_hopgate_registry(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_hopgate_check_mtu(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_http_hopgate_check_streams(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_hopgate_check_buffer(ngx_conf_t *cf, void *post,
+    void *data);
+static ngx_int_t ngx_http_hopgate_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_hopgate_init_process(ngx_cycle_t *cycle);
+static void ngx_http_hopgate_exit_process(ngx_cycle_t *cycle);
+
+char *ngx_http_hopgate_upstream(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+ngx_hopgate_worker_t  *ngx_hopgate_worker;
 
 
 static ngx_conf_post_t  ngx_http_hopgate_mtu_post = {
     ngx_http_hopgate_check_mtu
+};
+
+static ngx_conf_post_t  ngx_http_hopgate_streams_post = {
+    ngx_http_hopgate_check_streams
+};
+
+static ngx_conf_post_t  ngx_http_hopgate_buffer_post = {
+    ngx_http_hopgate_check_buffer
 };
 
 
@@ -34,6 +59,20 @@ static ngx_command_t  ngx_http_hopgate_commands[] = {
       0,
       NULL },
 
+    { ngx_string("hopgate_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_hopgate_main_conf_t, certificate),
+      NULL },
+
+    { ngx_string("hopgate_certificate_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_hopgate_main_conf_t, certificate_key),
+      NULL },
+
     { ngx_string("hopgate_mtu"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -41,13 +80,83 @@ static ngx_command_t  ngx_http_hopgate_commands[] = {
       offsetof(ngx_http_hopgate_main_conf_t, mtu),
       &ngx_http_hopgate_mtu_post },
 
+    { ngx_string("hopgate_idle_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_hopgate_main_conf_t, idle_timeout),
+      NULL },
+
+    { ngx_string("hopgate_keepalive"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_hopgate_main_conf_t, keepalive),
+      NULL },
+
+    { ngx_string("hopgate_handshake_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_hopgate_main_conf_t, handshake_timeout),
+      NULL },
+
+    { ngx_string("hopgate_max_streams"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_hopgate_main_conf_t, max_streams),
+      &ngx_http_hopgate_streams_post },
+
+    { ngx_string("hopgate_stream_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_hopgate_main_conf_t, stream_buffer),
+      &ngx_http_hopgate_buffer_post },
+
+    { ngx_string("hopgate_session_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_hopgate_main_conf_t, session_buffer),
+      &ngx_http_hopgate_buffer_post },
+
+    { ngx_string("hopgate_registry"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_hopgate_registry,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("hopgate"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_NOARGS,
+      ngx_http_hopgate_upstream,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("hopgate_route"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hopgate_loc_conf_t, route),
+      NULL },
+
+    { ngx_string("hopgate_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hopgate_loc_conf_t, connect_timeout),
+      NULL },
+
       ngx_null_command
 };
 
 
 static ngx_http_module_t  ngx_http_hopgate_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_hopgate_postconfiguration,    /* postconfiguration */
 
     ngx_http_hopgate_create_main_conf,     /* create main configuration */
     ngx_http_hopgate_init_main_conf,       /* init main configuration */
@@ -55,8 +164,8 @@ static ngx_http_module_t  ngx_http_hopgate_module_ctx = {
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
 
-    NULL,                                  /* create location configuration */
-    NULL                                   /* merge location configuration */
+    ngx_http_hopgate_create_loc_conf,      /* create location configuration */
+    ngx_http_hopgate_merge_loc_conf        /* merge location configuration */
 };
 
 
@@ -66,14 +175,21 @@ ngx_module_t  ngx_http_hopgate_module = {
     ngx_http_hopgate_commands,             /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_hopgate_init_module,          /* init module */
+    ngx_http_hopgate_init_process,         /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_hopgate_exit_process,         /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
+
+
+static ngx_int_t
+ngx_http_hopgate_postconfiguration(ngx_conf_t *cf)
+{
+    return ngx_hopgate_pages_init(cf);
+}
 
 
 static void *
@@ -86,6 +202,16 @@ ngx_http_hopgate_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     hmcf->certificate = { 0, NULL };
+     *     hmcf->certificate_key = { 0, NULL };
+     *     hmcf->registry = { 0, NULL };
+     *     hmcf->reg = NULL;
+     *     hmcf->ssl_ctx = NULL;
+     */
+
     if (ngx_array_init(&hmcf->listen, cf->pool, 2,
                        sizeof(ngx_http_hopgate_listen_t))
         != NGX_OK)
@@ -94,8 +220,36 @@ ngx_http_hopgate_create_main_conf(ngx_conf_t *cf)
     }
 
     hmcf->mtu = NGX_CONF_UNSET_SIZE;
+    hmcf->idle_timeout = NGX_CONF_UNSET_MSEC;
+    hmcf->keepalive = NGX_CONF_UNSET_MSEC;
+    hmcf->handshake_timeout = NGX_CONF_UNSET_MSEC;
+    hmcf->max_streams = NGX_CONF_UNSET_UINT;
+    hmcf->stream_buffer = NGX_CONF_UNSET_SIZE;
+    hmcf->session_buffer = NGX_CONF_UNSET_SIZE;
+    hmcf->log = &cf->cycle->new_log;
 
     return hmcf;
+}
+
+
+/* the engine settings the directives describe */
+static void
+ngx_http_hopgate_engine_config(ngx_http_hopgate_main_conf_t *hmcf,
+    hg_config_t *cfg)
+{
+    hg_config_defaults(cfg);
+
+    cfg->mtu = hmcf->mtu;
+    cfg->idle_timeout = (hg_time_t) hmcf->idle_timeout * HG_MS;
+    cfg->keepalive = (hg_time_t) hmcf->keepalive * HG_MS;
+    cfg->handshake_timeout = (hg_time_t) hmcf->handshake_timeout * HG_MS;
+    cfg->max_streams = (uint32_t) hmcf->max_streams;
+    cfg->stream_window = hmcf->stream_buffer;
+    cfg->stream_send_buffer = hmcf->stream_buffer;
+    cfg->conn_window = hmcf->session_buffer;
+    cfg->max_out_of_order = hmcf->session_buffer;
+    cfg->cb.random = ngx_hopgate_random;
+    cfg->cb.log = ngx_hopgate_engine_log;
 }
 
 
@@ -104,7 +258,115 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_hopgate_main_conf_t  *hmcf = conf;
 
+    char                        err[256];
+    ngx_uint_t                  i;
+    const char                 *why;
+    hg_config_t                 cfg;
+    ngx_http_hopgate_listen_t  *hl;
+
     ngx_conf_init_size_value(hmcf->mtu, HG_MTU_DEFAULT);
+    ngx_conf_init_msec_value(hmcf->idle_timeout, 60000);
+    ngx_conf_init_msec_value(hmcf->keepalive, 15000);
+    ngx_conf_init_msec_value(hmcf->handshake_timeout, 10000);
+    ngx_conf_init_uint_value(hmcf->max_streams, 256);
+    ngx_conf_init_size_value(hmcf->stream_buffer, 1024 * 1024);
+    ngx_conf_init_size_value(hmcf->session_buffer, 16 * 1024 * 1024);
+
+    if (hmcf->listen.nelts == 0) {
+        return NGX_CONF_OK;
+    }
+
+    if (hmcf->certificate.len == 0 || hmcf->certificate_key.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"hopgate_listen\" needs \"hopgate_certificate\" "
+                           "and \"hopgate_certificate_key\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (hmcf->reg == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"hopgate_listen\" needs \"hopgate_registry\" "
+                           "to check agents' keys");
+        return NGX_CONF_ERROR;
+    }
+
+    if (hmcf->idle_timeout <= hmcf->keepalive) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"hopgate_idle_timeout\" (%Mms) must exceed "
+                           "\"hopgate_keepalive\" (%Mms)",
+                           hmcf->idle_timeout, hmcf->keepalive);
+        return NGX_CONF_ERROR;
+    }
+
+    if (hmcf->session_buffer < hmcf->stream_buffer) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"hopgate_session_buffer\" must be at least "
+                           "\"hopgate_stream_buffer\"");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_http_hopgate_engine_config(hmcf, &cfg);
+
+    why = hg_config_check(&cfg);
+    if (why != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "hopgate: %s", why);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_conf_full_name(cf->cycle, &hmcf->certificate, 1) != NGX_OK
+        || ngx_conf_full_name(cf->cycle, &hmcf->certificate_key, 1)
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    hmcf->ssl_ctx = hg_tls_server_ctx((char *) hmcf->certificate.data,
+                                      (char *) hmcf->certificate_key.data,
+                                      err, sizeof(err));
+    if (hmcf->ssl_ctx == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"hopgate_certificate\": %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    hl = hmcf->listen.elts;
+    for (i = 0; i < hmcf->listen.nelts; i++) {
+        hl[i].index = i;
+        if (ngx_hopgate_listen_add(cf, &hl[i]) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_hopgate_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_hopgate_loc_conf_t  *hlcf;
+
+    hlcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_hopgate_loc_conf_t));
+    if (hlcf == NULL) {
+        return NULL;
+    }
+
+    hlcf->route = NGX_CONF_UNSET_PTR;
+    hlcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+
+    return hlcf;
+}
+
+
+static char *
+ngx_http_hopgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_hopgate_loc_conf_t  *prev = parent;
+    ngx_http_hopgate_loc_conf_t  *conf = child;
+
+    ngx_conf_merge_ptr_value(conf->route, prev->route, NULL);
+    ngx_conf_merge_msec_value(conf->connect_timeout, prev->connect_timeout,
+                              5000);
 
     return NGX_CONF_OK;
 }
@@ -143,6 +405,13 @@ ngx_http_hopgate_listen(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (u.family == AF_UNIX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"hopgate_listen\" takes an IP address and a "
+                           "UDP port, not \"%V\"", &u.url);
+        return NGX_CONF_ERROR;
+    }
+
     hl = ngx_array_push(&hmcf->listen);
     if (hl == NULL) {
         return NGX_CONF_ERROR;
@@ -171,6 +440,29 @@ ngx_http_hopgate_listen(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 static char *
+ngx_http_hopgate_registry(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_hopgate_main_conf_t  *hmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (hmcf->reg != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    hmcf->registry = value[1];
+
+    hmcf->reg = ngx_hopgate_registry_create(cf, &value[1]);
+    if (hmcf->reg == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
 ngx_http_hopgate_check_mtu(ngx_conf_t *cf, void *post, void *data)
 {
     size_t  *mtu = data;
@@ -183,4 +475,112 @@ ngx_http_hopgate_check_mtu(ngx_conf_t *cf, void *post, void *data)
     }
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_hopgate_check_streams(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_uint_t  *n = data;
+
+    if (*n < 1 || *n > 65536) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"hopgate_max_streams\" must be between 1 and "
+                           "65536, not %ui", *n);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_hopgate_check_buffer(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t  *size = data;
+
+    if (*size < 16384 || *size > 1024 * 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must be between 16k and 1g, not %uz",
+                           &((ngx_str_t *) cf->args->elts)[0], *size);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* ---- process hooks ------------------------------------------------------ */
+
+static ngx_http_hopgate_main_conf_t *
+ngx_http_hopgate_conf(ngx_cycle_t *cycle)
+{
+    ngx_http_conf_ctx_t  *ctx;
+
+    ctx = (ngx_http_conf_ctx_t *) cycle->conf_ctx[ngx_http_module.index];
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    return ctx->main_conf[ngx_http_hopgate_module.ctx_index];
+}
+
+
+static ngx_int_t
+ngx_http_hopgate_init_module(ngx_cycle_t *cycle)
+{
+    ngx_http_hopgate_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_hopgate_conf(cycle);
+    if (hmcf == NULL || hmcf->listen.nelts == 0) {
+        return NGX_OK;
+    }
+
+    /* the sockets are open and bound now: steer them */
+    return ngx_hopgate_steer_attach(cycle, hmcf);
+}
+
+
+static ngx_int_t
+ngx_http_hopgate_init_process(ngx_cycle_t *cycle)
+{
+    ngx_hopgate_worker_t          *w;
+    ngx_http_hopgate_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_hopgate_conf(cycle);
+    if (hmcf == NULL || hmcf->listen.nelts == 0
+        || (ngx_process != NGX_PROCESS_WORKER
+            && ngx_process != NGX_PROCESS_SINGLE))
+    {
+        return NGX_OK;
+    }
+
+    w = ngx_pcalloc(cycle->pool, sizeof(ngx_hopgate_worker_t));
+    if (w == NULL) {
+        return NGX_ERROR;
+    }
+
+    w->conf = hmcf;
+
+    ngx_rbtree_init(&w->by_cid, &w->by_cid_sentinel, ngx_rbtree_insert_value);
+    ngx_rbtree_init(&w->by_addr, &w->by_addr_sentinel,
+                    ngx_rbtree_insert_value);
+    ngx_rbtree_init(&w->domains, &w->domains_sentinel,
+                    ngx_rbtree_insert_value);
+
+    ngx_http_hopgate_engine_config(hmcf, &w->engine);
+
+    ngx_hopgate_worker = w;
+
+    return ngx_hopgate_listeners_init(cycle, w);
+}
+
+
+static void
+ngx_http_hopgate_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_hopgate_worker) {
+        ngx_hopgate_listeners_close(ngx_hopgate_worker);
+        ngx_hopgate_worker = NULL;
+    }
 }

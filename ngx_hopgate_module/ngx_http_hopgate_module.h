@@ -1,5 +1,15 @@
 /*
- * HopGate for nginx: configuration shared by the module's files.
+ * HopGate for nginx: what the module's files share.
+ *
+ *   ngx_http_hopgate_module.c    directives, configuration, process hooks
+ *   ngx_hopgate_listener.c       UDP sockets, reuseport steering, the
+ *                                datagram path between workers
+ *   ngx_hopgate_session.c        a worker's sessions: the engine, timers,
+ *                                HELLO decisions, the domain index
+ *   ngx_hopgate_upstream.c       the balancer: a tunnel as a peer
+ *   ngx_hopgate_pump.c           one stream <-> one socketpair
+ *   ngx_hopgate_registry.c       domains and key hashes (file registry)
+ *   ngx_hopgate_pages.c          branded 502/504 pages
  */
 
 #ifndef NGX_HTTP_HOPGATE_MODULE_H
@@ -7,25 +17,198 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+#include <ngx_event.h>
 #include <ngx_http.h>
 
 #include "hg.h"
 
 
+#define NGX_HOPGATE_TAG_LEN        4       /* process tag inside a cid */
+#define NGX_HOPGATE_DOMAIN_MAX     253
+
+
+typedef struct ngx_hopgate_session_s   ngx_hopgate_session_t;
+typedef struct ngx_hopgate_pump_s      ngx_hopgate_pump_t;
+typedef struct ngx_hopgate_domain_s    ngx_hopgate_domain_t;
+typedef struct ngx_hopgate_listener_s  ngx_hopgate_listener_t;
+typedef struct ngx_hopgate_registry_s  ngx_hopgate_registry_t;
+
+
+/* one hopgate_listen directive */
 typedef struct {
     ngx_sockaddr_t               sockaddr;
     socklen_t                    socklen;
     ngx_str_t                    addr_text;
     unsigned                     reuseport:1;
+    ngx_uint_t                   index;      /* position among listens */
 } ngx_http_hopgate_listen_t;
 
 
 typedef struct {
     ngx_array_t                  listen;     /* ngx_http_hopgate_listen_t */
+    ngx_str_t                    certificate;
+    ngx_str_t                    certificate_key;
     size_t                       mtu;
+    ngx_msec_t                   idle_timeout;
+    ngx_msec_t                   keepalive;
+    ngx_msec_t                   handshake_timeout;
+    ngx_uint_t                   max_streams;
+    size_t                       stream_buffer;
+    size_t                       session_buffer;
+    ngx_str_t                    registry;
+    ngx_hopgate_registry_t      *reg;
+    SSL_CTX                     *ssl_ctx;
+    ngx_log_t                   *log;
 } ngx_http_hopgate_main_conf_t;
 
 
-extern ngx_module_t  ngx_http_hopgate_module;
+typedef struct {
+    ngx_http_complex_value_t    *route;
+    ngx_msec_t                   connect_timeout;
+} ngx_http_hopgate_loc_conf_t;
+
+
+typedef struct {
+    ngx_http_upstream_init_pt    original_init;
+    ngx_array_t                 *fallback;   /* ngx_addr_t, servers */
+} ngx_http_hopgate_upstream_conf_t;
+
+
+/* a worker's receiving end of one hopgate_listen */
+struct ngx_hopgate_listener_s {
+    ngx_listening_t             *ls;
+    ngx_connection_t            *conn;       /* our own dup of the socket */
+    hg_listener_t               *engine;
+    ngx_uint_t                   index;
+};
+
+
+/* a domain with live sessions or waiting requests in this worker */
+struct ngx_hopgate_domain_s {
+    ngx_str_node_t               sn;         /* key: crc32 of the name */
+    ngx_queue_t                  sessions;   /* ready sessions */
+    ngx_queue_t                  waiters;    /* pumps waiting for one */
+    u_char                       name[NGX_HOPGATE_DOMAIN_MAX + 1];
+};
+
+
+struct ngx_hopgate_session_s {
+    ngx_rbtree_node_t            cid_node;   /* key: the cid as a number */
+    ngx_rbtree_node_t            addr_node;  /* key: hash of the peer */
+    ngx_queue_t                  domain_link;
+    hg_conn_t                   *conn;
+    ngx_hopgate_listener_t      *listener;
+    ngx_hopgate_domain_t        *domain;
+    ngx_event_t                  timer;      /* the engine's deadline */
+    ngx_event_t                  run;        /* posted: act after a change */
+    uint64_t                     id;
+    ngx_msec_t                   started;
+    ngx_uint_t                   streams;    /* open pumps */
+    ngx_queue_t                  pumps;
+    u_char                       addr_text[NGX_SOCKADDR_STRLEN];
+    size_t                       addr_len;
+    u_char                       agent_version[64];
+    unsigned                     ready:1;
+    unsigned                     draining:1; /* the agent said GOAWAY */
+    unsigned                     in_addr_tree:1;
+    unsigned                     destroying:1;
+};
+
+
+struct ngx_hopgate_pump_s {
+    ngx_queue_t                  link;       /* session pumps or waiters */
+    ngx_hopgate_session_t       *session;
+    ngx_hopgate_domain_t        *waiting;
+    ngx_connection_t            *conn;       /* our end of the socketpair */
+    int64_t                      stream_id;
+    ngx_event_t                  wait_timer;
+    hg_stream_meta_t             meta;
+    u_char                      *buf;        /* stream -> socket bytes */
+    size_t                       buf_pos;
+    size_t                       buf_len;
+    unsigned                     stream_fin:1;   /* FIN read from stream */
+    unsigned                     socket_eof:1;   /* nginx side closed */
+    unsigned                     write_shut:1;
+    unsigned                     blocked:1;      /* stream send buffer full */
+    unsigned                     failed:1;
+};
+
+
+/* the process-wide state of one worker */
+typedef struct {
+    ngx_http_hopgate_main_conf_t *conf;
+    ngx_hopgate_listener_t       *listeners;
+    ngx_uint_t                    nlisteners;
+    ngx_rbtree_t                  by_cid;
+    ngx_rbtree_node_t             by_cid_sentinel;
+    ngx_rbtree_t                  by_addr;
+    ngx_rbtree_node_t             by_addr_sentinel;
+    ngx_rbtree_t                  domains;
+    ngx_rbtree_node_t             domains_sentinel;
+    hg_config_t                   engine;
+    uint8_t                       tag[NGX_HOPGATE_TAG_LEN];
+    ngx_connection_t             *forward;   /* unix datagram socket */
+    ngx_uint_t                    nsessions;
+    uint64_t                      next_session;
+    uint64_t                      malformed;
+    unsigned                      exiting:1;
+} ngx_hopgate_worker_t;
+
+
+extern ngx_module_t            ngx_http_hopgate_module;
+extern ngx_hopgate_worker_t   *ngx_hopgate_worker;
+
+
+/* ngx_hopgate_listener.c */
+ngx_int_t ngx_hopgate_listen_add(ngx_conf_t *cf,
+    ngx_http_hopgate_listen_t *hl);
+ngx_int_t ngx_hopgate_steer_attach(ngx_cycle_t *cycle,
+    ngx_http_hopgate_main_conf_t *hmcf);
+ngx_int_t ngx_hopgate_listeners_init(ngx_cycle_t *cycle,
+    ngx_hopgate_worker_t *w);
+void ngx_hopgate_listeners_close(ngx_hopgate_worker_t *w);
+void ngx_hopgate_send(ngx_hopgate_listener_t *l, const u_char *buf,
+    size_t len, const struct sockaddr *to, socklen_t tolen);
+void ngx_hopgate_forward(ngx_hopgate_listener_t *l, const u_char *cid,
+    const u_char *dgram, size_t len, const struct sockaddr *from,
+    socklen_t fromlen);
+
+/* ngx_hopgate_session.c */
+void ngx_hopgate_datagram(ngx_hopgate_listener_t *l, u_char *buf,
+    size_t len, struct sockaddr *from, socklen_t fromlen);
+void ngx_hopgate_datagram_forwarded(ngx_hopgate_listener_t *l, u_char *buf,
+    size_t len, struct sockaddr *from, socklen_t fromlen);
+void ngx_hopgate_session_run(ngx_hopgate_session_t *s);
+void ngx_hopgate_session_kick(ngx_hopgate_session_t *s);
+void ngx_hopgate_domain_release(ngx_hopgate_domain_t *d);
+ngx_hopgate_domain_t *ngx_hopgate_domain_get(ngx_str_t *name,
+    ngx_uint_t create);
+ngx_hopgate_session_t *ngx_hopgate_domain_pick(ngx_hopgate_domain_t *d);
+void ngx_hopgate_sessions_goaway(ngx_hopgate_worker_t *w);
+hg_time_t ngx_hopgate_now(void);
+int ngx_hopgate_random(void *ctx, uint8_t *buf, size_t len);
+void ngx_hopgate_engine_log(void *ctx, int level, const char *msg);
+
+/* ngx_hopgate_pump.c */
+ngx_int_t ngx_hopgate_pump_create(ngx_http_request_t *r,
+    ngx_peer_connection_t *pc, ngx_str_t *domain, ngx_msec_t wait);
+void ngx_hopgate_pump_attach(ngx_hopgate_pump_t *p,
+    ngx_hopgate_session_t *s);
+void ngx_hopgate_pump_event(ngx_hopgate_session_t *s, hg_event_t *ev);
+void ngx_hopgate_pump_fail(ngx_hopgate_pump_t *p, const char *why);
+void ngx_hopgate_pump_detach(ngx_hopgate_pump_t *p);
+
+/* ngx_hopgate_registry.c */
+ngx_hopgate_registry_t *ngx_hopgate_registry_create(ngx_conf_t *cf,
+    ngx_str_t *spec);
+ngx_int_t ngx_hopgate_registry_check(ngx_hopgate_registry_t *reg,
+    ngx_str_t *domain, ngx_str_t *key, ngx_log_t *log, uint32_t *code,
+    const char **why);
+ngx_int_t ngx_hopgate_domain_normalize(ngx_str_t *in, u_char *out,
+    size_t *outlen);
+
+/* ngx_hopgate_pages.c */
+ngx_int_t ngx_hopgate_pages_init(ngx_conf_t *cf);
+void ngx_hopgate_pages_mark(ngx_http_request_t *r);
 
 #endif /* NGX_HTTP_HOPGATE_MODULE_H */

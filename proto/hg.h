@@ -165,11 +165,13 @@ typedef struct hg_listener_s hg_listener_t;
 typedef struct hg_conn_s     hg_conn_t;
 
 /*
- * One listener per worker socket. worker_index is encoded into every
- * connection id this listener creates. The SSL_CTX is borrowed.
+ * One listener per worker socket. Every connection id it creates starts
+ * with cid_prefix (the worker index first, so reuseport steering can read
+ * it; then whatever else the shell needs to find the owner) and ends with
+ * random bytes. The SSL_CTX is borrowed.
  */
 hg_listener_t *hg_listener_new(const hg_config_t *cfg, SSL_CTX *ctx,
-    uint8_t worker_index, hg_time_t now);
+    const uint8_t *cid_prefix, size_t prefix_len, hg_time_t now);
 void hg_listener_free(hg_listener_t *l);
 
 /*
@@ -247,7 +249,8 @@ typedef enum {
     HG_EV_STREAM_WRITABLE,    /* send buffer space freed on stream_id */
     HG_EV_STREAM_RESET,       /* peer reset its sending side (code) */
     HG_EV_STREAM_STOP,        /* peer asked us to stop sending (code) */
-    HG_EV_STREAM_CLOSED,      /* both directions done; id is now invalid */
+    HG_EV_STREAM_CLOSED,      /* both directions done; the id stays valid
+                                 until the next hg_conn_next_event call */
     HG_EV_STREAMS_AVAILABLE,  /* peer raised our stream limit */
     HG_EV_GOAWAY,             /* peer will accept no new streams */
     HG_EV_PEER_MIGRATED,      /* authenticated datagram from a new address */
@@ -304,8 +307,11 @@ int64_t hg_stream_open(hg_conn_t *c, const hg_stream_meta_t *meta);
  */
 ssize_t hg_stream_write(hg_conn_t *c, int64_t id, const uint8_t *buf,
     size_t len);
-/* bytes hg_stream_write would accept now */
-size_t hg_stream_writable(const hg_conn_t *c, int64_t id);
+/*
+ * Bytes hg_stream_write would accept now. A 0 here, like a short write,
+ * arms HG_EV_STREAM_WRITABLE for when room frees up.
+ */
+size_t hg_stream_writable(hg_conn_t *c, int64_t id);
 /* no more data from us (FIN after the queued bytes) */
 int hg_stream_shutdown(hg_conn_t *c, int64_t id);
 

@@ -79,6 +79,7 @@ hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
     c->role = role;
     c->state = HG_CS_HANDSHAKE;
     c->worker_hint = -1;
+    c->release_id = -1;
     memcpy(&c->peer, peer, peerlen);
     c->peerlen = peerlen;
     c->now = now;
@@ -254,6 +255,19 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
 
     if (!was_established && hg_dtls_established(c->dtls)) {
         hg_conn_on_established(c, now);
+    }
+
+    /*
+     * The edge's id is adopted from its first datagram, even during the
+     * handshake, so our later handshake datagrams reach the worker that
+     * owns the session; once established only an authenticated datagram
+     * may change it.
+     */
+    if (c->role == HG_ROLE_CLIENT && !c->has_cid
+        && (prefix.flags & HG_PREFIX_FLAG_CID))
+    {
+        memcpy(c->cid, prefix.cid, HG_CID_LEN);
+        c->has_cid = 1;
     }
 
     if (!c->authenticated_input) {
@@ -770,6 +784,15 @@ hg_conn_next_event(hg_conn_t *c, hg_event_t *ev)
 {
     hg_cstream_t  *cs;
 
+    /*
+     * the stream of the STREAM_CLOSED event taken last goes now: the shell
+     * could still ask for its user pointer while handling that event
+     */
+    if (c->release_id >= 0) {
+        hg_cstream_release(c, c->release_id);
+        c->release_id = -1;
+    }
+
     if (c->ev_count == 0) {
         return HG_AGAIN;
     }
@@ -811,7 +834,7 @@ hg_conn_next_event(hg_conn_t *c, hg_event_t *ev)
         break;
 
     case HG_EV_STREAM_CLOSED:
-        hg_cstream_release(c, ev->stream_id);
+        c->release_id = ev->stream_id;
         break;
 
     default:

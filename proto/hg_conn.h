@@ -158,6 +158,7 @@ struct hg_conn_s {
     size_t               ev_head;
     size_t               ev_count;
     char                 ev_text[HG_TEXT_MAX];
+    int64_t              release_id;      /* freed at the next event call */
 
     hg_conn_stats_t      stats;
 };

@@ -349,8 +349,9 @@ hg_stream_write(hg_conn_t *c, int64_t id, const uint8_t *buf, size_t len)
 
 
 size_t
-hg_stream_writable(const hg_conn_t *c, int64_t id)
+hg_stream_writable(hg_conn_t *c, int64_t id)
 {
+    size_t         space;
     hg_cstream_t  *cs;
 
     cs = hg_live_stream(c, id);
@@ -358,7 +359,12 @@ hg_stream_writable(const hg_conn_t *c, int64_t id)
         return 0;
     }
 
-    return hg_stream_send_space(cs->s);
+    space = hg_stream_send_space(cs->s);
+    if (space == 0) {
+        cs->want_write = 1;
+    }
+
+    return space;
 }
 
 

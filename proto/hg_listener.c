@@ -14,18 +14,19 @@
 struct hg_listener_s {
     hg_config_t           cfg;
     hg_dtls_listener_t   *dtls;
-    uint8_t               worker_index;
+    uint8_t               cid_prefix[HG_CID_LEN];
+    size_t                prefix_len;
     hg_listener_stats_t   stats;
 };
 
 
 hg_listener_t *
-hg_listener_new(const hg_config_t *cfg, SSL_CTX *ctx, uint8_t worker_index,
-    hg_time_t now)
+hg_listener_new(const hg_config_t *cfg, SSL_CTX *ctx,
+    const uint8_t *cid_prefix, size_t prefix_len, hg_time_t now)
 {
     hg_listener_t  *l;
 
-    if (hg_config_check(cfg) != NULL) {
+    if (hg_config_check(cfg) != NULL || prefix_len >= HG_CID_LEN) {
         return NULL;
     }
 
@@ -35,7 +36,8 @@ hg_listener_new(const hg_config_t *cfg, SSL_CTX *ctx, uint8_t worker_index,
     }
 
     l->cfg = *cfg;
-    l->worker_index = worker_index;
+    memcpy(l->cid_prefix, cid_prefix, prefix_len);
+    l->prefix_len = prefix_len;
 
     l->dtls = hg_dtls_listener_new(ctx, cfg->mtu - HG_PREFIX_LEN, &cfg->cb,
                                    now);
@@ -108,8 +110,11 @@ hg_listener_accept(hg_listener_t *l, const uint8_t *dgram, size_t len,
         return HG_ERR;
     }
 
-    cid[0] = l->worker_index;
-    if (l->cfg.cb.random(l->cfg.cb.ctx, cid + 1, HG_CID_LEN - 1) != 0) {
+    memcpy(cid, l->cid_prefix, l->prefix_len);
+    if (l->cfg.cb.random(l->cfg.cb.ctx, cid + l->prefix_len,
+                         HG_CID_LEN - l->prefix_len)
+        != 0)
+    {
         hg_dtls_free(dtls);
         return HG_ERR;
     }

@@ -365,7 +365,8 @@ sim_init(sim_t *sim, uint64_t seed, const sim_link_cfg_t *up,
         return -1;
     }
 
-    sim->listener = hg_listener_new(&sim->cfg, sim->server_ctx, 0, sim->now);
+    sim->listener = hg_listener_new(&sim->cfg, sim->server_ctx,
+                                    (const uint8_t *) "\0", 1, sim->now);
     if (sim->listener == NULL) {
         fprintf(stderr, "sim: listener\n");
         return -1;

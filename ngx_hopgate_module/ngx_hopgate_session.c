@@ -1,0 +1,678 @@
+/*
+ * A worker's tunnel sessions: finding the session a datagram belongs to
+ * (by connection id, else by address, else it is a new handshake), driving
+ * the engine (input, timers, output), deciding on HELLO with the registry,
+ * and the index of domains to ready sessions that the balancer picks from.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+
+#include <openssl/rand.h>
+
+#include "ngx_http_hopgate_module.h"
+
+
+#define NGX_HOPGATE_MAX_SESSIONS  20000
+
+
+static void ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf,
+    size_t len, struct sockaddr *from, socklen_t fromlen,
+    ngx_uint_t forwarded);
+static ngx_hopgate_session_t *ngx_hopgate_by_cid(const u_char *cid);
+static ngx_hopgate_session_t *ngx_hopgate_by_addr(struct sockaddr *sa,
+    socklen_t len);
+static void ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf,
+    size_t len, struct sockaddr *from, socklen_t fromlen);
+static void ngx_hopgate_session_timer(ngx_event_t *ev);
+static void ngx_hopgate_session_events(ngx_hopgate_session_t *s);
+static void ngx_hopgate_session_hello(ngx_hopgate_session_t *s,
+    const hg_hello_t *hello);
+static void ngx_hopgate_session_unready(ngx_hopgate_session_t *s);
+static void ngx_hopgate_session_destroy(ngx_hopgate_session_t *s);
+static void ngx_hopgate_addr_index(ngx_hopgate_session_t *s);
+
+
+hg_time_t
+ngx_hopgate_now(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (hg_time_t) ts.tv_sec * HG_SEC + (hg_time_t) ts.tv_nsec / 1000;
+}
+
+
+int
+ngx_hopgate_random(void *ctx, uint8_t *buf, size_t len)
+{
+    return RAND_bytes(buf, (int) len) == 1 ? 0 : -1;
+}
+
+
+void
+ngx_hopgate_engine_log(void *ctx, int level, const char *msg)
+{
+    ngx_uint_t  nlevel;
+
+    switch (level) {
+    case HG_LOG_ERR:
+        nlevel = NGX_LOG_ERR;
+        break;
+    case HG_LOG_WARN:
+        nlevel = NGX_LOG_WARN;
+        break;
+    case HG_LOG_INFO:
+        nlevel = NGX_LOG_INFO;
+        break;
+    default:
+        nlevel = NGX_LOG_DEBUG;
+        break;
+    }
+
+    ngx_log_error(nlevel, ngx_cycle->log, 0, "hopgate: %s", msg);
+}
+
+
+static uint64_t
+ngx_hopgate_cid_key(const u_char *cid)
+{
+    uint64_t  key;
+
+    ngx_memcpy(&key, cid, sizeof(key));
+
+    return key;
+}
+
+
+static ngx_rbtree_key_t
+ngx_hopgate_addr_key(struct sockaddr *sa, socklen_t len)
+{
+    return ngx_crc32_short((u_char *) sa, len);
+}
+
+
+/* ---- datagram input ---------------------------------------------------- */
+
+void
+ngx_hopgate_datagram(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
+    struct sockaddr *from, socklen_t fromlen)
+{
+    ngx_hopgate_input(l, buf, len, from, fromlen, 0);
+}
+
+
+void
+ngx_hopgate_datagram_forwarded(ngx_hopgate_listener_t *l, u_char *buf,
+    size_t len, struct sockaddr *from, socklen_t fromlen)
+{
+    ngx_hopgate_input(l, buf, len, from, fromlen, 1);
+}
+
+
+static void
+ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
+    struct sockaddr *from, socklen_t fromlen, ngx_uint_t forwarded)
+{
+    hg_prefix_t             p;
+    ngx_hopgate_worker_t   *w = ngx_hopgate_worker;
+    ngx_hopgate_session_t  *s;
+
+    if (hg_prefix_parse(buf, len, &p) != HG_OK) {
+        w->malformed++;
+        return;
+    }
+
+    if (p.flags & HG_PREFIX_FLAG_CID) {
+
+        if (ngx_memcmp(p.cid + 1, w->tag, NGX_HOPGATE_TAG_LEN) != 0) {
+            if (!forwarded) {
+                ngx_hopgate_forward(l, p.cid, buf, len, from, fromlen);
+            }
+            return;
+        }
+
+        s = ngx_hopgate_by_cid(p.cid);
+        if (s == NULL) {
+            /* a session that ended here: its stragglers are dropped */
+            return;
+        }
+
+    } else {
+        s = ngx_hopgate_by_addr(from, fromlen);
+        if (s == NULL) {
+            ngx_hopgate_accept(l, buf, len, from, fromlen);
+            return;
+        }
+    }
+
+    if (hg_conn_recv(s->conn, buf, len, from, fromlen, ngx_hopgate_now())
+        != HG_OK)
+    {
+        w->malformed++;
+    }
+
+    ngx_hopgate_session_run(s);
+}
+
+
+static ngx_hopgate_session_t *
+ngx_hopgate_by_cid(const u_char *cid)
+{
+    uint64_t            key;
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    key = ngx_hopgate_cid_key(cid);
+    node = ngx_hopgate_worker->by_cid.root;
+    sentinel = ngx_hopgate_worker->by_cid.sentinel;
+
+    while (node != sentinel) {
+        if (key == node->key) {
+            return (ngx_hopgate_session_t *)
+                   ((u_char *) node
+                    - offsetof(ngx_hopgate_session_t, cid_node));
+        }
+
+        node = key < node->key ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static ngx_hopgate_session_t *
+ngx_hopgate_by_addr(struct sockaddr *sa, socklen_t len)
+{
+    socklen_t               plen;
+    ngx_rbtree_key_t        key;
+    ngx_rbtree_node_t      *node, *sentinel;
+    ngx_hopgate_session_t  *s;
+    const struct sockaddr  *peer;
+
+    key = ngx_hopgate_addr_key(sa, len);
+    node = ngx_hopgate_worker->by_addr.root;
+    sentinel = ngx_hopgate_worker->by_addr.sentinel;
+
+    while (node != sentinel) {
+        if (key != node->key) {
+            node = key < node->key ? node->left : node->right;
+            continue;
+        }
+
+        s = (ngx_hopgate_session_t *)
+            ((u_char *) node - offsetof(ngx_hopgate_session_t, addr_node));
+
+        peer = hg_conn_peer(s->conn, &plen);
+        if (ngx_cmp_sockaddr((struct sockaddr *) peer, plen, sa, len, 1)
+            == NGX_OK)
+        {
+            return s;
+        }
+
+        /* equal keys are inserted to the right */
+        node = node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
+    struct sockaddr *from, socklen_t fromlen)
+{
+    u_char                  reply[HG_MTU_MAX];
+    size_t                  replylen;
+    hg_conn_t              *conn;
+    ngx_int_t               rc;
+    ngx_hopgate_worker_t   *w = ngx_hopgate_worker;
+    ngx_hopgate_session_t  *s;
+
+    replylen = sizeof(reply);
+
+    rc = hg_listener_accept(l->engine, buf, len, from, fromlen,
+                            ngx_hopgate_now(), reply, &replylen, &conn);
+
+    if (rc == HG_AGAIN) {
+        /* the cookie exchange: stateless, nothing kept */
+        ngx_hopgate_send(l, reply, replylen, from, fromlen);
+        return;
+    }
+
+    if (rc != HG_OK) {
+        return;
+    }
+
+    if (w->nsessions >= NGX_HOPGATE_MAX_SESSIONS) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "hopgate: %ui sessions in this worker, refusing more",
+                      w->nsessions);
+        hg_conn_free(conn);
+        return;
+    }
+
+    s = ngx_calloc(sizeof(ngx_hopgate_session_t), ngx_cycle->log);
+    if (s == NULL) {
+        hg_conn_free(conn);
+        return;
+    }
+
+    s->conn = conn;
+    s->listener = l;
+    s->id = ++w->next_session;
+    s->started = ngx_current_msec;
+    ngx_queue_init(&s->pumps);
+    ngx_queue_init(&s->domain_link);
+
+    s->timer.handler = ngx_hopgate_session_timer;
+    s->timer.data = s;
+    s->timer.log = ngx_cycle->log;
+    s->run.handler = ngx_hopgate_session_timer;
+    s->run.data = s;
+    s->run.log = ngx_cycle->log;
+
+    s->addr_len = ngx_sock_ntop(from, fromlen, s->addr_text,
+                                NGX_SOCKADDR_STRLEN, 1);
+
+    s->cid_node.key = ngx_hopgate_cid_key(hg_conn_cid(conn));
+    ngx_rbtree_insert(&w->by_cid, &s->cid_node);
+    ngx_hopgate_addr_index(s);
+
+    w->nsessions++;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "hopgate: handshake from %*s", s->addr_len, s->addr_text);
+
+    ngx_hopgate_session_run(s);
+}
+
+
+static void
+ngx_hopgate_addr_index(ngx_hopgate_session_t *s)
+{
+    socklen_t               len;
+    const struct sockaddr  *peer;
+
+    if (s->in_addr_tree) {
+        ngx_rbtree_delete(&ngx_hopgate_worker->by_addr, &s->addr_node);
+    }
+
+    peer = hg_conn_peer(s->conn, &len);
+    s->addr_node.key = ngx_hopgate_addr_key((struct sockaddr *) peer, len);
+    ngx_rbtree_insert(&ngx_hopgate_worker->by_addr, &s->addr_node);
+    s->in_addr_tree = 1;
+}
+
+
+/* ---- driving the engine ------------------------------------------------- */
+
+static void
+ngx_hopgate_session_timer(ngx_event_t *ev)
+{
+    ngx_hopgate_session_run(ev->data);
+}
+
+
+/* act on a change made outside the session's own handlers (a pump) */
+void
+ngx_hopgate_session_kick(ngx_hopgate_session_t *s)
+{
+    if (!s->run.posted) {
+        ngx_post_event(&s->run, &ngx_posted_events);
+    }
+}
+
+
+void
+ngx_hopgate_session_run(ngx_hopgate_session_t *s)
+{
+    u_char                  out[HG_MTU_MAX + 64];
+    ssize_t                 n;
+    socklen_t               plen;
+    hg_time_t               now, deadline;
+    ngx_msec_t              delay;
+    const struct sockaddr  *peer;
+
+    if (s->destroying) {
+        return;
+    }
+
+    now = ngx_hopgate_now();
+
+    if (hg_conn_deadline(s->conn) <= now) {
+        hg_conn_timeout(s->conn, now);
+    }
+
+    ngx_hopgate_session_events(s);
+
+    peer = hg_conn_peer(s->conn, &plen);
+
+    while ((n = hg_conn_send(s->conn, out, sizeof(out), now)) > 0) {
+        ngx_hopgate_send(s->listener, out, (size_t) n, peer, plen);
+    }
+
+    if (hg_conn_is_closed(s->conn)) {
+        ngx_hopgate_session_destroy(s);
+        return;
+    }
+
+    deadline = hg_conn_deadline(s->conn);
+    if (deadline == HG_TIME_INFINITE) {
+        if (s->timer.timer_set) {
+            ngx_del_timer(&s->timer);
+        }
+        return;
+    }
+
+    /* millisecond timers: round up, a late wake-up costs nothing */
+    now = ngx_hopgate_now();
+    delay = deadline > now ? (ngx_msec_t) ((deadline - now + 999) / 1000)
+                           : 0;
+
+    ngx_add_timer(&s->timer, delay);
+}
+
+
+static void
+ngx_hopgate_session_events(ngx_hopgate_session_t *s)
+{
+    socklen_t               plen;
+    hg_event_t              ev;
+    const struct sockaddr  *peer;
+
+    while (hg_conn_next_event(s->conn, &ev) == HG_OK) {
+
+        switch (ev.type) {
+
+        case HG_EV_HANDSHAKE_DONE:
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                           "hopgate: DTLS up with %*s", s->addr_len,
+                           s->addr_text);
+            break;
+
+        case HG_EV_HELLO:
+            ngx_hopgate_session_hello(s, ev.hello);
+            break;
+
+        case HG_EV_GOAWAY:
+            /* the agent leaves: no new streams, the open ones finish */
+            s->draining = 1;
+            break;
+
+        case HG_EV_PEER_MIGRATED:
+            peer = hg_conn_peer(s->conn, &plen);
+            s->addr_len = ngx_sock_ntop((struct sockaddr *) peer, plen,
+                                        s->addr_text, NGX_SOCKADDR_STRLEN,
+                                        1);
+            ngx_hopgate_addr_index(s);
+            ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                          "hopgate: session %uL for \"%s\" moved to %*s",
+                          s->id, s->domain ? s->domain->name : (u_char *) "",
+                          s->addr_len, s->addr_text);
+            break;
+
+        case HG_EV_CLOSED:
+            if (s->ready) {
+                ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                              "hopgate: session %uL for \"%s\" from %*s "
+                              "closed: %s (%s)", s->id, s->domain->name,
+                              s->addr_len, s->addr_text,
+                              ev.text ? ev.text : "",
+                              hg_code_name(ev.code));
+            }
+            ngx_hopgate_session_unready(s);
+            break;
+
+        default:
+            ngx_hopgate_pump_event(s, &ev);
+            break;
+        }
+    }
+}
+
+
+static void
+ngx_hopgate_session_hello(ngx_hopgate_session_t *s, const hg_hello_t *hello)
+{
+    u_char                         name[NGX_HOPGATE_DOMAIN_MAX + 1];
+    size_t                         namelen;
+    uint32_t                       code;
+    ngx_str_t                      domain, key;
+    const char                    *why;
+    ngx_core_conf_t               *ccf;
+    ngx_queue_t                   *q;
+    ngx_hopgate_pump_t            *p;
+    ngx_hopgate_domain_t          *d;
+    ngx_hopgate_worker_t          *w = ngx_hopgate_worker;
+
+    ngx_cpystrn(s->agent_version, (u_char *) hello->agent_version,
+                sizeof(s->agent_version));
+
+    domain.data = (u_char *) hello->domain;
+    domain.len = ngx_strlen(hello->domain);
+    key.data = (u_char *) hello->api_key;
+    key.len = ngx_strlen(hello->api_key);
+
+    if (ngx_hopgate_domain_normalize(&domain, name, &namelen) != NGX_OK) {
+        code = HG_CODE_UNKNOWN_DOMAIN;
+        why = "not a valid domain name";
+        goto reject;
+    }
+
+    domain.data = name;
+    domain.len = namelen;
+
+    if (w->exiting) {
+        code = HG_CODE_GOING_AWAY;
+        why = "this worker is shutting down";
+        goto reject;
+    }
+
+    if (ngx_hopgate_registry_check(w->conf->reg, &domain, &key,
+                                   ngx_cycle->log, &code, &why)
+        != NGX_OK)
+    {
+        goto reject;
+    }
+
+    d = ngx_hopgate_domain_get(&domain, 1);
+    if (d == NULL) {
+        code = HG_CODE_INTERNAL;
+        why = "out of memory";
+        goto reject;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                           ngx_core_module);
+
+    if (hg_conn_accept(s->conn, s->id, (uint32_t) ngx_worker,
+                       (uint32_t) ccf->worker_processes, NULL, 0)
+        != HG_OK)
+    {
+        return;
+    }
+
+    s->ready = 1;
+    s->domain = d;
+    ngx_queue_insert_tail(&d->sessions, &s->domain_link);
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "hopgate: agent %*s (%s) connected for \"%V\", worker "
+                  "%i/%i, session %uL", s->addr_len, s->addr_text,
+                  s->agent_version, &domain, ngx_worker,
+                  ccf->worker_processes, s->id);
+
+    /* requests that were waiting for this domain go now */
+    while (!ngx_queue_empty(&d->waiters)) {
+        q = ngx_queue_head(&d->waiters);
+        p = ngx_queue_data(q, ngx_hopgate_pump_t, link);
+        ngx_hopgate_pump_attach(p, s);
+    }
+
+    return;
+
+reject:
+
+    ngx_log_error((code == HG_CODE_GOING_AWAY ? NGX_LOG_INFO : NGX_LOG_WARN),
+                  ngx_cycle->log, 0,
+                  "hopgate: agent %*s refused for \"%s\": %s",
+                  s->addr_len, s->addr_text, hello->domain, why);
+
+    hg_conn_reject(s->conn, code, why);
+}
+
+
+/* the session can take no more streams: out of the domain index */
+static void
+ngx_hopgate_session_unready(ngx_hopgate_session_t *s)
+{
+    ngx_queue_t         *q;
+    ngx_hopgate_pump_t  *p;
+
+    if (s->ready) {
+        s->ready = 0;
+        ngx_queue_remove(&s->domain_link);
+        ngx_queue_init(&s->domain_link);
+        ngx_hopgate_domain_release(s->domain);
+    }
+
+    while (!ngx_queue_empty(&s->pumps)) {
+        q = ngx_queue_head(&s->pumps);
+        p = ngx_queue_data(q, ngx_hopgate_pump_t, link);
+        ngx_hopgate_pump_fail(p, "the tunnel closed");
+    }
+}
+
+
+static void
+ngx_hopgate_session_destroy(ngx_hopgate_session_t *s)
+{
+    ngx_hopgate_worker_t  *w = ngx_hopgate_worker;
+
+    s->destroying = 1;
+
+    ngx_hopgate_session_unready(s);
+
+    ngx_rbtree_delete(&w->by_cid, &s->cid_node);
+    if (s->in_addr_tree) {
+        ngx_rbtree_delete(&w->by_addr, &s->addr_node);
+    }
+
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    if (s->run.posted) {
+        ngx_delete_posted_event(&s->run);
+    }
+
+    hg_conn_free(s->conn);
+    ngx_free(s);
+
+    w->nsessions--;
+}
+
+
+/* nginx is quitting or reloading: every session drains */
+void
+ngx_hopgate_sessions_goaway(ngx_hopgate_worker_t *w)
+{
+    ngx_rbtree_node_t      *node, *next;
+    ngx_hopgate_session_t  *s;
+
+    if (w->by_cid.root == w->by_cid.sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(w->by_cid.root, w->by_cid.sentinel);
+         node;
+         node = next)
+    {
+        next = ngx_rbtree_next(&w->by_cid, node);
+
+        s = (ngx_hopgate_session_t *)
+            ((u_char *) node - offsetof(ngx_hopgate_session_t, cid_node));
+
+        hg_conn_goaway(s->conn, HG_CODE_GOING_AWAY, "edge shutting down");
+        ngx_hopgate_session_kick(s);
+    }
+}
+
+
+/* ---- the domain index --------------------------------------------------- */
+
+ngx_hopgate_domain_t *
+ngx_hopgate_domain_get(ngx_str_t *name, ngx_uint_t create)
+{
+    uint32_t               hash;
+    ngx_hopgate_domain_t  *d;
+    ngx_hopgate_worker_t  *w = ngx_hopgate_worker;
+
+    if (name->len == 0 || name->len > NGX_HOPGATE_DOMAIN_MAX) {
+        return NULL;
+    }
+
+    hash = ngx_crc32_short(name->data, name->len);
+
+    d = (ngx_hopgate_domain_t *) ngx_str_rbtree_lookup(&w->domains, name,
+                                                       hash);
+    if (d || !create) {
+        return d;
+    }
+
+    d = ngx_calloc(sizeof(ngx_hopgate_domain_t), ngx_cycle->log);
+    if (d == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(d->name, name->data, name->len);
+    d->sn.str.data = d->name;
+    d->sn.str.len = name->len;
+    d->sn.node.key = hash;
+    ngx_queue_init(&d->sessions);
+    ngx_queue_init(&d->waiters);
+
+    ngx_rbtree_insert(&w->domains, &d->sn.node);
+
+    return d;
+}
+
+
+void
+ngx_hopgate_domain_release(ngx_hopgate_domain_t *d)
+{
+    if (d && ngx_queue_empty(&d->sessions) && ngx_queue_empty(&d->waiters)) {
+        ngx_rbtree_delete(&ngx_hopgate_worker->domains, &d->sn.node);
+        ngx_free(d);
+    }
+}
+
+
+/* among the domain's sessions, the one with the fewest open streams */
+ngx_hopgate_session_t *
+ngx_hopgate_domain_pick(ngx_hopgate_domain_t *d)
+{
+    ngx_queue_t            *q;
+    ngx_hopgate_session_t  *s, *best;
+
+    best = NULL;
+
+    for (q = ngx_queue_head(&d->sessions);
+         q != ngx_queue_sentinel(&d->sessions);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_hopgate_session_t, domain_link);
+
+        if (s->draining || !hg_conn_can_open_stream(s->conn)) {
+            continue;
+        }
+
+        if (best == NULL || s->streams < best->streams) {
+            best = s;
+        }
+    }
+
+    return best;
+}
