@@ -401,6 +401,15 @@ agent_session_closed(agent_session_t *s, const hg_event_t *ev)
         return;
     }
 
+    if (ev->code == HG_CODE_RESET) {
+        /* the edge restarted: dial again at once */
+        agent_log(AGENT_LOG_INFO, "worker %d lost the session (edge "
+                  "restarted?): re-dialling", s->worker);
+        a->worker_count = 0;
+        agent_schedule_redial(a, now, 0);
+        return;
+    }
+
     if (expected && ev->code != HG_CODE_IDLE_TIMEOUT) {
         if (ev->code == HG_CODE_GOING_AWAY) {
             agent_log(AGENT_LOG_INFO, "worker %d finished draining",

@@ -439,7 +439,7 @@ ngx_hopgate_forward_init(ngx_cycle_t *cycle, ngx_hopgate_worker_t *w)
  * listen index and the agent's address so the owner replies from the
  * right socket to the right peer.
  */
-void
+ngx_int_t
 ngx_hopgate_forward(ngx_hopgate_listener_t *l, const u_char *cid,
     const u_char *dgram, size_t len, const struct sockaddr *from,
     socklen_t fromlen)
@@ -452,7 +452,7 @@ ngx_hopgate_forward(ngx_hopgate_listener_t *l, const u_char *cid,
     if (ngx_hopgate_worker->forward == NULL
         || fromlen > sizeof(ngx_sockaddr_t) || len > NGX_HOPGATE_DGRAM_MAX)
     {
-        return;
+        return NGX_DECLINED;
     }
 
     msg[0] = (u_char) l->index;
@@ -462,9 +462,15 @@ ngx_hopgate_forward(ngx_hopgate_listener_t *l, const u_char *cid,
 
     ngx_hopgate_forward_name(&sun, &namelen, cid + 1);
 
-    /* the owner may be gone: then the datagram is lost, nothing else */
-    (void) sendto(ngx_hopgate_worker->forward->fd, msg, 2 + fromlen + len, 0,
-                  (struct sockaddr *) &sun, namelen);
+    if (sendto(ngx_hopgate_worker->forward->fd, msg, 2 + fromlen + len, 0,
+               (struct sockaddr *) &sun, namelen)
+        == -1)
+    {
+        /* ECONNREFUSED: no such process any more; EAGAIN: it is busy */
+        return ngx_socket_errno == NGX_EAGAIN ? NGX_OK : NGX_DECLINED;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -14,12 +14,15 @@
 #include "ngx_http_hopgate_module.h"
 
 
-#define NGX_HOPGATE_MAX_SESSIONS  20000
+#define NGX_HOPGATE_MAX_SESSIONS       20000
+#define NGX_HOPGATE_RESETS_PER_SECOND  200
 
 
 static void ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf,
     size_t len, struct sockaddr *from, socklen_t fromlen,
     ngx_uint_t forwarded);
+static void ngx_hopgate_reset(ngx_hopgate_listener_t *l, const u_char *cid,
+    struct sockaddr *to, socklen_t tolen);
 static ngx_hopgate_session_t *ngx_hopgate_by_cid(const u_char *cid);
 static ngx_hopgate_session_t *ngx_hopgate_by_addr(struct sockaddr *sa,
     socklen_t len);
@@ -127,16 +130,25 @@ ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
 
     if (p.flags & HG_PREFIX_FLAG_CID) {
 
+        if (p.flags & HG_PREFIX_FLAG_RESET) {
+            /* resets go to agents, not to us */
+            return;
+        }
+
         if (ngx_memcmp(p.cid + 1, w->tag, NGX_HOPGATE_TAG_LEN) != 0) {
-            if (!forwarded) {
-                ngx_hopgate_forward(l, p.cid, buf, len, from, fromlen);
+            if (forwarded
+                || ngx_hopgate_forward(l, p.cid, buf, len, from, fromlen)
+                   != NGX_OK)
+            {
+                /* the owner is gone (nginx restarted): tell the agent */
+                ngx_hopgate_reset(l, p.cid, from, fromlen);
             }
             return;
         }
 
         s = ngx_hopgate_by_cid(p.cid);
         if (s == NULL) {
-            /* a session that ended here: its stragglers are dropped */
+            ngx_hopgate_reset(l, p.cid, from, fromlen);
             return;
         }
 
@@ -155,6 +167,31 @@ ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     }
 
     ngx_hopgate_session_run(s);
+}
+
+
+/*
+ * A stateless reset for an id no process here owns, so the agent re-dials
+ * at once instead of waiting for its idle timeout; rate-limited, since
+ * anyone can make us send one.
+ */
+static void
+ngx_hopgate_reset(ngx_hopgate_listener_t *l, const u_char *cid,
+    struct sockaddr *to, socklen_t tolen)
+{
+    u_char                 out[HG_PREFIX_LEN];
+    ngx_hopgate_worker_t  *w = ngx_hopgate_worker;
+
+    if (w->reset_second != ngx_time()) {
+        w->reset_second = ngx_time();
+        w->resets = 0;
+    }
+
+    if (w->resets++ >= NGX_HOPGATE_RESETS_PER_SECOND) {
+        return;
+    }
+
+    ngx_hopgate_send(l, out, hg_prefix_reset(cid, out), to, tolen);
 }
 
 

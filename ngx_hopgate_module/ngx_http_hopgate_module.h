@@ -151,6 +151,8 @@ typedef struct {
     ngx_uint_t                    nsessions;
     uint64_t                      next_session;
     uint64_t                      malformed;
+    time_t                        reset_second;
+    ngx_uint_t                    resets;
     unsigned                      exiting:1;
 } ngx_hopgate_worker_t;
 
@@ -169,7 +171,7 @@ ngx_int_t ngx_hopgate_listeners_init(ngx_cycle_t *cycle,
 void ngx_hopgate_listeners_close(ngx_hopgate_worker_t *w);
 void ngx_hopgate_send(ngx_hopgate_listener_t *l, const u_char *buf,
     size_t len, const struct sockaddr *to, socklen_t tolen);
-void ngx_hopgate_forward(ngx_hopgate_listener_t *l, const u_char *cid,
+ngx_int_t ngx_hopgate_forward(ngx_hopgate_listener_t *l, const u_char *cid,
     const u_char *dgram, size_t len, const struct sockaddr *from,
     socklen_t fromlen);
 

@@ -39,6 +39,8 @@ typedef uint64_t                  hg_time_t;
 #define HG_PREFIX_VERSION_MASK    0xf0
 #define HG_PREFIX_FLAG_CID        0x01    /* bytes 1..8 are the session's id */
 #define HG_PREFIX_FLAG_STEER      0x02    /* byte 1 is a worker index */
+#define HG_PREFIX_FLAG_RESET      0x04    /* the edge has no session with
+                                             this cid (no DTLS follows) */
 #define HG_CID_LEN                8
 
 /* return codes */
@@ -65,7 +67,8 @@ typedef enum {
     HG_CODE_BUSY = 16,                /* edge at its session limit */
     HG_CODE_GOING_AWAY = 20,          /* reload/shutdown drain */
     HG_CODE_HANDSHAKE_TIMEOUT = 21,
-    HG_CODE_TLS = 22                  /* DTLS failure (certificate etc.) */
+    HG_CODE_TLS = 22,                 /* DTLS failure (certificate etc.) */
+    HG_CODE_RESET = 23                /* the edge lost the session (restart) */
 } hg_code_t;
 
 /* whether a rejection is final for the agent (exit 3, no retry loop) */
@@ -157,6 +160,14 @@ typedef struct {
 int hg_prefix_parse(const uint8_t *dgram, size_t len, hg_prefix_t *p);
 /* the worker index encoded in a connection id */
 uint8_t hg_cid_worker(const uint8_t cid[HG_CID_LEN]);
+
+/*
+ * A stateless reset for a datagram whose connection id the edge does not
+ * know (it restarted, or the session ended): HG_PREFIX_LEN bytes, no
+ * DTLS. The agent heeds it only when the session has also gone quiet, so
+ * a forged one cannot end a healthy session.
+ */
+size_t hg_prefix_reset(const uint8_t cid[HG_CID_LEN], uint8_t *out);
 
 
 /* ---- server side: the stateless listener --------------------------------- */

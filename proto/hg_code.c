@@ -24,6 +24,7 @@ hg_code_name(uint32_t code)
     case HG_CODE_GOING_AWAY:        return "going away";
     case HG_CODE_HANDSHAKE_TIMEOUT: return "handshake timeout";
     case HG_CODE_TLS:               return "tls failure";
+    case HG_CODE_RESET:             return "session lost by the edge";
     default:                        return "unknown";
     }
 }

@@ -14,6 +14,8 @@
 
 
 static void hg_conn_on_established(hg_conn_t *c, hg_time_t now);
+static int hg_conn_stateless_reset(hg_conn_t *c, const hg_prefix_t *prefix,
+    hg_time_t now);
 static void hg_conn_set_closed(hg_conn_t *c);
 static hg_time_t hg_conn_keepalive_at(const hg_conn_t *c);
 static void hg_conn_probe_oldest(hg_conn_t *c);
@@ -236,6 +238,10 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
         return HG_ERR;
     }
 
+    if (prefix.flags & HG_PREFIX_FLAG_RESET) {
+        return hg_conn_stateless_reset(c, &prefix, now);
+    }
+
     was_established = hg_dtls_established(c->dtls);
     c->authenticated_input = 0;
     c->now = now;
@@ -301,6 +307,41 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
         /* the peer keeps talking: it did not get our CLOSE */
         c->close_due = 1;
     }
+
+    return HG_OK;
+}
+
+
+/*
+ * The edge says it has no such session. Anyone could say so, so it counts
+ * only for our own id and only when the edge has also been silent for a
+ * while: a live session keeps hearing authenticated packets.
+ */
+static int
+hg_conn_stateless_reset(hg_conn_t *c, const hg_prefix_t *prefix,
+    hg_time_t now)
+{
+    hg_time_t  quiet;
+
+    if (c->role != HG_ROLE_CLIENT || !c->has_cid
+        || memcmp(prefix->cid, c->cid, HG_CID_LEN) != 0)
+    {
+        return HG_ERR;
+    }
+
+    quiet = 3 * hg_recovery_pto(&c->rec);
+    if (quiet < HG_SEC) {
+        quiet = HG_SEC;
+    }
+
+    if (now - c->last_recv < quiet) {
+        return HG_ERR;
+    }
+
+    hg_conn_log(c, HG_LOG_INFO, "stateless reset from the edge");
+    hg_conn_enter_closing(c, HG_CODE_RESET, "the edge lost the session", 0,
+                          now);
+    hg_conn_set_closed(c);
 
     return HG_OK;
 }

@@ -23,7 +23,9 @@ hg_prefix_parse(const uint8_t *dgram, size_t len, hg_prefix_t *p)
     memset(p, 0, sizeof(*p));
     p->flags = dgram[0] & ~HG_PREFIX_VERSION_MASK;
 
-    if ((p->flags & ~(HG_PREFIX_FLAG_CID | HG_PREFIX_FLAG_STEER)) != 0) {
+    if ((p->flags & ~(HG_PREFIX_FLAG_CID | HG_PREFIX_FLAG_STEER
+                      | HG_PREFIX_FLAG_RESET)) != 0)
+    {
         return HG_ERR;
     }
 
@@ -41,4 +43,14 @@ uint8_t
 hg_cid_worker(const uint8_t cid[HG_CID_LEN])
 {
     return cid[0];
+}
+
+
+size_t
+hg_prefix_reset(const uint8_t cid[HG_CID_LEN], uint8_t *out)
+{
+    out[0] = HG_PREFIX_VERSION | HG_PREFIX_FLAG_CID | HG_PREFIX_FLAG_RESET;
+    memcpy(out + 1, cid, HG_CID_LEN);
+
+    return HG_PREFIX_LEN;
 }
