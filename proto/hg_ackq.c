@@ -11,6 +11,9 @@
 /* RFC 9000 13.2.2: acknowledge at least every second ack-eliciting packet */
 #define HG_ACKQ_ELICITING_THRESHOLD  2
 
+/* the shortest wait for a second packet */
+#define HG_ACKQ_MIN_DELAY            HG_MS
+
 
 static void hg_ackq_raise_floor(hg_ackq_t *q, uint64_t floor);
 
@@ -25,6 +28,7 @@ hg_ackq_init(hg_ackq_t *q, hg_time_t max_ack_delay, size_t max_ranges)
     q->largest = UINT64_MAX;
     q->ack_deadline = HG_TIME_INFINITE;
     q->max_ack_delay = max_ack_delay;
+    q->last_eliciting = HG_TIME_INFINITE;
 }
 
 
@@ -53,7 +57,7 @@ hg_ackq_on_received(hg_ackq_t *q, uint64_t pn, int ack_eliciting,
 {
     int        out_of_order;
     uint64_t   expected;
-    hg_time_t  deadline;
+    hg_time_t  deadline, wait, previous;
 
     if (pn < q->floor || hg_rangeset_contains(&q->received, pn, pn + 1)) {
         return;
@@ -84,6 +88,9 @@ hg_ackq_on_received(hg_ackq_t *q, uint64_t pn, int ack_eliciting,
 
     q->eliciting_unacked++;
 
+    previous = q->last_eliciting;
+    q->last_eliciting = now;
+
     if (out_of_order
         || q->eliciting_unacked >= HG_ACKQ_ELICITING_THRESHOLD)
     {
@@ -91,7 +98,25 @@ hg_ackq_on_received(hg_ackq_t *q, uint64_t pn, int ack_eliciting,
         deadline = now;
 
     } else {
-        deadline = now + q->max_ack_delay;
+        /*
+         * A packet that came hard on the heels of the previous one and
+         * has no follower ended a burst: the sender has stopped, most
+         * likely on its congestion window, and the ACK it waits for is
+         * this one. Waiting out max_ack_delay for a partner would hold a
+         * packet of its window idle every round trip.
+         */
+        wait = q->max_ack_delay;
+
+        if (previous != HG_TIME_INFINITE && now >= previous
+            && 2 * (now - previous) < wait)
+        {
+            wait = 2 * (now - previous);
+            if (wait < HG_ACKQ_MIN_DELAY) {
+                wait = HG_ACKQ_MIN_DELAY;
+            }
+        }
+
+        deadline = now + wait;
     }
 
     /* a later packet never postpones an ACK already promised */

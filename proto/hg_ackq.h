@@ -4,9 +4,11 @@
  *
  * Acks are immediate when an ack-eliciting packet arrives out of order (a
  * gap below it or a gap filled) or every second ack-eliciting packet, and
- * otherwise wait at most max_ack_delay after the first ack-eliciting packet
- * not yet acknowledged (RFC 9000 13.2). Packets that are not ack-eliciting
- * never cause an ACK; they ride along in the next one.
+ * otherwise wait for a second packet no longer than one is likely to come:
+ * twice the gap since the previous ack-eliciting arrival (at least 1 ms),
+ * at most max_ack_delay (RFC 9000 13.2 lets a receiver ack sooner). Packets
+ * that are not ack-eliciting never cause an ACK; they ride along in the
+ * next one.
  *
  * Numbers below `floor` are forgotten: they count as duplicates, since the
  * receiver can no longer tell (RFC 9000 13.2.3). The floor rises when the
@@ -36,6 +38,8 @@ typedef struct {
     int            immediate;         /* an ACK should go at once */
     hg_time_t      ack_deadline;      /* HG_TIME_INFINITE: none pending */
     hg_time_t      max_ack_delay;
+    hg_time_t      last_eliciting;    /* arrival of the latest one, or
+                                         HG_TIME_INFINITE */
     uint64_t       duplicates;
 } hg_ackq_t;
 

@@ -150,9 +150,43 @@ test_delayed_ack(void)
     tap_ok(!hg_ackq_pending(&q), "nothing pending");
     tap_is_int(hg_ackq_deadline(&q), HG_TIME_INFINITE, "no deadline");
 
-    hg_ackq_on_received(&q, 2, 1, 3000);
-    tap_is_int(hg_ackq_deadline(&q), 3000 + MAD,
+    hg_ackq_on_received(&q, 2, 1, 1 * HG_SEC);
+    tap_is_int(hg_ackq_deadline(&q), 1 * HG_SEC + MAD,
                "the count restarts after an ACK");
+
+    hg_ackq_free(&q);
+}
+
+
+static void
+test_burst_end(void)
+{
+    hg_ackq_t  q;
+
+    hg_ackq_init(&q, MAD, 32);
+
+    /* a burst at 1 ms spacing: pairs are acknowledged at once */
+    hg_ackq_on_received(&q, 0, 1, 10 * HG_MS);
+    hg_ackq_on_received(&q, 1, 1, 11 * HG_MS);
+    tap_ok(hg_ackq_due(&q, 11 * HG_MS), "burst: the pair is acknowledged");
+    hg_ackq_on_ack_sent(&q);
+
+    /* its odd last packet waits twice the spacing, not max_ack_delay */
+    hg_ackq_on_received(&q, 2, 1, 12 * HG_MS);
+    tap_is_int(hg_ackq_deadline(&q), 14 * HG_MS,
+               "a burst's odd last packet waits twice the spacing");
+    hg_ackq_on_ack_sent(&q);
+
+    /* a packet right behind another: the wait has a floor */
+    hg_ackq_on_received(&q, 3, 1, 12 * HG_MS + 100);
+    tap_is_int(hg_ackq_deadline(&q), 13 * HG_MS + 100,
+               "but at least 1 ms");
+    hg_ackq_on_ack_sent(&q);
+
+    /* a slow trickle: never longer than max_ack_delay */
+    hg_ackq_on_received(&q, 4, 1, 100 * HG_MS);
+    tap_is_int(hg_ackq_deadline(&q), 100 * HG_MS + MAD,
+               "a packet after a long silence waits max_ack_delay");
 
     hg_ackq_free(&q);
 }
@@ -310,6 +344,7 @@ main(void)
     test_reordering();
     test_duplicates();
     test_delayed_ack();
+    test_burst_end();
     test_out_of_order_ack();
     test_non_eliciting();
     test_range_cap();
