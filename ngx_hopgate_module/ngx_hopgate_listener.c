@@ -302,6 +302,9 @@ ngx_hopgate_recv(ngx_event_t *rev)
 
     if (c->close) {
         /* the worker is quitting: drain sessions, keep reading */
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "hopgate: worker shutting down, draining %ui sessions",
+                      ngx_hopgate_worker->nsessions);
         c->close = 0;
         c->idle = 0;
 

@@ -59,10 +59,12 @@ ngx_hopgate_pump_conn(ngx_socket_t fd, ngx_log_t *log)
 /*
  * Hands nginx a connected socket for the request (NGX_OK) and carries it
  * into a stream of a session for `domain`, now or once one comes up.
+ * *session: on input a session to avoid (0: none); on output the session
+ * used, or 0 when the pump has to wait for one.
  */
 ngx_int_t
 ngx_hopgate_pump_create(ngx_http_request_t *r, ngx_peer_connection_t *pc,
-    ngx_str_t *domain, ngx_msec_t wait)
+    ngx_str_t *domain, ngx_msec_t wait, uint64_t *session)
 {
     int                     fds[2];
     ngx_connection_t       *c;
@@ -125,7 +127,8 @@ ngx_hopgate_pump_create(ngx_http_request_t *r, ngx_peer_connection_t *pc,
     ngx_hopgate_pump_meta(p, r);
 
     d = ngx_hopgate_domain_get(domain, 0);
-    s = d ? ngx_hopgate_domain_pick(d) : NULL;
+    s = d ? ngx_hopgate_domain_pick(d, *session) : NULL;
+    *session = s ? s->id : 0;
 
     /*
      * From here on nginx owns a connected socket: a failure closes our end

@@ -155,7 +155,14 @@ ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     } else {
         s = ngx_hopgate_by_addr(from, fromlen);
         if (s == NULL) {
-            ngx_hopgate_accept(l, buf, len, from, fromlen);
+            /*
+             * a worker on its way out takes no new sessions; the agent's
+             * handshake retransmission finds the new worker sharing the
+             * socket
+             */
+            if (!w->exiting) {
+                ngx_hopgate_accept(l, buf, len, from, fromlen);
+            }
             return;
         }
     }
@@ -633,7 +640,12 @@ ngx_hopgate_sessions_goaway(ngx_hopgate_worker_t *w)
             ((u_char *) node - offsetof(ngx_hopgate_session_t, cid_node));
 
         hg_conn_goaway(s->conn, HG_CODE_GOING_AWAY, "edge shutting down");
-        ngx_hopgate_session_kick(s);
+
+        /*
+         * at once: posted events would wait for the next timer, since
+         * nginx 1.22 runs none right after closing idle connections
+         */
+        ngx_hopgate_session_run(s);
     }
 }
 
@@ -647,7 +659,7 @@ ngx_hopgate_domain_get(ngx_str_t *name, ngx_uint_t create)
     ngx_hopgate_domain_t  *d;
     ngx_hopgate_worker_t  *w = ngx_hopgate_worker;
 
-    if (name->len == 0 || name->len > NGX_HOPGATE_DOMAIN_MAX) {
+    if (w == NULL || name->len == 0 || name->len > NGX_HOPGATE_DOMAIN_MAX) {
         return NULL;
     }
 
@@ -687,9 +699,13 @@ ngx_hopgate_domain_release(ngx_hopgate_domain_t *d)
 }
 
 
-/* among the domain's sessions, the one with the fewest open streams */
+/*
+ * Among the domain's sessions, the one with the fewest open streams; on a
+ * tie the newest, which is the likeliest alive after an agent restart.
+ * `avoid` (a session id, or 0) is skipped: the one a retry comes from.
+ */
 ngx_hopgate_session_t *
-ngx_hopgate_domain_pick(ngx_hopgate_domain_t *d)
+ngx_hopgate_domain_pick(ngx_hopgate_domain_t *d, uint64_t avoid)
 {
     ngx_queue_t            *q;
     ngx_hopgate_session_t  *s, *best;
@@ -702,11 +718,13 @@ ngx_hopgate_domain_pick(ngx_hopgate_domain_t *d)
     {
         s = ngx_queue_data(q, ngx_hopgate_session_t, domain_link);
 
-        if (s->draining || !hg_conn_can_open_stream(s->conn)) {
+        if (s->draining || s->id == avoid
+            || !hg_conn_can_open_stream(s->conn))
+        {
             continue;
         }
 
-        if (best == NULL || s->streams < best->streams) {
+        if (best == NULL || s->streams <= best->streams) {
             best = s;
         }
     }

@@ -25,7 +25,8 @@ typedef struct {
     ngx_str_t                          domain;
     ngx_str_t                          name;
     ngx_uint_t                         next_fallback;
-    unsigned                           tunnel_tried:1;
+    uint64_t                           session;    /* of the last try */
+    ngx_uint_t                         tunnel_tries;
     u_char                             buf[NGX_HOPGATE_DOMAIN_MAX + 1];
     u_char                             name_buf[NGX_HOPGATE_DOMAIN_MAX
                                                 + sizeof("hopgate:")];
@@ -206,13 +207,17 @@ ngx_http_hopgate_peer_init(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    /* without a domain there is no tunnel to try, only the fallbacks */
-    pd->tunnel_tried = (rc != NGX_OK);
+    /*
+     * The tunnel may be tried twice: a request whose session died under
+     * it (the agent was killed) goes again on another session, if nginx
+     * deems it safe to repeat. Without a domain only fallbacks remain.
+     */
+    pd->tunnel_tries = (rc == NGX_OK) ? 2 : 0;
 
     r->upstream->peer.get = ngx_http_hopgate_peer_get;
     r->upstream->peer.free = ngx_http_hopgate_peer_free;
     r->upstream->peer.data = pd;
-    r->upstream->peer.tries = 1 + pd->conf->fallback->nelts;
+    r->upstream->peer.tries = pd->tunnel_tries + pd->conf->fallback->nelts;
 
     ngx_hopgate_pages_mark(r);
 
@@ -228,8 +233,8 @@ ngx_http_hopgate_peer_get(ngx_peer_connection_t *pc, void *data)
     ngx_addr_t                   *addr;
     ngx_http_hopgate_loc_conf_t  *hlcf;
 
-    if (!pd->tunnel_tried) {
-        pd->tunnel_tried = 1;
+    if (pd->tunnel_tries) {
+        pd->tunnel_tries--;
 
         pc->sockaddr = (struct sockaddr *) &ngx_http_hopgate_sockaddr;
         pc->socklen = sizeof(ngx_http_hopgate_sockaddr);
@@ -239,10 +244,16 @@ ngx_http_hopgate_peer_get(ngx_peer_connection_t *pc, void *data)
                                             ngx_http_hopgate_module);
 
         if (ngx_hopgate_pump_create(pd->request, pc, &pd->domain,
-                                    hlcf->connect_timeout)
+                                    hlcf->connect_timeout, &pd->session)
             != NGX_OK)
         {
             return NGX_ERROR;
+        }
+
+        if (pd->session == 0 && pd->tunnel_tries) {
+            /* it waits for a session: one wait is all a request gets */
+            pd->tunnel_tries = 0;
+            pc->tries--;
         }
 
         /* a connected socket, as the keepalive balancer hands over */
@@ -268,7 +279,23 @@ static void
 ngx_http_hopgate_peer_free(ngx_peer_connection_t *pc, void *data,
     ngx_uint_t state)
 {
+    ngx_http_hopgate_peer_data_t  *pd = data;
+
+    ngx_hopgate_domain_t  *d;
+
     if (pc->tries) {
         pc->tries--;
+    }
+
+    /* a second try of the tunnel is worth it only with another session */
+    if (pd->tunnel_tries && (state & NGX_PEER_FAILED)) {
+        d = ngx_hopgate_domain_get(&pd->domain, 0);
+
+        if (d == NULL || ngx_hopgate_domain_pick(d, pd->session) == NULL) {
+            pd->tunnel_tries = 0;
+            if (pc->tries) {
+                pc->tries--;
+            }
+        }
     }
 }

@@ -185,7 +185,8 @@ void ngx_hopgate_session_kick(ngx_hopgate_session_t *s);
 void ngx_hopgate_domain_release(ngx_hopgate_domain_t *d);
 ngx_hopgate_domain_t *ngx_hopgate_domain_get(ngx_str_t *name,
     ngx_uint_t create);
-ngx_hopgate_session_t *ngx_hopgate_domain_pick(ngx_hopgate_domain_t *d);
+ngx_hopgate_session_t *ngx_hopgate_domain_pick(ngx_hopgate_domain_t *d,
+    uint64_t avoid);
 void ngx_hopgate_sessions_goaway(ngx_hopgate_worker_t *w);
 hg_time_t ngx_hopgate_now(void);
 int ngx_hopgate_random(void *ctx, uint8_t *buf, size_t len);
@@ -193,7 +194,8 @@ void ngx_hopgate_engine_log(void *ctx, int level, const char *msg);
 
 /* ngx_hopgate_pump.c */
 ngx_int_t ngx_hopgate_pump_create(ngx_http_request_t *r,
-    ngx_peer_connection_t *pc, ngx_str_t *domain, ngx_msec_t wait);
+    ngx_peer_connection_t *pc, ngx_str_t *domain, ngx_msec_t wait,
+    uint64_t *session);
 void ngx_hopgate_pump_attach(ngx_hopgate_pump_t *p,
     ngx_hopgate_session_t *s);
 void ngx_hopgate_pump_event(ngx_hopgate_session_t *s, hg_event_t *ev);

@@ -468,14 +468,31 @@ hg_conn_send(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
 }
 
 
+/*
+ * PING after a quiet spell. While streams are open the spell is short
+ * (a second, or three PTOs): a peer that vanished mid-transfer is then
+ * found by the probe timeouts within seconds, not at the idle timeout.
+ */
 static hg_time_t
 hg_conn_keepalive_at(const hg_conn_t *c)
 {
-    hg_time_t  base;
+    hg_time_t  base, interval, active;
 
     base = c->last_recv > c->last_eliciting_sent ? c->last_recv
                                                  : c->last_eliciting_sent;
-    return base + c->cfg.keepalive;
+    interval = c->cfg.keepalive;
+
+    if (c->nstreams > 0) {
+        active = 3 * hg_recovery_pto(&c->rec);
+        if (active < HG_SEC) {
+            active = HG_SEC;
+        }
+        if (active < interval) {
+            interval = active;
+        }
+    }
+
+    return base + interval;
 }
 
 
@@ -577,6 +594,18 @@ hg_conn_timeout(hg_conn_t *c, hg_time_t now)
             c->probes_due = probes;
             c->stats.pto_count++;
             hg_conn_probe_oldest(c);
+        }
+
+        if (c->rec.pto_count >= HG_PTO_DEAD
+            && now - c->last_recv >= HG_DEAD_SILENCE)
+        {
+            /* nothing heard through a long backoff: the peer is gone */
+            hg_conn_log(c, HG_LOG_INFO, "peer unresponsive after %u probe "
+                        "timeouts", c->rec.pto_count);
+            hg_conn_enter_closing(c, HG_CODE_IDLE_TIMEOUT,
+                                  "peer unresponsive", 0, now);
+            hg_conn_set_closed(c);
+            return;
         }
     }
 

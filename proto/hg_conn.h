@@ -66,6 +66,15 @@ typedef struct {
 
 #define HG_TEXT_MAX  256
 
+/*
+ * The peer counts as gone after this many consecutive probe timeouts
+ * (with the doubling, some 31 PTOs) if nothing at all was heard from it
+ * for HG_DEAD_SILENCE either: a lossy path that still delivers now and
+ * then is not dead.
+ */
+#define HG_PTO_DEAD      5
+#define HG_DEAD_SILENCE  (3 * HG_SEC)
+
 struct hg_conn_s {
     hg_config_t          cfg;
     hg_role_t            role;
