@@ -1,8 +1,8 @@
 /*
  * NewReno (RFC 9002 7.3, Appendix B) and the pacer: initial and minimum
  * windows, slow start, one reduction per recovery period, congestion
- * avoidance, persistent congestion, application-limited senders, and the
- * pacer's rate and burst.
+ * avoidance and its progress across a reduction, persistent congestion,
+ * application-limited senders, and the pacer's rate and burst.
  */
 
 #include <stdlib.h>
@@ -134,6 +134,32 @@ test_congestion_avoidance(void)
     cc.ops->on_acked(&cc, 500, 3 * HG_SEC, 3 * HG_SEC + RTT);
     tap_is_int(cc.cwnd, before + MSS, "a window's worth: one mss");
     tap_is_int(cc.acked_in_ca, 0, "the counter restarts");
+}
+
+
+/*
+ * Progress toward the next mss survives a reduction, scaled with the
+ * window: zeroing it lost half an mss of growth per congestion event.
+ */
+static void
+test_progress_kept(void)
+{
+    hg_cc_t  cc;
+
+    hg_cc_newreno_init(&cc, MSS);
+    cc.ops->on_congestion_event(&cc, 0, 10);
+    tap_is_int(cc.cwnd, 6000, "avoidance at a 6000-byte window");
+
+    cc.ops->on_acked(&cc, 3000, 1 * HG_SEC, 1 * HG_SEC + RTT);
+    tap_is_int(cc.acked_in_ca, 3000, "half a window acknowledged");
+
+    cc.ops->on_congestion_event(&cc, 2 * HG_SEC, 2 * HG_SEC);
+    tap_is_int(cc.cwnd, 3000, "a loss halves the window");
+    tap_is_int(cc.acked_in_ca, 1500,
+               "and the progress with it: still half way to the next mss");
+
+    cc.ops->on_acked(&cc, 1500, 3 * HG_SEC, 3 * HG_SEC + RTT);
+    tap_is_int(cc.cwnd, 3000 + MSS, "the other half grows it");
 }
 
 
@@ -306,6 +332,7 @@ main(void)
     test_slow_start();
     test_recovery_period();
     test_congestion_avoidance();
+    test_progress_kept();
     test_minimum_window();
     test_persistent_congestion();
     test_app_limited();

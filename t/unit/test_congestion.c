@@ -266,6 +266,19 @@ test_random_loss(void)
         tap_diag("seeds 41-44");
     }
 
+    /*
+     * Held meanwhile: filling the window's remainder, keeping avoidance
+     * progress across a reduction and acknowledging a burst's end
+     * promptly are each worth 3-4% here; without any one of them the
+     * pooled figure falls to 93-94%.
+     */
+    if (!tap_ok(goodput >= 0.95 * bound, "1%% loss: within 5%% of the "
+                "formula over the four seeds (%.0f%%)",
+                100 * goodput / bound))
+    {
+        tap_diag("seeds 41-44");
+    }
+
     if (!tap_ok(worst >= 0.9 * bound, "1%% loss: every seed within 10%% of "
                 "the formula (worst %.2f Mbit/s, %.0f%%)", worst,
                 100 * worst / bound))
