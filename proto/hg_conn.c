@@ -534,7 +534,13 @@ hg_conn_deadline(const hg_conn_t *c)
     t = hg_min_time(t, hg_ackq_deadline(&c->ackq));
     t = hg_min_time(t, hg_packet_send_deadline(c, c->now));
 
-    if (c->state == HG_CS_READY) {
+    /*
+     * Once the PING is due, when it leaves is the send deadline's business
+     * (the congestion window may be full): a keepalive time already past
+     * would otherwise be reported again and again, and the shell would
+     * spin on a deadline that never moves.
+     */
+    if (c->state == HG_CS_READY && !c->ping_due) {
         t = hg_min_time(t, hg_conn_keepalive_at(c));
     }
 
