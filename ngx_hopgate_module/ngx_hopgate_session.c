@@ -305,7 +305,10 @@ ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
 
     s->conn = conn;
     s->listener = l;
-    s->id = ++w->next_session;
+    /* the process tag keeps ids unique across workers and reloads */
+    s->id = ((uint64_t) w->tag[0] << 56 | (uint64_t) w->tag[1] << 48
+             | (uint64_t) w->tag[2] << 40 | (uint64_t) w->tag[3] << 32)
+            | ++w->next_session;
     s->started = ngx_current_msec;
     ngx_queue_init(&s->pumps);
     ngx_queue_init(&s->domain_link);
@@ -489,6 +492,7 @@ ngx_hopgate_session_hello(ngx_hopgate_session_t *s, const hg_hello_t *hello)
     ngx_queue_t                   *q;
     ngx_hopgate_pump_t            *p;
     ngx_hopgate_domain_t          *d;
+    ngx_hopgate_session_t         *other;
     ngx_hopgate_worker_t          *w = ngx_hopgate_worker;
 
     ngx_cpystrn(s->agent_version, (u_char *) hello->agent_version,
@@ -540,6 +544,21 @@ ngx_hopgate_session_hello(ngx_hopgate_session_t *s, const hg_hello_t *hello)
 
     s->ready = 1;
     s->domain = d;
+
+    /*
+     * A new agent session often means an old one died (a restart): check
+     * the others now instead of at their next keepalive, so a dead one
+     * stops being picked within a few probe timeouts.
+     */
+    for (q = ngx_queue_head(&d->sessions);
+         q != ngx_queue_sentinel(&d->sessions);
+         q = ngx_queue_next(q))
+    {
+        other = ngx_queue_data(q, ngx_hopgate_session_t, domain_link);
+        hg_conn_ping(other->conn);
+        ngx_hopgate_session_kick(other);
+    }
+
     ngx_queue_insert_tail(&d->sessions, &s->domain_link);
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
@@ -699,10 +718,31 @@ ngx_hopgate_domain_release(ngx_hopgate_domain_t *d)
 }
 
 
+/* a is the better session: answering probes, fewer streams, less used */
+static ngx_int_t
+ngx_hopgate_session_better(ngx_hopgate_session_t *a, ngx_hopgate_session_t *b)
+{
+    int  ra, rb;
+
+    ra = hg_conn_is_responsive(a->conn);
+    rb = hg_conn_is_responsive(b->conn);
+
+    if (ra != rb) {
+        return ra;
+    }
+
+    if (a->streams != b->streams) {
+        return a->streams < b->streams;
+    }
+
+    return a->picked < b->picked;
+}
+
+
 /*
- * Among the domain's sessions, the one with the fewest open streams; on a
- * tie the newest, which is the likeliest alive after an agent restart.
- * `avoid` (a session id, or 0) is skipped: the one a retry comes from.
+ * The domain's best session for a new stream (see above): round-robin
+ * among equals. `avoid` (a session id, or 0) is skipped: the session a
+ * retry comes from.
  */
 ngx_hopgate_session_t *
 ngx_hopgate_domain_pick(ngx_hopgate_domain_t *d, uint64_t avoid)
@@ -724,9 +764,13 @@ ngx_hopgate_domain_pick(ngx_hopgate_domain_t *d, uint64_t avoid)
             continue;
         }
 
-        if (best == NULL || s->streams <= best->streams) {
+        if (best == NULL || ngx_hopgate_session_better(s, best)) {
             best = s;
         }
+    }
+
+    if (best) {
+        best->picked = ++ngx_hopgate_worker->picks;
     }
 
     return best;

@@ -104,6 +104,7 @@ struct ngx_hopgate_session_s {
     uint64_t                     id;
     ngx_msec_t                   started;
     ngx_uint_t                   streams;    /* open pumps */
+    uint64_t                     picked;     /* when last chosen */
     ngx_queue_t                  pumps;
     u_char                       addr_text[NGX_SOCKADDR_STRLEN];
     size_t                       addr_len;
@@ -150,6 +151,7 @@ typedef struct {
     ngx_connection_t             *forward;   /* unix datagram socket */
     ngx_uint_t                    nsessions;
     uint64_t                      next_session;
+    uint64_t                      picks;
     uint64_t                      malformed;
     time_t                        reset_second;
     ngx_uint_t                    resets;

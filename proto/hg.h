@@ -301,6 +301,10 @@ int hg_conn_goaway(hg_conn_t *c, uint32_t code, const char *reason);
 int hg_conn_close(hg_conn_t *c, uint32_t code, const char *reason);
 
 int hg_conn_is_ready(const hg_conn_t *c);     /* HELLO accepted */
+/* send a PING now (e.g. to check a session that may be stale) */
+void hg_conn_ping(hg_conn_t *c);
+/* 0 while probe timeouts run unanswered: the peer may be gone */
+int hg_conn_is_responsive(const hg_conn_t *c);
 int hg_conn_is_closed(const hg_conn_t *c);
 size_t hg_conn_open_streams(const hg_conn_t *c);
 /* true when the peer's limit and GOAWAY state let us open a stream */

@@ -478,6 +478,14 @@ hg_conn_keepalive_at(const hg_conn_t *c)
 {
     hg_time_t  base, interval, active;
 
+    /*
+     * unacknowledged packets are in flight: the probe timeouts already ask
+     * for an answer, and a PING now would only push their timer back
+     */
+    if (c->rec.ack_eliciting_in_flight > 0) {
+        return HG_TIME_INFINITE;
+    }
+
     base = c->last_recv > c->last_eliciting_sent ? c->last_recv
                                                  : c->last_eliciting_sent;
     interval = c->cfg.keepalive;
@@ -790,6 +798,22 @@ int
 hg_conn_is_ready(const hg_conn_t *c)
 {
     return c->state == HG_CS_READY;
+}
+
+
+void
+hg_conn_ping(hg_conn_t *c)
+{
+    if (c->state == HG_CS_READY) {
+        c->ping_due = 1;
+    }
+}
+
+
+int
+hg_conn_is_responsive(const hg_conn_t *c)
+{
+    return c->rec.pto_count == 0;
 }
 
 
