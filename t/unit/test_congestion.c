@@ -192,7 +192,7 @@ test_utilisation(void)
 }
 
 
-/* ---- random loss --------------------------------------------------------------- */
+/* ---- random loss --------------------------------------------------------- */
 
 /*
  * Four seeds, 40 s each, pooled: one seed's luck moves a 40 s figure by
@@ -288,7 +288,7 @@ test_random_loss(void)
 }
 
 
-/* ---- two sessions ------------------------------------------------------------- */
+/* ---- two sessions -------------------------------------------------------- */
 
 /* sim_bulk serves one agent: dispatch the loop's calls to two of them */
 static sim_bulk_t     two[2];
