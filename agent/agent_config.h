@@ -26,7 +26,6 @@ typedef struct {
     size_t   mtu;
     int      log_level;
     char    *config;            /* the file the settings were read from */
-    char    *metrics;           /* HOST:PORT for the agent's own metrics */
 } agent_config_t;
 
 typedef enum {
