@@ -32,6 +32,10 @@ static void ngx_hopgate_session_timer(ngx_event_t *ev);
 static void ngx_hopgate_session_events(ngx_hopgate_session_t *s);
 static void ngx_hopgate_session_hello(ngx_hopgate_session_t *s,
     const hg_hello_t *hello);
+static void ngx_hopgate_session_verdict(void *data,
+    ngx_hopgate_verdict_t *v);
+static void ngx_hopgate_session_decide(ngx_hopgate_session_t *s,
+    ngx_hopgate_verdict_t *v);
 static void ngx_hopgate_session_unready(ngx_hopgate_session_t *s);
 static void ngx_hopgate_session_destroy(ngx_hopgate_session_t *s);
 static void ngx_hopgate_addr_index(ngx_hopgate_session_t *s);
@@ -455,7 +459,7 @@ ngx_hopgate_session_events(ngx_hopgate_session_t *s)
                                         1);
             ngx_hopgate_addr_index(s);
             ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                          "hopgate: session %uL for \"%s\" moved to %*s",
+                          "hopgate: session %016uxL for \"%s\" moved to %*s",
                           s->id, s->domain ? s->domain->name : (u_char *) "",
                           s->addr_len, s->addr_text);
             break;
@@ -463,7 +467,7 @@ ngx_hopgate_session_events(ngx_hopgate_session_t *s)
         case HG_EV_CLOSED:
             if (s->ready) {
                 ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                              "hopgate: session %uL for \"%s\" from %*s "
+                              "hopgate: session %016uxL for \"%s\" from %*s "
                               "closed: %s (%s)", s->id, s->domain->name,
                               s->addr_len, s->addr_text,
                               ev.text ? ev.text : "",
@@ -483,17 +487,10 @@ ngx_hopgate_session_events(ngx_hopgate_session_t *s)
 static void
 ngx_hopgate_session_hello(ngx_hopgate_session_t *s, const hg_hello_t *hello)
 {
-    u_char                         name[NGX_HOPGATE_DOMAIN_MAX + 1];
-    size_t                         namelen;
-    uint32_t                       code;
-    ngx_str_t                      domain, key;
-    const char                    *why;
-    ngx_core_conf_t               *ccf;
-    ngx_queue_t                   *q;
-    ngx_hopgate_pump_t            *p;
-    ngx_hopgate_domain_t          *d;
-    ngx_hopgate_session_t         *other;
-    ngx_hopgate_worker_t          *w = ngx_hopgate_worker;
+    ngx_int_t                rc;
+    ngx_str_t                domain, key;
+    ngx_hopgate_verdict_t    v;
+    ngx_hopgate_registry_t  *reg = ngx_hopgate_worker->conf->reg;
 
     ngx_cpystrn(s->agent_version, (u_char *) hello->agent_version,
                 sizeof(s->agent_version));
@@ -503,33 +500,89 @@ ngx_hopgate_session_hello(ngx_hopgate_session_t *s, const hg_hello_t *hello)
     key.data = (u_char *) hello->api_key;
     key.len = ngx_strlen(hello->api_key);
 
-    if (ngx_hopgate_domain_normalize(&domain, name, &namelen) != NGX_OK) {
-        code = HG_CODE_UNKNOWN_DOMAIN;
-        why = "not a valid domain name";
-        goto reject;
-    }
+    v.rc = NGX_DECLINED;
 
-    domain.data = name;
-    domain.len = namelen;
-
-    if (w->exiting) {
-        code = HG_CODE_GOING_AWAY;
-        why = "this worker is shutting down";
-        goto reject;
-    }
-
-    if (ngx_hopgate_registry_check(w->conf->reg, &domain, &key,
-                                   ngx_cycle->log, &code, &why)
+    if (ngx_hopgate_domain_normalize(&domain, s->domain_name,
+                                     &s->domain_len)
         != NGX_OK)
     {
-        goto reject;
+        ngx_cpystrn(s->domain_name, (u_char *) "-", 2);
+        s->domain_len = 1;
+        v.code = HG_CODE_UNKNOWN_DOMAIN;
+        v.why = "not a valid domain name";
+        ngx_hopgate_session_decide(s, &v);
+        return;
     }
 
-    d = ngx_hopgate_domain_get(&domain, 1);
-    if (d == NULL) {
-        code = HG_CODE_INTERNAL;
-        why = "out of memory";
-        goto reject;
+    if (ngx_hopgate_worker->exiting) {
+        v.code = HG_CODE_GOING_AWAY;
+        v.why = "this worker is shutting down";
+        ngx_hopgate_session_decide(s, &v);
+        return;
+    }
+
+    domain.data = s->domain_name;
+    domain.len = s->domain_len;
+
+    rc = reg->ops->check(reg, &domain, &key, &v,
+                         ngx_hopgate_session_verdict, s);
+
+    if (rc == NGX_AGAIN) {
+        /* the engine holds the agent in HELLO until the answer comes */
+        s->checking = 1;
+        return;
+    }
+
+    ngx_hopgate_session_decide(s, &v);
+}
+
+
+/* the registry answered later */
+static void
+ngx_hopgate_session_verdict(void *data, ngx_hopgate_verdict_t *v)
+{
+    ngx_hopgate_session_t  *s = data;
+
+    s->checking = 0;
+    ngx_hopgate_session_decide(s, v);
+    ngx_hopgate_session_run(s);
+}
+
+
+static void
+ngx_hopgate_session_decide(ngx_hopgate_session_t *s,
+    ngx_hopgate_verdict_t *v)
+{
+    ngx_str_t               domain;
+    ngx_queue_t            *q;
+    ngx_core_conf_t        *ccf;
+    ngx_hopgate_pump_t     *p;
+    ngx_hopgate_domain_t   *d;
+    ngx_hopgate_session_t  *other;
+
+    domain.data = s->domain_name;
+    domain.len = s->domain_len;
+
+    d = NULL;
+
+    if (v->rc == NGX_OK) {
+        d = ngx_hopgate_domain_get(&domain, 1);
+        if (d == NULL) {
+            v->rc = NGX_DECLINED;
+            v->code = HG_CODE_INTERNAL;
+            v->why = "out of memory";
+        }
+    }
+
+    if (v->rc != NGX_OK) {
+        ngx_log_error((v->code == HG_CODE_GOING_AWAY ? NGX_LOG_INFO
+                                                     : NGX_LOG_WARN),
+                      ngx_cycle->log, 0,
+                      "hopgate: agent %*s refused for \"%V\": %s",
+                      s->addr_len, s->addr_text, &domain, v->why);
+
+        hg_conn_reject(s->conn, v->code, v->why);
+        return;
     }
 
     ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
@@ -539,6 +592,7 @@ ngx_hopgate_session_hello(ngx_hopgate_session_t *s, const hg_hello_t *hello)
                        (uint32_t) ccf->worker_processes, NULL, 0)
         != HG_OK)
     {
+        ngx_hopgate_domain_release(d);
         return;
     }
 
@@ -563,7 +617,7 @@ ngx_hopgate_session_hello(ngx_hopgate_session_t *s, const hg_hello_t *hello)
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                   "hopgate: agent %*s (%s) connected for \"%V\", worker "
-                  "%i/%i, session %uL", s->addr_len, s->addr_text,
+                  "%i/%i, session %016uxL", s->addr_len, s->addr_text,
                   s->agent_version, &domain, ngx_worker,
                   ccf->worker_processes, s->id);
 
@@ -573,17 +627,37 @@ ngx_hopgate_session_hello(ngx_hopgate_session_t *s, const hg_hello_t *hello)
         p = ngx_queue_data(q, ngx_hopgate_pump_t, link);
         ngx_hopgate_pump_attach(p, s);
     }
+}
 
-    return;
 
-reject:
+/* the registry revoked a domain: its sessions here close with a reason */
+void
+ngx_hopgate_sessions_revoke(ngx_str_t *domain, uint32_t code,
+    const char *reason)
+{
+    ngx_queue_t            *q, *next;
+    ngx_hopgate_domain_t   *d;
+    ngx_hopgate_session_t  *s;
 
-    ngx_log_error((code == HG_CODE_GOING_AWAY ? NGX_LOG_INFO : NGX_LOG_WARN),
-                  ngx_cycle->log, 0,
-                  "hopgate: agent %*s refused for \"%s\": %s",
-                  s->addr_len, s->addr_text, hello->domain, why);
+    d = ngx_hopgate_domain_get(domain, 0);
+    if (d == NULL) {
+        return;
+    }
 
-    hg_conn_reject(s->conn, code, why);
+    for (q = ngx_queue_head(&d->sessions);
+         q != ngx_queue_sentinel(&d->sessions);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        s = ngx_queue_data(q, ngx_hopgate_session_t, domain_link);
+
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "hopgate: closing session %016uxL for \"%V\": %s",
+                      s->id, domain, reason);
+
+        hg_conn_close(s->conn, code, reason);
+        ngx_hopgate_session_kick(s);
+    }
 }
 
 
@@ -615,6 +689,11 @@ ngx_hopgate_session_destroy(ngx_hopgate_session_t *s)
     ngx_hopgate_worker_t  *w = ngx_hopgate_worker;
 
     s->destroying = 1;
+
+    if (s->checking) {
+        s->checking = 0;
+        w->conf->reg->ops->cancel(w->conf->reg, s);
+    }
 
     ngx_hopgate_session_unready(s);
 

@@ -572,6 +572,12 @@ ngx_http_hopgate_init_process(ngx_cycle_t *cycle)
 
     ngx_hopgate_worker = w;
 
+    if (hmcf->reg->ops->init_process
+        && hmcf->reg->ops->init_process(hmcf->reg, cycle) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     return ngx_hopgate_listeners_init(cycle, w);
 }
 
@@ -579,7 +585,14 @@ ngx_http_hopgate_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_hopgate_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_hopgate_registry_t  *reg;
+
     if (ngx_hopgate_worker) {
+        reg = ngx_hopgate_worker->conf->reg;
+        if (reg->ops->exit_process) {
+            reg->ops->exit_process(reg);
+        }
+
         ngx_hopgate_listeners_close(ngx_hopgate_worker);
         ngx_hopgate_worker = NULL;
     }

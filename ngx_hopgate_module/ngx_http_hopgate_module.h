@@ -8,7 +8,8 @@
  *                                HELLO decisions, the domain index
  *   ngx_hopgate_upstream.c       the balancer: a tunnel as a peer
  *   ngx_hopgate_pump.c           one stream <-> one socketpair
- *   ngx_hopgate_registry.c       domains and key hashes (file registry)
+ *   ngx_hopgate_registry.c       the registry interface (see its header);
+ *   ngx_hopgate_registry_file.c  the file backend
  *   ngx_hopgate_pages.c          branded 502/504 pages
  */
 
@@ -21,6 +22,7 @@
 #include <ngx_http.h>
 
 #include "hg.h"
+#include "ngx_hopgate_registry.h"
 
 
 #define NGX_HOPGATE_TAG_LEN        4       /* process tag inside a cid */
@@ -31,7 +33,6 @@ typedef struct ngx_hopgate_session_s   ngx_hopgate_session_t;
 typedef struct ngx_hopgate_pump_s      ngx_hopgate_pump_t;
 typedef struct ngx_hopgate_domain_s    ngx_hopgate_domain_t;
 typedef struct ngx_hopgate_listener_s  ngx_hopgate_listener_t;
-typedef struct ngx_hopgate_registry_s  ngx_hopgate_registry_t;
 
 
 /* one hopgate_listen directive */
@@ -109,7 +110,10 @@ struct ngx_hopgate_session_s {
     u_char                       addr_text[NGX_SOCKADDR_STRLEN];
     size_t                       addr_len;
     u_char                       agent_version[64];
+    u_char                       domain_name[NGX_HOPGATE_DOMAIN_MAX + 1];
+    size_t                       domain_len;
     unsigned                     ready:1;
+    unsigned                     checking:1; /* the registry is deciding */
     unsigned                     draining:1; /* the agent said GOAWAY */
     unsigned                     in_addr_tree:1;
     unsigned                     destroying:1;
@@ -204,14 +208,6 @@ void ngx_hopgate_pump_event(ngx_hopgate_session_t *s, hg_event_t *ev);
 void ngx_hopgate_pump_fail(ngx_hopgate_pump_t *p, const char *why);
 void ngx_hopgate_pump_detach(ngx_hopgate_pump_t *p);
 
-/* ngx_hopgate_registry.c */
-ngx_hopgate_registry_t *ngx_hopgate_registry_create(ngx_conf_t *cf,
-    ngx_str_t *spec);
-ngx_int_t ngx_hopgate_registry_check(ngx_hopgate_registry_t *reg,
-    ngx_str_t *domain, ngx_str_t *key, ngx_log_t *log, uint32_t *code,
-    const char **why);
-ngx_int_t ngx_hopgate_domain_normalize(ngx_str_t *in, u_char *out,
-    size_t *outlen);
 
 /* ngx_hopgate_pages.c */
 ngx_int_t ngx_hopgate_pages_init(ngx_conf_t *cf);

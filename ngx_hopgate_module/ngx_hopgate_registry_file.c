@@ -1,0 +1,384 @@
+/*
+ * The file registry, `hopgate_registry file:PATH`: one "domain hex-sha256"
+ * line per domain (comments and blank lines allowed), re-read when the
+ * file changes; keys are compared by hash, in constant time. It answers
+ * every check at once.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include <openssl/crypto.h>
+
+#include "ngx_http_hopgate_module.h"
+#include "ngx_hopgate_registry.h"
+
+
+#define NGX_HOPGATE_REGISTRY_RECHECK  1000      /* ms between stat() */
+
+
+typedef struct {
+    ngx_str_t                    domain;
+    u_char                       hash[32];
+} ngx_hopgate_entry_t;
+
+
+typedef struct {
+    ngx_str_t                    path;
+    ngx_hopgate_entry_t         *entries;       /* sorted by domain */
+    ngx_uint_t                   nentries;
+    u_char                      *text;          /* the entries' names */
+    time_t                       mtime;
+    off_t                        size;
+    ngx_msec_t                   checked;
+} ngx_hopgate_file_t;
+
+
+static ngx_int_t ngx_hopgate_registry_load(ngx_hopgate_file_t *reg,
+    ngx_log_t *log, u_char *err, size_t errlen);
+static ngx_int_t ngx_hopgate_file_check(ngx_hopgate_registry_t *r,
+    ngx_str_t *domain, ngx_str_t *key, ngx_hopgate_verdict_t *verdict,
+    ngx_hopgate_verdict_pt done, void *data);
+
+
+const ngx_hopgate_registry_ops_t  ngx_hopgate_registry_file_ops = {
+    "file",
+    NULL,
+    NULL,
+    ngx_hopgate_file_check,
+    NULL
+};
+
+
+/* ---- the file registry ------------------------------------------------- */
+
+void *
+ngx_hopgate_registry_file_create(ngx_conf_t *cf, ngx_str_t *path)
+{
+    u_char               err[512];
+    ngx_hopgate_file_t  *reg;
+
+    reg = ngx_pcalloc(cf->pool, sizeof(ngx_hopgate_file_t));
+    if (reg == NULL) {
+        return NULL;
+    }
+
+    reg->path = *path;
+
+    if (ngx_conf_full_name(cf->cycle, &reg->path, 1) != NGX_OK) {
+        return NULL;
+    }
+
+    /* a broken registry fails `nginx -t`, with the line that is wrong */
+    if (ngx_hopgate_registry_load(reg, cf->log, err, sizeof(err))
+        != NGX_OK)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"hopgate_registry\": %s",
+                           err);
+        return NULL;
+    }
+
+    return reg;
+}
+
+
+static int
+ngx_hopgate_entry_cmp(const void *a, const void *b)
+{
+    const ngx_hopgate_entry_t  *x = a, *y = b;
+    ngx_int_t                   rc;
+
+    rc = ngx_memn2cmp(x->domain.data, y->domain.data, x->domain.len,
+                      y->domain.len);
+
+    return rc < 0 ? -1 : (rc > 0 ? 1 : 0);
+}
+
+
+static ngx_int_t
+ngx_hopgate_hex32(u_char *hex, size_t len, u_char *out)
+{
+    size_t     i;
+    ngx_int_t  hi, lo;
+
+    if (len != 64) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < 32; i++) {
+        hi = ngx_hextoi(hex + 2 * i, 1);
+        lo = ngx_hextoi(hex + 2 * i + 1, 1);
+        if (hi == NGX_ERROR || lo == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+        out[i] = (u_char) (hi * 16 + lo);
+    }
+
+    return NGX_OK;
+}
+
+
+/* parse "domain hash" lines into a new table; the old one stays on error */
+static ngx_int_t
+ngx_hopgate_registry_parse(ngx_hopgate_file_t *reg, u_char *text,
+    size_t size, u_char *err, size_t errlen)
+{
+    u_char               *p, *end, *eol, *dom, *hash, *name;
+    size_t                dlen, hlen, nlen;
+    ngx_uint_t            line, n, cap;
+    ngx_str_t             raw;
+    ngx_hopgate_entry_t  *entries, *e;
+
+    cap = 16;
+    entries = ngx_alloc(cap * sizeof(ngx_hopgate_entry_t), ngx_cycle->log);
+    if (entries == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+    line = 0;
+    name = text;    /* names are written over the text, which only shrinks */
+    end = text + size;
+
+    for (p = text; p < end; p = eol + 1) {
+        line++;
+
+        eol = ngx_strlchr(p, end, '\n');
+        if (eol == NULL) {
+            eol = end;
+        }
+
+        while (p < eol && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        if (p == eol || *p == '#' || *p == '\r') {
+            continue;
+        }
+
+        dom = p;
+        while (p < eol && *p != ' ' && *p != '\t') {
+            p++;
+        }
+        dlen = p - dom;
+
+        while (p < eol && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        hash = p;
+        while (p < eol && *p != ' ' && *p != '\t' && *p != '\r') {
+            p++;
+        }
+        hlen = p - hash;
+
+        while (p < eol && (*p == ' ' || *p == '\t' || *p == '\r')) {
+            p++;
+        }
+
+        if (n == cap) {
+            cap *= 2;
+            e = ngx_alloc(cap * sizeof(ngx_hopgate_entry_t), ngx_cycle->log);
+            if (e == NULL) {
+                ngx_free(entries);
+                return NGX_ERROR;
+            }
+            ngx_memcpy(e, entries, n * sizeof(ngx_hopgate_entry_t));
+            ngx_free(entries);
+            entries = e;
+        }
+
+        e = &entries[n];
+        raw.data = dom;
+        raw.len = dlen;
+
+        if (hlen == 0 || p != eol
+            || ngx_hopgate_hex32(hash, hlen, e->hash) != NGX_OK)
+        {
+            ngx_snprintf(err, errlen, "%V:%ui: expected \"domain "
+                         "sha256-hex\" (64 hex digits)%Z", &reg->path, line);
+            ngx_free(entries);
+            return NGX_ERROR;
+        }
+
+        if (ngx_hopgate_domain_normalize(&raw, name, &nlen) != NGX_OK) {
+            ngx_snprintf(err, errlen, "%V:%ui: \"%*s\" is not a domain name%Z",
+                         &reg->path, line, dlen, dom);
+            ngx_free(entries);
+            return NGX_ERROR;
+        }
+
+        e->domain.data = name;
+        e->domain.len = nlen;
+        name += nlen + 1;
+        n++;
+    }
+
+    ngx_qsort(entries, n, sizeof(ngx_hopgate_entry_t), ngx_hopgate_entry_cmp);
+
+    if (reg->entries) {
+        ngx_free(reg->entries);
+    }
+
+    reg->entries = entries;
+    reg->nentries = n;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_hopgate_registry_load(ngx_hopgate_file_t *reg, ngx_log_t *log,
+    u_char *err, size_t errlen)
+{
+    u_char           *text;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_file_info_t   fi;
+
+    fd = ngx_open_file(reg->path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_snprintf(err, errlen, "cannot open \"%V\": %s%Z", &reg->path,
+                     strerror(ngx_errno));
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > 64 * 1024 * 1024)
+    {
+        ngx_snprintf(err, errlen, "cannot read \"%V\" (over 64m?)%Z",
+                     &reg->path);
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    text = ngx_alloc(ngx_file_size(&fi) + 1, log);
+    if (text == NULL) {
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    n = read(fd, text, ngx_file_size(&fi));
+    ngx_close_file(fd);
+
+    if (n != ngx_file_size(&fi)) {
+        ngx_snprintf(err, errlen, "short read of \"%V\"%Z", &reg->path);
+        ngx_free(text);
+        return NGX_ERROR;
+    }
+
+    if (ngx_hopgate_registry_parse(reg, text, (size_t) n, err, errlen)
+        != NGX_OK)
+    {
+        ngx_free(text);
+        return NGX_ERROR;
+    }
+
+    if (reg->text) {
+        ngx_free(reg->text);
+    }
+
+    reg->text = text;
+    reg->mtime = ngx_file_mtime(&fi);
+    reg->size = ngx_file_size(&fi);
+
+    return NGX_OK;
+}
+
+
+/* re-reads the file when it changed, at most once a second */
+static void
+ngx_hopgate_registry_refresh(ngx_hopgate_file_t *reg, ngx_log_t *log)
+{
+    u_char           err[512];
+    ngx_file_info_t  fi;
+
+    if (ngx_current_msec - reg->checked < NGX_HOPGATE_REGISTRY_RECHECK
+        && reg->checked != 0)
+    {
+        return;
+    }
+
+    reg->checked = ngx_current_msec;
+
+    if (ngx_file_info(reg->path.data, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "hopgate: registry \"%V\" is unreadable, keeping the "
+                      "last good copy", &reg->path);
+        return;
+    }
+
+    if (ngx_file_mtime(&fi) == reg->mtime && ngx_file_size(&fi) == reg->size)
+    {
+        return;
+    }
+
+    if (ngx_hopgate_registry_load(reg, log, err, sizeof(err)) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "hopgate: registry not reloaded: %s", err);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, log, 0,
+                  "hopgate: registry \"%V\" reloaded, %ui domains",
+                  &reg->path, reg->nentries);
+}
+
+
+static ngx_int_t
+ngx_hopgate_file_check(ngx_hopgate_registry_t *r, ngx_str_t *domain,
+    ngx_str_t *key, ngx_hopgate_verdict_t *verdict,
+    ngx_hopgate_verdict_pt done, void *data)
+{
+    u_char                digest[32];
+    ngx_uint_t            lo, hi, mid;
+    ngx_int_t             rc;
+    ngx_hopgate_file_t   *reg = r->backend;
+    ngx_hopgate_entry_t  *e;
+
+    ngx_hopgate_registry_refresh(reg, ngx_cycle->log);
+
+    lo = 0;
+    hi = reg->nentries;
+    e = NULL;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        rc = ngx_memn2cmp(domain->data, reg->entries[mid].domain.data,
+                          domain->len, reg->entries[mid].domain.len);
+        if (rc == 0) {
+            e = &reg->entries[mid];
+            break;
+        }
+
+        if (rc < 0) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+
+    verdict->rc = NGX_DECLINED;
+
+    if (e == NULL) {
+        verdict->code = HG_CODE_UNKNOWN_DOMAIN;
+        verdict->why = "domain is not registered";
+        return NGX_DECLINED;
+    }
+
+    if (ngx_hopgate_key_hash(key, digest) != NGX_OK) {
+        verdict->code = HG_CODE_INTERNAL;
+        verdict->why = "cannot hash the key";
+        return NGX_DECLINED;
+    }
+
+    if (CRYPTO_memcmp(digest, e->hash, sizeof(digest)) != 0) {
+        verdict->code = HG_CODE_BAD_KEY;
+        verdict->why = "the key does not match the domain";
+        return NGX_DECLINED;
+    }
+
+    verdict->rc = NGX_OK;
+
+    return NGX_OK;
+}
