@@ -1,0 +1,141 @@
+package HopGate::Relay;
+# Starts t/lib/hopgate-relay (a UDP relay that loses, duplicates, delays
+# and reorders datagrams) for a test, and reads its counters.
+#
+#   my $relay = HopGate::Relay::start(to => "127.0.0.1:$port",
+#                                     loss => 0.05, seed => 7);
+#   start_agent(server => "127.0.0.1:$relay->{port}");
+#   ...
+#   my $counters = HopGate::Relay::stop($relay);   # {up => {in => ..}}
+use strict;
+use warnings;
+use File::Temp qw(tempdir);
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(sleep time);
+use Cwd qw(abs_path);
+
+my $script = abs_path(__FILE__ =~ s{/HopGate/Relay\.pm$}{}r)
+             . '/hopgate-relay';
+my $dir;
+my @running;
+
+
+# Options: to (required), loss, duplicate, reorder, reorder_delay, delay,
+# seed. Returns {pid, port, log} once the relay listens.
+sub start {
+    my (%o) = @_;
+    $dir //= tempdir('hopgate-relay-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    my $log = "$dir/relay-" . (@running + 1) . ".log";
+
+    my @args = ('--to', $o{to}, '--log', $log);
+    for my $knob (qw(loss duplicate reorder reorder_delay delay seed
+                     listen))
+    {
+        next unless defined $o{$knob};
+        push @args, '--' . ($knob =~ tr/_/-/r), $o{$knob};
+    }
+
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDOUT, '>>', $log;
+        open STDERR, '>>', $log;
+        exec $^X, $script, @args or die "exec $script: $!";
+    }
+
+    my $relay = { pid => $pid, log => $log, owner => $$ };
+    push @running, $relay;
+
+    my $deadline = time + 10;
+    while (time < $deadline) {
+        if (log_text($relay) =~ /listening on [\d.]+:(\d+)/) {
+            $relay->{port} = $1;
+            return $relay;
+        }
+        if (waitpid($pid, WNOHANG) == $pid) {
+            @running = grep { $_ != $relay } @running;
+            die "hopgate-relay exited: " . log_text($relay);
+        }
+        sleep 0.02;
+    }
+    die "hopgate-relay did not start: " . log_text($relay);
+}
+
+
+sub log_text {
+    my ($relay) = @_;
+    open my $fh, '<', $relay->{log} or return '';
+    local $/;
+    return scalar <$fh> // '';
+}
+
+
+# The last counters the relay printed: {up => {in, out, lost, ...},
+# down => {...}, clients => N}.
+sub counters {
+    my ($relay) = @_;
+    my %c;
+    for my $line (split /\n/, log_text($relay)) {
+        if ($line =~ /^relay: (up|down)\s+(.*)/) {
+            $c{$1} = { map { split /=/ } split ' ', $2 };
+        } elsif ($line =~ /^relay: clients=(\d+)/) {
+            $c{clients} = $1;
+        }
+    }
+    return \%c;
+}
+
+
+# Asks a running relay to print its counters, and returns them.
+sub snapshot {
+    my ($relay) = @_;
+    my $before = () = log_text($relay) =~ /^relay: clients=/mg;
+    kill 'USR1', $relay->{pid};
+    my $deadline = time + 5;
+    while (time < $deadline) {
+        my $now = () = log_text($relay) =~ /^relay: clients=/mg;
+        last if $now > $before;
+        sleep 0.02;
+    }
+    return counters($relay);
+}
+
+
+# Stops the relay; returns its final counters.
+sub stop {
+    my ($relay) = @_;
+    if (!defined $relay->{status}) {
+        kill 'TERM', $relay->{pid};
+        my $deadline = time + 5;
+        while (time < $deadline && waitpid($relay->{pid}, WNOHANG) == 0) {
+            sleep 0.02;
+        }
+        if (kill 0, $relay->{pid}) {
+            kill 'KILL', $relay->{pid};
+            waitpid $relay->{pid}, 0;
+        }
+        $relay->{status} = $?;
+        @running = grep { $_ != $relay } @running;
+    }
+    return counters($relay);
+}
+
+
+# one line per direction, for diag()
+sub summary {
+    my ($c) = @_;
+    return join "\n", map {
+        my $d = $c->{$_} || {};
+        sprintf "%-4s in=%s out=%s lost=%s duplicated=%s reordered=%s", $_,
+            map { $d->{$_} // '?' } qw(in out lost duplicated reordered)
+    } qw(up down);
+}
+
+
+END {
+    local $?;
+    # only the process that started them, not a forked helper
+    stop($_) for grep { $_->{owner} == $$ } @running;
+}
+
+1;
