@@ -134,8 +134,10 @@ sub summary {
 
 END {
     local $?;
-    # only the process that started them, not a forked helper
-    stop($_) for grep { $_->{owner} == $$ } @running;
+    # only the process that started them, not a forked helper; stop()
+    # changes @running, so from a copy
+    my @mine = grep { $_->{owner} == $$ } @running;
+    stop($_) for @mine;
 }
 
 1;
