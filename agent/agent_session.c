@@ -401,6 +401,17 @@ agent_session_closed(agent_session_t *s, const hg_event_t *ev)
         return;
     }
 
+    /* the edge revoked the key or disabled the domain: no retry loop */
+    if (hg_code_is_auth_failure(ev->code)) {
+        agent_log(AGENT_LOG_ERROR, "closed by %s:%s: %s (%s)",
+                  a->server_host, a->server_port,
+                  ev->text && *ev->text ? ev->text : hg_code_name(ev->code),
+                  hg_code_name(ev->code));
+        a->exit_code = AGENT_EXIT_REJECTED;
+        a->done = 1;
+        return;
+    }
+
     if (ev->code == HG_CODE_RESET) {
         /* the edge restarted: dial again at once */
         agent_log(AGENT_LOG_INFO, "worker %d lost the session (edge "

@@ -37,9 +37,24 @@ ngx_hopgate_registry_create(ngx_conf_t *cf, ngx_str_t *spec)
         return reg->backend ? reg : NULL;
     }
 
+    if ((spec->len > sizeof("postgresql://") - 1
+         && ngx_strncmp(spec->data, "postgresql://",
+                        sizeof("postgresql://") - 1) == 0)
+        || (spec->len > sizeof("postgres://") - 1
+            && ngx_strncmp(spec->data, "postgres://",
+                           sizeof("postgres://") - 1) == 0)
+        || ngx_strlchr(spec->data, spec->data + spec->len, '=') != NULL)
+    {
+        reg->ops = &ngx_hopgate_registry_pg_ops;
+        reg->backend = ngx_hopgate_registry_pg_create(cf, spec);
+
+        return reg->backend ? reg : NULL;
+    }
+
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"hopgate_registry\" must be \"file:PATH\", not "
-                       "\"%V\"", spec);
+                       "\"hopgate_registry\" must be \"file:PATH\" or a "
+                       "PostgreSQL connection string (\"postgresql://...\" "
+                       "or \"host=... dbname=...\"), not \"%V\"", spec);
 
     return NULL;
 }

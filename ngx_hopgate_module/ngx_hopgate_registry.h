@@ -24,6 +24,45 @@ typedef struct {
 typedef void (*ngx_hopgate_verdict_pt)(void *data,
     ngx_hopgate_verdict_t *verdict);
 
+/* an admin API call, answered by the backend */
+typedef enum {
+    NGX_HOPGATE_ADMIN_LIST = 0,
+    NGX_HOPGATE_ADMIN_REGISTER,
+    NGX_HOPGATE_ADMIN_UNREGISTER,
+    NGX_HOPGATE_ADMIN_ROTATE,
+    NGX_HOPGATE_ADMIN_DISABLE,
+    NGX_HOPGATE_ADMIN_ENABLE
+} ngx_hopgate_admin_op_e;
+
+/* a domain as listed */
+typedef struct {
+    ngx_str_t                    domain;
+    ngx_str_t                    memo;
+    ngx_str_t                    created;    /* ISO 8601, UTC; may be empty */
+    ngx_uint_t                   disabled;
+} ngx_hopgate_admin_row_t;
+
+typedef struct ngx_hopgate_admin_call_s  ngx_hopgate_admin_call_t;
+
+typedef void (*ngx_hopgate_admin_pt)(ngx_hopgate_admin_call_t *call);
+
+struct ngx_hopgate_admin_call_s {
+    ngx_hopgate_admin_op_e       op;
+    ngx_str_t                    domain;     /* normalised */
+    ngx_str_t                    memo;
+    u_char                       key_hash[32];   /* register, rotate: of
+                                                    the new key; unregister:
+                                                    of the key given */
+    ngx_pool_t                  *pool;       /* for the rows */
+    ngx_hopgate_admin_pt         done;
+    void                        *data;
+
+    /* the answer */
+    ngx_uint_t                   status;     /* HTTP: 200, 404, 409, ... */
+    const char                  *error;      /* static text, status >= 400 */
+    ngx_array_t                 *rows;       /* list: admin_row_t */
+};
+
 typedef struct {
     const char                  *name;
 
@@ -45,6 +84,16 @@ typedef struct {
                                         void *data);
     void                       (*cancel)(ngx_hopgate_registry_t *reg,
                                          void *data);
+
+    /*
+     * The admin API. NGX_OK: the answer is in *call now; NGX_AGAIN:
+     * call->done(call) comes later (never from within this call), unless
+     * admin_cancel(call) comes first. NULL: the backend has no admin API.
+     */
+    ngx_int_t                  (*admin)(ngx_hopgate_registry_t *reg,
+                                        ngx_hopgate_admin_call_t *call);
+    void                       (*admin_cancel)(ngx_hopgate_registry_t *reg,
+                                               ngx_hopgate_admin_call_t *call);
 } ngx_hopgate_registry_ops_t;
 
 struct ngx_hopgate_registry_s {
@@ -68,6 +117,16 @@ ngx_int_t ngx_hopgate_key_hash(ngx_str_t *key, u_char out[32]);
 /* the file backend (ngx_hopgate_registry_file.c) */
 extern const ngx_hopgate_registry_ops_t  ngx_hopgate_registry_file_ops;
 void *ngx_hopgate_registry_file_create(ngx_conf_t *cf, ngx_str_t *path);
+
+/* the PostgreSQL backend (ngx_hopgate_registry_pg.c) */
+extern const ngx_hopgate_registry_ops_t  ngx_hopgate_registry_pg_ops;
+void *ngx_hopgate_registry_pg_create(ngx_conf_t *cf, ngx_str_t *conninfo);
+
+/*
+ * The DNS gate (ngx_hopgate_dnsgate.c): wraps a registry; a domain must
+ * first resolve to one of the expected addresses.
+ */
+extern const ngx_hopgate_registry_ops_t  ngx_hopgate_dnsgate_ops;
 
 /*
  * Implemented by the module for backends: close this worker's live

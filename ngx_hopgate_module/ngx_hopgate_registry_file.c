@@ -41,11 +41,17 @@ static ngx_int_t ngx_hopgate_file_check(ngx_hopgate_registry_t *r,
     ngx_hopgate_verdict_pt done, void *data);
 
 
+static ngx_int_t ngx_hopgate_file_admin(ngx_hopgate_registry_t *r,
+    ngx_hopgate_admin_call_t *call);
+
+
 const ngx_hopgate_registry_ops_t  ngx_hopgate_registry_file_ops = {
     "file",
     NULL,
     NULL,
     ngx_hopgate_file_check,
+    NULL,
+    ngx_hopgate_file_admin,
     NULL
 };
 
@@ -379,6 +385,51 @@ ngx_hopgate_file_check(ngx_hopgate_registry_t *r, ngx_str_t *domain,
     }
 
     verdict->rc = NGX_OK;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The admin API can list the file's domains; changes are made by editing
+ * the file (every worker re-reads it), so the others answer 501.
+ */
+static ngx_int_t
+ngx_hopgate_file_admin(ngx_hopgate_registry_t *r,
+    ngx_hopgate_admin_call_t *call)
+{
+    ngx_uint_t                i;
+    ngx_hopgate_file_t       *reg = r->backend;
+    ngx_hopgate_admin_row_t  *row;
+
+    if (call->op != NGX_HOPGATE_ADMIN_LIST) {
+        call->status = NGX_HTTP_NOT_IMPLEMENTED;
+        call->error = "the file registry is read-only here: edit the file "
+                      "(nginx re-reads it when it changes) or use "
+                      "hopgate_registry postgresql://...";
+        return NGX_OK;
+    }
+
+    ngx_hopgate_registry_refresh(reg, ngx_cycle->log);
+
+    call->rows = ngx_array_create(call->pool, reg->nentries + 1,
+                                  sizeof(ngx_hopgate_admin_row_t));
+    if (call->rows == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < reg->nentries; i++) {
+        row = ngx_array_push(call->rows);
+        ngx_memzero(row, sizeof(ngx_hopgate_admin_row_t));
+
+        row->domain.data = ngx_pstrdup(call->pool, &reg->entries[i].domain);
+        if (row->domain.data == NULL) {
+            return NGX_ERROR;
+        }
+        row->domain.len = reg->entries[i].domain.len;
+    }
+
+    call->status = NGX_HTTP_OK;
 
     return NGX_OK;
 }

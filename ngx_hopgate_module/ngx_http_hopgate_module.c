@@ -20,6 +20,8 @@ static char *ngx_http_hopgate_listen(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_hopgate_registry(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_hopgate_expect_ips(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_hopgate_check_mtu(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_http_hopgate_check_streams(ngx_conf_t *cf, void *post,
@@ -35,6 +37,9 @@ char *ngx_http_hopgate_upstream(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 ngx_hopgate_worker_t  *ngx_hopgate_worker;
+
+/* a worker with a registry but no tunnels (an admin-only nginx) */
+static ngx_hopgate_registry_t  *ngx_http_hopgate_registry_only;
 
 
 static ngx_conf_post_t  ngx_http_hopgate_mtu_post = {
@@ -129,6 +134,41 @@ static ngx_command_t  ngx_http_hopgate_commands[] = {
       0,
       NULL },
 
+    { ngx_string("hopgate_registry_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_hopgate_main_conf_t, registry_cache_ttl),
+      NULL },
+
+    { ngx_string("hopgate_registry_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_hopgate_main_conf_t, registry_timeout),
+      NULL },
+
+    { ngx_string("hopgate_expect_ips"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_hopgate_expect_ips,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("hopgate_admin"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_hopgate_admin_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("hopgate_admin_key_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_hopgate_admin_key_file,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("hopgate"),
       NGX_HTTP_UPS_CONF|NGX_CONF_NOARGS,
       ngx_http_hopgate_upstream,
@@ -188,6 +228,15 @@ ngx_module_t  ngx_http_hopgate_module = {
 static ngx_int_t
 ngx_http_hopgate_postconfiguration(ngx_conf_t *cf)
 {
+    ngx_http_hopgate_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_hopgate_module);
+
+    /* `resolver` is known by now */
+    if (ngx_hopgate_dnsgate_wrap(cf, hmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_hopgate_pages_init(cf);
 }
 
@@ -226,6 +275,8 @@ ngx_http_hopgate_create_main_conf(ngx_conf_t *cf)
     hmcf->max_streams = NGX_CONF_UNSET_UINT;
     hmcf->stream_buffer = NGX_CONF_UNSET_SIZE;
     hmcf->session_buffer = NGX_CONF_UNSET_SIZE;
+    hmcf->registry_cache_ttl = NGX_CONF_UNSET_MSEC;
+    hmcf->registry_timeout = NGX_CONF_UNSET_MSEC;
     hmcf->log = &cf->cycle->new_log;
 
     return hmcf;
@@ -271,6 +322,15 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(hmcf->max_streams, 256);
     ngx_conf_init_size_value(hmcf->stream_buffer, 1024 * 1024);
     ngx_conf_init_size_value(hmcf->session_buffer, 16 * 1024 * 1024);
+    ngx_conf_init_msec_value(hmcf->registry_cache_ttl, 60000);
+    ngx_conf_init_msec_value(hmcf->registry_timeout, 5000);
+
+    if (hmcf->registry_timeout < 100) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"hopgate_registry_timeout\" must be at least "
+                           "100ms, not %Mms", hmcf->registry_timeout);
+        return NGX_CONF_ERROR;
+    }
 
     if (hmcf->listen.nelts == 0) {
         return NGX_CONF_OK;
@@ -353,6 +413,7 @@ ngx_http_hopgate_create_loc_conf(ngx_conf_t *cf)
 
     hlcf->route = NGX_CONF_UNSET_PTR;
     hlcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+    hlcf->admin_key = NGX_CONF_UNSET_PTR;
 
     return hlcf;
 }
@@ -364,9 +425,30 @@ ngx_http_hopgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_hopgate_loc_conf_t  *prev = parent;
     ngx_http_hopgate_loc_conf_t  *conf = child;
 
+    ngx_http_hopgate_main_conf_t  *hmcf;
+
     ngx_conf_merge_ptr_value(conf->route, prev->route, NULL);
     ngx_conf_merge_msec_value(conf->connect_timeout, prev->connect_timeout,
                               5000);
+    ngx_conf_merge_ptr_value(conf->admin_key, prev->admin_key, NULL);
+
+    if (conf->admin) {
+        hmcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_hopgate_module);
+
+        if (conf->admin_key == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"hopgate_admin\" needs "
+                               "\"hopgate_admin_key_file\"");
+            return NGX_CONF_ERROR;
+        }
+
+        if (hmcf->reg == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"hopgate_admin\" needs \"hopgate_registry\"");
+            return NGX_CONF_ERROR;
+        }
+    }
 
     return NGX_CONF_OK;
 }
@@ -463,6 +545,49 @@ ngx_http_hopgate_registry(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 static char *
+ngx_http_hopgate_expect_ips(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_hopgate_main_conf_t  *hmcf = conf;
+
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+    ngx_addr_t  *addr;
+
+    if (hmcf->expect_ips != NULL) {
+        return "is duplicate";
+    }
+
+    hmcf->expect_ips = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                        sizeof(ngx_addr_t));
+    if (hmcf->expect_ips == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        addr = ngx_array_push(hmcf->expect_ips);
+        if (addr == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_parse_addr(cf->pool, addr, value[i].data, value[i].len)
+            != NGX_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"hopgate_expect_ips\" takes IP addresses, "
+                               "not \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        addr->name = value[i];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
 ngx_http_hopgate_check_mtu(ngx_conf_t *cf, void *post, void *data)
 {
     size_t  *mtu = data;
@@ -548,10 +673,20 @@ ngx_http_hopgate_init_process(ngx_cycle_t *cycle)
     ngx_http_hopgate_main_conf_t  *hmcf;
 
     hmcf = ngx_http_hopgate_conf(cycle);
-    if (hmcf == NULL || hmcf->listen.nelts == 0
+    if (hmcf == NULL
         || (ngx_process != NGX_PROCESS_WORKER
             && ngx_process != NGX_PROCESS_SINGLE))
     {
+        return NGX_OK;
+    }
+
+    if (hmcf->listen.nelts == 0) {
+        /* no tunnels here, but maybe the admin API */
+        if (hmcf->reg && hmcf->reg->ops->init_process) {
+            ngx_http_hopgate_registry_only = hmcf->reg;
+            return hmcf->reg->ops->init_process(hmcf->reg, cycle);
+        }
+
         return NGX_OK;
     }
 
@@ -586,6 +721,14 @@ static void
 ngx_http_hopgate_exit_process(ngx_cycle_t *cycle)
 {
     ngx_hopgate_registry_t  *reg;
+
+    reg = ngx_http_hopgate_registry_only;
+    if (reg) {
+        ngx_http_hopgate_registry_only = NULL;
+        if (reg->ops->exit_process) {
+            reg->ops->exit_process(reg);
+        }
+    }
 
     if (ngx_hopgate_worker) {
         reg = ngx_hopgate_worker->conf->reg;

@@ -10,6 +10,10 @@
  *   ngx_hopgate_pump.c           one stream <-> one socketpair
  *   ngx_hopgate_registry.c       the registry interface (see its header);
  *   ngx_hopgate_registry_file.c  the file backend
+ *   ngx_hopgate_registry_pg.c    the PostgreSQL backend, over
+ *   ngx_hopgate_pg.c             asynchronous libpq connections
+ *   ngx_hopgate_dnsgate.c        hopgate_expect_ips: a registry wrapper
+ *   ngx_hopgate_admin.c          the admin API (hopgate_admin)
  *   ngx_hopgate_pages.c          branded 502/504 pages
  */
 
@@ -58,6 +62,9 @@ typedef struct {
     size_t                       session_buffer;
     ngx_str_t                    registry;
     ngx_hopgate_registry_t      *reg;
+    ngx_msec_t                   registry_cache_ttl;
+    ngx_msec_t                   registry_timeout;
+    ngx_array_t                 *expect_ips; /* ngx_addr_t, the DNS gate */
     SSL_CTX                     *ssl_ctx;
     ngx_log_t                   *log;
 } ngx_http_hopgate_main_conf_t;
@@ -66,6 +73,8 @@ typedef struct {
 typedef struct {
     ngx_http_complex_value_t    *route;
     ngx_msec_t                   connect_timeout;
+    u_char                      *admin_key;  /* SHA-256 of the token */
+    ngx_flag_t                   admin;
 } ngx_http_hopgate_loc_conf_t;
 
 
@@ -208,6 +217,16 @@ void ngx_hopgate_pump_event(ngx_hopgate_session_t *s, hg_event_t *ev);
 void ngx_hopgate_pump_fail(ngx_hopgate_pump_t *p, const char *why);
 void ngx_hopgate_pump_detach(ngx_hopgate_pump_t *p);
 
+
+/* ngx_hopgate_admin.c */
+char *ngx_hopgate_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_hopgate_admin_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+/* ngx_hopgate_dnsgate.c */
+ngx_int_t ngx_hopgate_dnsgate_wrap(ngx_conf_t *cf,
+    ngx_http_hopgate_main_conf_t *hmcf);
 
 /* ngx_hopgate_pages.c */
 ngx_int_t ngx_hopgate_pages_init(ngx_conf_t *cf);
