@@ -545,6 +545,26 @@ ngx_hopgate_admin_string(json_t *obj, const char *name, ngx_str_t *out,
 }
 
 
+/* what may be registered: labels begin and end with a letter or digit */
+static ngx_int_t
+ngx_hopgate_admin_hostname(u_char *name, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if ((i == 0 || name[i - 1] == '.' || i == len - 1
+             || name[i + 1] == '.')
+            && !((name[i] >= 'a' && name[i] <= 'z')
+                 || (name[i] >= '0' && name[i] <= '9')))
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_hopgate_admin_parse(ngx_http_request_t *r, ngx_hopgate_admin_ctx_t *ctx,
     u_char *body, size_t len, const char **error)
@@ -586,7 +606,8 @@ ngx_hopgate_admin_parse(ngx_http_request_t *r, ngx_hopgate_admin_ctx_t *ctx,
     }
 
     if (ngx_strlchr(raw.data, raw.data + raw.len, '\0') != NULL
-        || ngx_hopgate_domain_normalize(&raw, domain, &dlen) != NGX_OK)
+        || ngx_hopgate_domain_normalize(&raw, domain, &dlen) != NGX_OK
+        || ngx_hopgate_admin_hostname(domain, dlen) != NGX_OK)
     {
         *error = "domain is not a hostname";
         rc = NGX_HTTP_BAD_REQUEST;

@@ -258,3 +258,43 @@ Test::More::is(main::get('five-b.test'), 200, 'and serves');
 --- more_headers
 Host: five.test
 --- timeout: 20
+
+
+
+=== TEST 6: concurrent registrations of one domain: exactly one wins
+--- init
+my $dir = HopGate::Fixture::hopgate_dir();
+my @kids;
+for my $i (1 .. 20) {
+    my $pid = fork;
+    if ($pid == 0) {
+        my ($code, $json) = HopGate::Postgres::admin_api('POST',
+            'domains/register', { domain => 'race.test', memo => "try $i" },
+            curl => ['-H', 'Connection: close']);
+        open my $fh, '>', "$dir/race-$i";
+        print $fh "$code\n";
+        close $fh;
+        POSIX::_exit(0);
+    }
+    push @kids, $pid;
+}
+waitpid $_, 0 for @kids;
+my %codes;
+for my $i (1 .. 20) {
+    open my $fh, '<', "$dir/race-$i";
+    my $code = <$fh>;
+    chomp $code;
+    $codes{$code}++;
+}
+Test::More::is($codes{200}, 1, 'one registration succeeded');
+Test::More::is($codes{409}, 19, 'the others were told "already registered"');
+Test::More::is(HopGate::Postgres::pg_sql(
+    "SELECT count(*) FROM domains WHERE domain = 'race.test'"), 1,
+    'one row');
+my @pids = main::error_log() =~
+    /(\d+)#\d+: \*\d+ hopgate admin: registered "race\.test"/g;
+Test::More::is(scalar @pids, 1, 'one worker logged the registration');
+--- request
+GET /api/v1/admin/domains
+--- error_code: 401
+--- response_body_like: bearer token
