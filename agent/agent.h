@@ -8,6 +8,7 @@
  *   agent_stream.c    each tunnel stream as a TCP connection to the
  *                     local target, pumped both ways with backpressure
  *   agent_log.c       log lines, including one per stream
+ *   agent_metrics.c   --metrics: GET /metrics on a local TCP port
  */
 
 #ifndef HG_AGENT_H
@@ -15,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <sys/socket.h>
 
 #include "agent_config.h"
@@ -37,6 +39,7 @@
 typedef struct agent_s          agent_t;
 typedef struct agent_session_s  agent_session_t;
 typedef struct agent_stream_s   agent_stream_t;
+typedef struct agent_metrics_conn_s  agent_metrics_conn_t;
 
 
 /* what an fd registered with epoll belongs to */
@@ -145,6 +148,8 @@ struct agent_s {
     uint64_t                streams_total;
     uint64_t                reconnects;
     uint64_t                target_errors;
+    time_t                  started;          /* wall clock */
+    agent_metrics_conn_t   *metrics;          /* the listener, or NULL */
 };
 
 
@@ -178,6 +183,12 @@ void agent_stream_opened(agent_session_t *s, int64_t id,
 void agent_stream_event(agent_session_t *s, const hg_event_t *ev);
 void agent_stream_io(agent_stream_t *st, uint32_t events);
 void agent_stream_abort(agent_stream_t *st);
+
+/* agent_metrics.c */
+int agent_metrics_start(agent_t *a);
+void agent_metrics_io(agent_metrics_conn_t *c, uint32_t events);
+void agent_metrics_tick(agent_t *a, hg_time_t now);
+void agent_metrics_stop(agent_t *a);
 
 /* agent_log.c */
 void agent_log_init(int level);

@@ -53,6 +53,8 @@ static const opt_def_t  agent_opts[] = {
       "BYTES", "UDP payload budget, 1200..1452 (default 1200)" },
     { "log-level", "HOP_CLIENT_LOG_LEVEL", OPT_LEVEL, OFF(log_level),
       "LEVEL", "error, warn, info (default) or debug" },
+    { "metrics", "HOP_CLIENT_METRICS", OPT_HOSTPORT, OFF(metrics),
+      "HOST:PORT", "serve Prometheus metrics at http://HOST:PORT/metrics" },
     { "config", "HOP_CLIENT_CONFIG", OPT_STRING, OFF(config),
       "FILE", "read settings from FILE (key = value lines)" },
 };

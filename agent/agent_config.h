@@ -25,6 +25,7 @@ typedef struct {
     int      insecure;
     size_t   mtu;
     int      log_level;
+    char    *metrics;           /* HOST:PORT for GET /metrics, or NULL */
     char    *config;            /* the file the settings were read from */
 } agent_config_t;
 

@@ -184,11 +184,13 @@ agent_loop_run(agent_t *a)
                 break;
 
             case AGENT_FD_METRICS:
+                agent_metrics_io(tag->ptr, events[i].events);
                 break;
             }
         }
 
         agent_sessions_tick(a, agent_now());
+        agent_metrics_tick(a, agent_now());
     }
 
     return a->exit_code;

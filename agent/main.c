@@ -145,12 +145,17 @@ main(int argc, char **argv)
               HG_VERSION_STRING, agent.cfg.domain, agent.cfg.to,
               agent.cfg.server);
 
-    if (agent_sessions_start(&agent) != 0) {
+    agent.started = time(NULL);
+
+    if (agent_metrics_start(&agent) != 0
+        || agent_sessions_start(&agent) != 0)
+    {
         return AGENT_EXIT_ERROR;
     }
 
     rc = agent_loop_run(&agent);
 
+    agent_metrics_stop(&agent);
     agent_sessions_free(&agent);
     SSL_CTX_free(agent.ssl);
     agent_config_free(&agent.cfg);
