@@ -17,6 +17,7 @@
 
 typedef enum {
     OPT_STRING,
+    OPT_PIN,
     OPT_BOOL,
     OPT_MTU,
     OPT_LEVEL,
@@ -45,7 +46,7 @@ static const opt_def_t  agent_opts[] = {
       "HOST:PORT", "the local target requests are sent to" },
     { "ca", "HOP_CLIENT_CA", OPT_STRING, OFF(ca),
       "FILE", "verify the edge's certificate against this CA bundle" },
-    { "pin", "HOP_CLIENT_PIN", OPT_STRING, OFF(pin),
+    { "pin", "HOP_CLIENT_PIN", OPT_PIN, OFF(pin),
       "SHA256", "or: accept only this SHA-256 of the edge's public key" },
     { "insecure", "HOP_CLIENT_INSECURE", OPT_BOOL, OFF(insecure),
       NULL, "skip certificate verification (testing only)" },
@@ -137,6 +138,31 @@ valid_hostport(const char *v)
 
 
 static int
+valid_pin(const char *v)
+{
+    size_t  hex, b64, n;
+
+    hex = 0;
+    for (n = 0; v[n]; n++) {
+        if (isxdigit((unsigned char) v[n])) {
+            hex++;
+        } else if (v[n] != ':') {
+            break;
+        }
+    }
+
+    if (v[n] == '\0' && hex == 64) {
+        return 1;
+    }
+
+    b64 = strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                    "0123456789+/=");
+
+    return b64 == 44 && v[44] == '\0';
+}
+
+
+static int
 apply(agent_config_t *cfg, const opt_def_t *o, const char *value,
     const char *source, char *err, size_t errlen)
 {
@@ -146,15 +172,25 @@ apply(agent_config_t *cfg, const opt_def_t *o, const char *value,
 
     switch (o->type) {
 
+    case OPT_PIN:
+        if (!valid_pin(value)) {
+            set_err(err, errlen, "%s wants the SHA-256 of the edge's public "
+                    "key: 64 hex digits (colons allowed) or 44 base64 "
+                    "characters, not \"%s\"", source, value);
+            return -1;
+        }
+        goto store;
+
     case OPT_HOSTPORT:
         if (!valid_hostport(value)) {
-            set_err(err, errlen, "%s: --%s wants HOST:PORT, not \"%s\"",
-                    source, o->name, value);
+            set_err(err, errlen, "%s wants HOST:PORT, not \"%s\"", source,
+                    value);
             return -1;
         }
         /* fall through */
 
     case OPT_STRING:
+    store:
         str = (char **) ((char *) cfg + o->offset);
         free(*str);
         *str = strdup(value);
@@ -162,8 +198,8 @@ apply(agent_config_t *cfg, const opt_def_t *o, const char *value,
 
     case OPT_BOOL:
         if (parse_bool(value, (int *) ((char *) cfg + o->offset)) != 0) {
-            set_err(err, errlen, "%s: --%s wants true or false, not \"%s\"",
-                    source, o->name, value);
+            set_err(err, errlen, "%s wants true or false, not \"%s\"",
+                    source, value);
             return -1;
         }
         return 0;
@@ -172,8 +208,8 @@ apply(agent_config_t *cfg, const opt_def_t *o, const char *value,
         errno = 0;
         n = strtol(value, &end, 10);
         if (errno || *end != '\0' || n < HG_MTU_MIN || n > HG_MTU_MAX) {
-            set_err(err, errlen, "%s: --%s must be %d..%d, not \"%s\"",
-                    source, o->name, HG_MTU_MIN, HG_MTU_MAX, value);
+            set_err(err, errlen, "%s must be %d..%d, not \"%s\"", source,
+                    HG_MTU_MIN, HG_MTU_MAX, value);
             return -1;
         }
         *(size_t *) ((char *) cfg + o->offset) = (size_t) n;
@@ -189,8 +225,8 @@ apply(agent_config_t *cfg, const opt_def_t *o, const char *value,
         } else if (strcmp(value, "debug") == 0) {
             n = AGENT_LOG_DEBUG;
         } else {
-            set_err(err, errlen, "%s: --%s must be error, warn, info or "
-                    "debug, not \"%s\"", source, o->name, value);
+            set_err(err, errlen, "%s must be error, warn, info or debug, "
+                    "not \"%s\"", source, value);
             return -1;
         }
         *(int *) ((char *) cfg + o->offset) = (int) n;
@@ -271,7 +307,7 @@ load_file(agent_config_t *cfg, const char *path, char *err, size_t errlen)
             return -1;
         }
 
-        snprintf(where, sizeof(where), "%s:%u", path, lineno);
+        snprintf(where, sizeof(where), "%s:%u: %s", path, lineno, o->name);
         if (apply(cfg, o, v, where, err, errlen) != 0) {
             fclose(f);
             return -1;
@@ -475,6 +511,7 @@ agent_config_free(agent_config_t *cfg)
 
     for (i = 0; i < NOPTS; i++) {
         if (agent_opts[i].type == OPT_STRING
+            || agent_opts[i].type == OPT_PIN
             || agent_opts[i].type == OPT_HOSTPORT)
         {
             free(*(char **) ((char *) cfg + agent_opts[i].offset));
@@ -506,6 +543,8 @@ agent_usage(const char *prog)
                agent_opts[i].env);
     }
 
+    printf("  %-24s %s\n  %-24s [%s]\n", "", "debug logging (like "
+           "--log-level debug)", "", "HOP_CLIENT_DEBUG=1");
     printf("  %-24s %s\n", "-h, --help", "show this help");
     printf("  %-24s %s\n", "-V, --version", "print the version");
     printf("\nexit codes: 0 clean shutdown, 1 error, 2 bad usage, "

@@ -430,10 +430,18 @@ agent_session_closed(agent_session_t *s, const hg_event_t *ev)
         return;
     }
 
-    agent_log(was_ready ? AGENT_LOG_WARN : AGENT_LOG_INFO,
-              "session to worker %d closed: %s (%s)", s->worker,
-              ev->text && *ev->text ? ev->text : hg_code_name(ev->code),
-              hg_code_name(ev->code));
+    if (was_ready) {
+        agent_log(AGENT_LOG_WARN, "session to worker %d closed: %s (%s)",
+                  s->worker, ev->text && *ev->text ? ev->text
+                                                   : hg_code_name(ev->code),
+                  hg_code_name(ev->code));
+    } else {
+        /* a certificate or pin mismatch must be visible at the default */
+        agent_log(AGENT_LOG_WARN, "cannot connect to %s:%s: %s (%s)",
+                  a->server_host, a->server_port,
+                  ev->text && *ev->text ? ev->text : hg_code_name(ev->code),
+                  hg_code_name(ev->code));
+    }
 
     agent_schedule_redial(a, now, 1);
 }
@@ -736,6 +744,7 @@ agent_sessions_reload(agent_t *a)
     agent_log_init(a->cfg.log_level);
 
     if (!identity) {
+        agent_log(AGENT_LOG_INFO, "configuration re-read: sessions kept");
         return;
     }
 
