@@ -54,8 +54,6 @@ typedef struct {
 static ngx_int_t ngx_hopgate_admin_handler(ngx_http_request_t *r);
 static ngx_hopgate_admin_ctx_t *ngx_hopgate_admin_ctx(ngx_http_request_t *r,
     ngx_hopgate_admin_op_e op);
-static ngx_int_t ngx_hopgate_admin_authorized(ngx_http_request_t *r,
-    ngx_http_hopgate_loc_conf_t *hlcf);
 static ngx_int_t ngx_hopgate_admin_route(ngx_http_request_t *r,
     ngx_hopgate_admin_op_e *op);
 static void ngx_hopgate_admin_body(ngx_http_request_t *r);
@@ -315,8 +313,11 @@ ngx_hopgate_admin_ctx(ngx_http_request_t *r, ngx_hopgate_admin_op_e op)
 }
 
 
-/* "Authorization: Bearer TOKEN", compared by SHA-256 in constant time */
-static ngx_int_t
+/*
+ * "Authorization: Bearer TOKEN", compared by SHA-256 in constant time;
+ * hopgate_status asks it too
+ */
+ngx_int_t
 ngx_hopgate_admin_authorized(ngx_http_request_t *r,
     ngx_http_hopgate_loc_conf_t *hlcf)
 {

@@ -13,11 +13,6 @@
 #include "ngx_http_hopgate_module.h"
 
 
-typedef struct {
-    ngx_uint_t                   branded;    /* 0: no, else the status */
-} ngx_hopgate_pages_ctx_t;
-
-
 static ngx_int_t ngx_hopgate_pages_header(ngx_http_request_t *r);
 static ngx_int_t ngx_hopgate_pages_body(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -69,13 +64,13 @@ ngx_hopgate_pages_init(ngx_conf_t *cf)
 void
 ngx_hopgate_pages_mark(ngx_http_request_t *r)
 {
-    ngx_hopgate_pages_ctx_t  *ctx;
+    ngx_http_hopgate_ctx_t   *ctx;
 
     if (ngx_http_get_module_ctx(r, ngx_http_hopgate_module)) {
         return;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_hopgate_pages_ctx_t));
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_hopgate_ctx_t));
     if (ctx) {
         ngx_http_set_ctx(r, ctx, ngx_http_hopgate_module);
     }
@@ -86,7 +81,7 @@ static ngx_int_t
 ngx_hopgate_pages_header(ngx_http_request_t *r)
 {
     ngx_str_t                *page;
-    ngx_hopgate_pages_ctx_t  *ctx;
+    ngx_http_hopgate_ctx_t   *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_hopgate_module);
 
@@ -134,7 +129,7 @@ ngx_hopgate_pages_body(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_buf_t                *b;
     ngx_str_t                *page;
     ngx_chain_t              *cl, out;
-    ngx_hopgate_pages_ctx_t  *ctx;
+    ngx_http_hopgate_ctx_t   *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_hopgate_module);
 

@@ -118,6 +118,8 @@ ngx_hopgate_pump_create(ngx_http_request_t *r, ngx_peer_connection_t *pc,
 
     pc->connection = c;
 
+    ngx_hopgate_variables_link(r, p, domain);
+
     p->conn->data = p;
     p->conn->read->handler = ngx_hopgate_pump_read;
     p->conn->write->handler = ngx_hopgate_pump_write;
@@ -142,7 +144,7 @@ ngx_hopgate_pump_create(ngx_http_request_t *r, ngx_peer_connection_t *pc,
     /* no session yet: the agent may be reconnecting */
     d = ngx_hopgate_domain_get(domain, 1);
     if (d == NULL) {
-        ngx_hopgate_pump_fail(p, "out of memory");
+        ngx_hopgate_pump_fail(p, NGX_HOPGATE_STREAM_INTERNAL);
         return NGX_OK;
     }
 
@@ -216,7 +218,7 @@ ngx_hopgate_pump_attach(ngx_hopgate_pump_t *p, ngx_hopgate_session_t *s)
 
     id = hg_stream_open(s->conn, &p->meta);
     if (id < 0) {
-        ngx_hopgate_pump_fail(p, "the tunnel takes no more streams");
+        ngx_hopgate_pump_fail(p, NGX_HOPGATE_STREAM_LIMIT);
         return;
     }
 
@@ -226,6 +228,8 @@ ngx_hopgate_pump_attach(ngx_hopgate_pump_t *p, ngx_hopgate_session_t *s)
     p->stream_id = id;
     s->streams++;
     ngx_queue_insert_tail(&s->pumps, &p->link);
+
+    ngx_hopgate_metrics_stream_open(p);
 
     /* what nginx wrote while we waited goes now */
     ngx_hopgate_pump_up(p);
@@ -242,7 +246,7 @@ ngx_hopgate_pump_wait_expired(ngx_event_t *ev)
                   "hopgate: no tunnel for \"%s\" came up in time",
                   p->waiting ? p->waiting->name : (u_char *) "");
 
-    ngx_hopgate_pump_fail(p, NULL);
+    ngx_hopgate_pump_fail(p, NGX_HOPGATE_STREAM_NO_TUNNEL);
 }
 
 
@@ -295,7 +299,7 @@ ngx_hopgate_pump_up(ngx_hopgate_pump_t *p)
 
         if (n > 0) {
             if (hg_stream_write(conn, p->stream_id, buf, (size_t) n) != n) {
-                ngx_hopgate_pump_fail(p, "the tunnel stream is gone");
+                ngx_hopgate_pump_fail(p, NGX_HOPGATE_STREAM_TUNNEL_CLOSED);
                 return;
             }
             continue;
@@ -316,7 +320,7 @@ ngx_hopgate_pump_up(ngx_hopgate_pump_t *p)
         }
 
         /* nginx dropped the connection: the client went away */
-        ngx_hopgate_pump_fail(p, NULL);
+        ngx_hopgate_pump_fail(p, NGX_HOPGATE_STREAM_CLIENT_CLOSED);
         return;
     }
 
@@ -351,7 +355,7 @@ ngx_hopgate_pump_down(ngx_hopgate_pump_t *p)
                 break;
             }
 
-            ngx_hopgate_pump_fail(p, NULL);
+            ngx_hopgate_pump_fail(p, NGX_HOPGATE_STREAM_CLIENT_CLOSED);
             return;
         }
 
@@ -362,7 +366,7 @@ ngx_hopgate_pump_down(ngx_hopgate_pump_t *p)
         if (p->buf == NULL) {
             p->buf = ngx_alloc(NGX_HOPGATE_PUMP_BUFFER, ngx_cycle->log);
             if (p->buf == NULL) {
-                ngx_hopgate_pump_fail(p, "out of memory");
+                ngx_hopgate_pump_fail(p, NGX_HOPGATE_STREAM_INTERNAL);
                 return;
             }
         }
@@ -384,7 +388,7 @@ ngx_hopgate_pump_down(ngx_hopgate_pump_t *p)
         }
 
         /* the agent reset the stream: its target refused or failed */
-        ngx_hopgate_pump_fail(p, "the agent reset the stream");
+        ngx_hopgate_pump_fail(p, NGX_HOPGATE_STREAM_AGENT_RESET);
         return;
     }
 
@@ -430,7 +434,7 @@ ngx_hopgate_pump_event(ngx_hopgate_session_t *s, hg_event_t *ev)
 
     case HG_EV_STREAM_RESET:
     case HG_EV_STREAM_STOP:
-        ngx_hopgate_pump_fail(p, "the agent reset the stream");
+        ngx_hopgate_pump_fail(p, NGX_HOPGATE_STREAM_AGENT_RESET);
         break;
 
     case HG_EV_STREAM_CLOSED:
@@ -453,6 +457,7 @@ void
 ngx_hopgate_pump_detach(ngx_hopgate_pump_t *p)
 {
     if (p->session) {
+        ngx_hopgate_metrics_stream_close(p);
         ngx_queue_remove(&p->link);
         ngx_queue_init(&p->link);
         p->session->streams--;
@@ -466,14 +471,26 @@ ngx_hopgate_pump_detach(ngx_hopgate_pump_t *p)
  * closes, so nginx sees the peer fail (a 502 before a response began).
  */
 void
-ngx_hopgate_pump_fail(ngx_hopgate_pump_t *p, const char *why)
+ngx_hopgate_pump_fail(ngx_hopgate_pump_t *p, ngx_uint_t reason)
 {
     ngx_hopgate_session_t  *s = p->session;
 
-    if (why) {
+    /* the quiet ones are logged elsewhere or are nginx's own business */
+    static const char  *why[NGX_HOPGATE_STREAM_N] = {
+        NULL,
+        "the tunnel takes no more streams",
+        "the tunnel closed",
+        "the agent reset the stream",
+        NULL,
+        "out of memory"
+    };
+
+    if (why[reason]) {
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                      "hopgate: stream %L: %s", p->stream_id, why);
+                      "hopgate: stream %L: %s", p->stream_id, why[reason]);
     }
+
+    ngx_hopgate_metrics_stream_failed(p, reason);
 
     if (p->waiting) {
         ngx_queue_remove(&p->link);
@@ -496,6 +513,8 @@ ngx_hopgate_pump_fail(ngx_hopgate_pump_t *p, const char *why)
 static void
 ngx_hopgate_pump_free(ngx_hopgate_pump_t *p)
 {
+    ngx_hopgate_variables_unlink(p);
+
     if (p->wait_timer.timer_set) {
         ngx_del_timer(&p->wait_timer);
     }

@@ -39,6 +39,8 @@ static ngx_int_t ngx_hopgate_registry_load(ngx_hopgate_file_t *reg,
 static ngx_int_t ngx_hopgate_file_check(ngx_hopgate_registry_t *r,
     ngx_str_t *domain, ngx_str_t *key, ngx_hopgate_verdict_t *verdict,
     ngx_hopgate_verdict_pt done, void *data);
+static ngx_int_t ngx_hopgate_file_lookup(ngx_hopgate_file_t *reg,
+    ngx_str_t *domain, ngx_str_t *key, ngx_hopgate_verdict_t *verdict);
 
 
 static ngx_int_t ngx_hopgate_file_admin(ngx_hopgate_registry_t *r,
@@ -336,13 +338,31 @@ ngx_hopgate_file_check(ngx_hopgate_registry_t *r, ngx_str_t *domain,
     ngx_str_t *key, ngx_hopgate_verdict_t *verdict,
     ngx_hopgate_verdict_pt done, void *data)
 {
+    ngx_int_t            rc;
+    hg_time_t            started;
+    ngx_hopgate_file_t  *reg = r->backend;
+
+    started = ngx_hopgate_now();
+
+    ngx_hopgate_registry_refresh(reg, ngx_cycle->log);
+
+    rc = ngx_hopgate_file_lookup(reg, domain, key, verdict);
+
+    ngx_hopgate_metrics_registry(rc, verdict->code,
+                                 ngx_hopgate_now() - started);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_hopgate_file_lookup(ngx_hopgate_file_t *reg, ngx_str_t *domain,
+    ngx_str_t *key, ngx_hopgate_verdict_t *verdict)
+{
     u_char                digest[32];
     ngx_uint_t            lo, hi, mid;
     ngx_int_t             rc;
-    ngx_hopgate_file_t   *reg = r->backend;
     ngx_hopgate_entry_t  *e;
-
-    ngx_hopgate_registry_refresh(reg, ngx_cycle->log);
 
     lo = 0;
     hi = reg->nentries;
@@ -385,6 +405,7 @@ ngx_hopgate_file_check(ngx_hopgate_registry_t *r, ngx_str_t *domain,
     }
 
     verdict->rc = NGX_OK;
+    verdict->code = HG_CODE_OK;
 
     return NGX_OK;
 }

@@ -297,6 +297,7 @@ ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "hopgate: %ui sessions in this worker, refusing more",
                       w->nsessions);
+        ngx_hopgate_metrics_handshake(NGX_HOPGATE_HS_BUSY);
         hg_conn_free(conn);
         return;
     }
@@ -408,6 +409,8 @@ ngx_hopgate_session_run(ngx_hopgate_session_t *s)
         ngx_hopgate_session_destroy(s);
         return;
     }
+
+    ngx_hopgate_metrics_session_update(s);
 
     deadline = hg_conn_deadline(s->conn);
     if (deadline == HG_TIME_INFINITE) {
@@ -574,6 +577,8 @@ ngx_hopgate_session_decide(ngx_hopgate_session_t *s,
         }
     }
 
+    ngx_hopgate_metrics_verdict(s, v->rc, v->code);
+
     if (v->rc != NGX_OK) {
         ngx_log_error((v->code == HG_CODE_GOING_AWAY ? NGX_LOG_INFO
                                                      : NGX_LOG_WARN),
@@ -678,7 +683,7 @@ ngx_hopgate_session_unready(ngx_hopgate_session_t *s)
     while (!ngx_queue_empty(&s->pumps)) {
         q = ngx_queue_head(&s->pumps);
         p = ngx_queue_data(q, ngx_hopgate_pump_t, link);
-        ngx_hopgate_pump_fail(p, "the tunnel closed");
+        ngx_hopgate_pump_fail(p, NGX_HOPGATE_STREAM_TUNNEL_CLOSED);
     }
 }
 
@@ -696,6 +701,7 @@ ngx_hopgate_session_destroy(ngx_hopgate_session_t *s)
     }
 
     ngx_hopgate_session_unready(s);
+    ngx_hopgate_metrics_session_close(s);
 
     ngx_rbtree_delete(&w->by_cid, &s->cid_node);
     if (s->in_addr_tree) {

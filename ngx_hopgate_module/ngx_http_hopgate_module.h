@@ -15,6 +15,8 @@
  *   ngx_hopgate_dnsgate.c        hopgate_expect_ips: a registry wrapper
  *   ngx_hopgate_admin.c          the admin API (hopgate_admin)
  *   ngx_hopgate_pages.c          branded 502/504 pages
+ *   ngx_hopgate_metrics.c        the metrics zone, hooks, /metrics (and
+ *                                ngx_hopgate_status.c, ..._variables.c)
  */
 
 #ifndef NGX_HTTP_HOPGATE_MODULE_H
@@ -27,6 +29,7 @@
 
 #include "hg.h"
 #include "ngx_hopgate_registry.h"
+#include "ngx_hopgate_metrics.h"
 
 
 #define NGX_HOPGATE_TAG_LEN        4       /* process tag inside a cid */
@@ -37,6 +40,13 @@ typedef struct ngx_hopgate_session_s   ngx_hopgate_session_t;
 typedef struct ngx_hopgate_pump_s      ngx_hopgate_pump_t;
 typedef struct ngx_hopgate_domain_s    ngx_hopgate_domain_t;
 typedef struct ngx_hopgate_listener_s  ngx_hopgate_listener_t;
+
+
+/* the module's request context: branded pages, the request's tunnel */
+typedef struct {
+    ngx_uint_t                      branded;   /* 0: no, else the status */
+    ngx_hopgate_metrics_request_t   tunnel;
+} ngx_http_hopgate_ctx_t;
 
 
 /* one hopgate_listen directive */
@@ -121,6 +131,7 @@ struct ngx_hopgate_session_s {
     u_char                       agent_version[64];
     u_char                       domain_name[NGX_HOPGATE_DOMAIN_MAX + 1];
     size_t                       domain_len;
+    ngx_hopgate_metrics_session_t  metrics;
     unsigned                     ready:1;
     unsigned                     checking:1; /* the registry is deciding */
     unsigned                     draining:1; /* the agent said GOAWAY */
@@ -131,6 +142,7 @@ struct ngx_hopgate_session_s {
 
 struct ngx_hopgate_pump_s {
     ngx_queue_t                  link;       /* session pumps or waiters */
+    ngx_http_hopgate_ctx_t      *ctx;        /* the request's, while alive */
     ngx_hopgate_session_t       *session;
     ngx_hopgate_domain_t        *waiting;
     ngx_connection_t            *conn;       /* our end of the socketpair */
@@ -214,7 +226,7 @@ ngx_int_t ngx_hopgate_pump_create(ngx_http_request_t *r,
 void ngx_hopgate_pump_attach(ngx_hopgate_pump_t *p,
     ngx_hopgate_session_t *s);
 void ngx_hopgate_pump_event(ngx_hopgate_session_t *s, hg_event_t *ev);
-void ngx_hopgate_pump_fail(ngx_hopgate_pump_t *p, const char *why);
+void ngx_hopgate_pump_fail(ngx_hopgate_pump_t *p, ngx_uint_t reason);
 void ngx_hopgate_pump_detach(ngx_hopgate_pump_t *p);
 
 
@@ -223,6 +235,8 @@ char *ngx_hopgate_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_hopgate_admin_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+ngx_int_t ngx_hopgate_admin_authorized(ngx_http_request_t *r,
+    ngx_http_hopgate_loc_conf_t *hlcf);
 
 /* ngx_hopgate_dnsgate.c */
 ngx_int_t ngx_hopgate_dnsgate_wrap(ngx_conf_t *cf,
