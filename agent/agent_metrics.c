@@ -258,7 +258,7 @@ agent_metrics_close(agent_metrics_conn_t *c)
 }
 
 
-/* ---- the text ------------------------------------------------------------ */
+/* ---- the text ---------------------------------------------------------- */
 
 static void
 agent_text(agent_text_t *t, const char *fmt, ...)
@@ -435,7 +435,7 @@ agent_metrics_body(agent_t *a, agent_text_t *t)
 }
 
 
-/* ---- the exchange ---------------------------------------------------------- */
+/* ---- the exchange ------------------------------------------------------ */
 
 static void
 agent_metrics_respond(agent_metrics_conn_t *c, const char *status,
