@@ -28,19 +28,21 @@ our $promtool_checked = 0;
 {
     my $build = $ENV{HOPGATE_BUILD} || "$FindBin::Bin/../build";
     my $src = "$FindBin::Bin/../bench/session_gen.c";
-    $GEN = hopgate_dir() . '/session_gen';
 
-    if (-f $src
-        && system('cc', '-std=gnu11', '-O2', '-D_GNU_SOURCE',
-                  "-I$FindBin::Bin/../proto", "-I$build/gen", '-o', $GEN,
-                  $src, "$build/libhgproto.a", '-lprotobuf-c', '-lssl',
-                  '-lcrypto') == 0)
-    {
+    $GEN = "$build/bench/session_gen";
+    unless (-x $GEN) {
+        $GEN = hopgate_dir() . '/session_gen';
+        undef $GEN unless -f $src
+            && system('cc', '-std=gnu11', '-O2', '-D_GNU_SOURCE',
+                      "-I$FindBin::Bin/../proto", "-I$build/gen", '-o', $GEN,
+                      $src, "$build/libhgproto.a", '-lprotobuf-c', '-lssl',
+                      '-lcrypto') == 0;
+    }
+
+    if ($GEN) {
         open my $reg, '>>', hopgate_dir() . '/registry' or die $!;
         print $reg `$GEN --print-registry $DOMAINS gen.test t11`;
         close $reg;
-    } else {
-        undef $GEN;
     }
 }
 

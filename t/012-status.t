@@ -192,3 +192,46 @@ GET /hopgate/status
 "Authorization: Bearer $main::TOKEN"
 --- response_body_like: "domain":"other.test"
 --- timeout: 20
+
+
+
+=== TEST 5: a worker that dies without a word takes its sessions out of the list and the gauges
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+    hopgate_metrics_zone hopgate 1m;
+--- config
+    location = /hopgate/status {
+        hopgate_status;
+        hopgate_admin_key_file $TEST_NGINX_ADMIN_KEY;
+    }
+    location = /metrics { hopgate_metrics; }
+--- init
+my $agent = HopGate::Fixture::start_agent();
+HopGate::Fixture::agent_wait($agent, qr/connected to worker/, 2);
+my $s = main::wait_status(sub { @{ $_[0] } == 2 });
+my ($victim) = map { $_->{pid} } grep { $_->{worker} == 0 } @$s;
+Test::More::ok($victim, "worker 0 is $victim");
+
+kill 'KILL', $victim;
+
+$s = main::wait_status(sub { !grep { $_->{pid} == $victim } @{ $_[0] } });
+Test::More::ok(!(grep { $_->{pid} == $victim } @$s),
+               "its session is no longer listed");
+
+my ($workers, $ready);
+for (1 .. 50) {
+    my ($rc, $text) = HopGate::Fixture::curl('/metrics');
+    ($workers) = $text =~ /^hopgate_worker_processes (\d+)$/m;
+    ($ready) = $text =~ /^hopgate_sessions\{state="ready"\} (\d+)$/m;
+    last if $workers == 2;
+    Time::HiRes::sleep(0.1);
+}
+Test::More::is($workers, 2, "the gauges count the live workers (the "
+               . "replacement too)");
+Test::More::is($ready, scalar @{ main::status() },
+               "the ready gauge agrees with the list");
+--- request
+GET /hopgate/status
+--- more_headers eval
+"Authorization: Bearer $main::TOKEN"
+--- response_body_like: "worker":1
