@@ -1351,15 +1351,128 @@ ngx_hopgate_metrics_labelled(ngx_hopgate_out_t *out, const char *name,
 }
 
 
+/* the edge's families, in the order of the exposition */
+typedef struct {
+    const char          *name;
+    const char          *type;
+    const char          *help;
+    size_t               offset;     /* in ngx_hopgate_metrics_shctx_t */
+    const char          *label;      /* NULL: one sample */
+    const char         **values;     /* the label's values */
+    ngx_uint_t           n;
+    const uint64_t      *bounds;     /* a histogram's */
+} ngx_hopgate_family_t;
+
+
+static const char  *ngx_hopgate_directions[] = { "sent", "received" };
+
+#define ngx_hopgate_sh(field)  offsetof(ngx_hopgate_metrics_shctx_t, field)
+
+static ngx_hopgate_family_t  ngx_hopgate_edge_families[] = {
+
+    { "hopgate_handshakes_total", "counter",
+      "Agent handshakes by result.",
+      ngx_hopgate_sh(handshakes), "result", ngx_hopgate_handshake_results,
+      NGX_HOPGATE_HS_N, NULL },
+
+    { "hopgate_streams_opened_total", "counter",
+      "Requests that got a tunnel stream.",
+      ngx_hopgate_sh(streams_opened), NULL, NULL, 0, NULL },
+
+    { "hopgate_streams_failed_total", "counter",
+      "Requests whose tunnel part failed, by reason.",
+      ngx_hopgate_sh(streams_failed), "reason", ngx_hopgate_stream_reasons,
+      NGX_HOPGATE_STREAM_N, NULL },
+
+    { "hopgate_stream_bytes_total", "counter",
+      "Request and response bytes carried by streams (sent: to agents).",
+      ngx_hopgate_sh(stream_bytes), "direction", ngx_hopgate_directions, 2,
+      NULL },
+
+    { "hopgate_datagram_bytes_total", "counter",
+      "UDP payload bytes of tunnel sessions.",
+      ngx_hopgate_sh(datagram_bytes), "direction", ngx_hopgate_directions,
+      2, NULL },
+
+    { "hopgate_packets_total", "counter",
+      "Tunnel packets.",
+      ngx_hopgate_sh(packets), "direction", ngx_hopgate_directions, 2,
+      NULL },
+
+    { "hopgate_packets_lost_total", "counter",
+      "Sent packets declared lost.",
+      ngx_hopgate_sh(packets_lost), NULL, NULL, 0, NULL },
+
+    { "hopgate_packets_retransmitted_total", "counter",
+      "Packets that carried frames again after a loss.",
+      ngx_hopgate_sh(packets_retransmitted), NULL, NULL, 0, NULL },
+
+    { "hopgate_rtt_seconds", "histogram",
+      "Smoothed round-trip time of ready sessions, sampled each second.",
+      ngx_hopgate_sh(rtt), NULL, NULL, 0, ngx_hopgate_rtt_bounds },
+
+    { "hopgate_registry_queries_total", "counter",
+      "Registry look-ups of agents' keys by result.",
+      ngx_hopgate_sh(registry), "result", ngx_hopgate_registry_results,
+      NGX_HOPGATE_REG_N, NULL },
+
+    { "hopgate_registry_query_duration_seconds", "histogram",
+      "How long registry look-ups took.",
+      ngx_hopgate_sh(registry_latency), NULL, NULL, 0,
+      ngx_hopgate_registry_bounds },
+
+    { "hopgate_malformed_datagrams_total", "counter",
+      "Datagrams dropped as not ours or invalid.",
+      ngx_hopgate_sh(malformed), NULL, NULL, 0, NULL },
+
+    { "hopgate_metrics_zone_full_total", "counter",
+      "Domains or sessions the metrics zone had no room for.",
+      ngx_hopgate_sh(zone_full), NULL, NULL, 0, NULL },
+
+    { NULL, NULL, NULL, 0, NULL, NULL, 0, NULL }
+};
+
+
+static ngx_int_t
+ngx_hopgate_metrics_edge_family(ngx_hopgate_out_t *out,
+    ngx_hopgate_metrics_shctx_t *sh, ngx_hopgate_family_t *f)
+{
+    u_char  *field;
+
+    field = (u_char *) sh + f->offset;
+
+    if (ngx_hopgate_metrics_family(out, f->name, f->type, f->help)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (f->bounds) {
+        return ngx_hopgate_metrics_histogram(out, f->name,
+                                             (ngx_hopgate_histogram_t *)
+                                             field, f->bounds, "");
+    }
+
+    if (f->label) {
+        return ngx_hopgate_metrics_labelled(out, f->name, f->label,
+                                            f->values,
+                                            (ngx_atomic_t *) field, f->n);
+    }
+
+    return ngx_hopgate_out_printf(out, "%s %uA\n", f->name,
+                                  *(ngx_atomic_t *) field);
+}
+
+
 static ngx_int_t
 ngx_hopgate_metrics_edge(ngx_hopgate_out_t *out,
     ngx_hopgate_metrics_shctx_t *sh)
 {
-    ngx_uint_t         i, j, workers;
-    ngx_atomic_uint_t  sessions[NGX_HOPGATE_SS_N];
+    ngx_uint_t             i, j, workers;
+    ngx_atomic_uint_t      sessions[NGX_HOPGATE_SS_N];
+    ngx_hopgate_family_t  *f;
 
-    static const char  *directions[] = { "sent", "received" };
-
+    /* the gauges: the live workers' slots added up */
     ngx_memzero(sessions, sizeof(sessions));
     workers = 0;
 
@@ -1380,104 +1493,33 @@ ngx_hopgate_metrics_edge(ngx_hopgate_out_t *out,
         || ngx_hopgate_out_printf(out, "hopgate_worker_processes %ui\n",
                                   workers)
            != NGX_OK
-
         || ngx_hopgate_metrics_family(out, "hopgate_sessions", "gauge",
-               "Tunnel sessions by state.") != NGX_OK
+                                      "Tunnel sessions by state.")
+           != NGX_OK
         || ngx_hopgate_metrics_labelled(out, "hopgate_sessions", "state",
-               ngx_hopgate_session_states, sessions, NGX_HOPGATE_SS_N)
-           != NGX_OK
-
-        || ngx_hopgate_metrics_family(out, "hopgate_handshakes_total",
-               "counter", "Agent handshakes by result.") != NGX_OK
-        || ngx_hopgate_metrics_labelled(out, "hopgate_handshakes_total",
-               "result", ngx_hopgate_handshake_results, sh->handshakes,
-               NGX_HOPGATE_HS_N) != NGX_OK
-
-        || ngx_hopgate_metrics_family(out, "hopgate_streams_opened_total",
-               "counter", "Requests that got a tunnel stream.") != NGX_OK
-        || ngx_hopgate_out_printf(out, "hopgate_streams_opened_total %uA\n",
-                                  sh->streams_opened) != NGX_OK
-
-        || ngx_hopgate_metrics_family(out, "hopgate_streams_failed_total",
-               "counter", "Requests whose tunnel part failed, by reason.")
-           != NGX_OK
-        || ngx_hopgate_metrics_labelled(out, "hopgate_streams_failed_total",
-               "reason", ngx_hopgate_stream_reasons, sh->streams_failed,
-               NGX_HOPGATE_STREAM_N) != NGX_OK
-
-        || ngx_hopgate_metrics_family(out, "hopgate_stream_bytes_total",
-               "counter", "Request and response bytes carried by streams "
-               "(sent: to agents).") != NGX_OK
-        || ngx_hopgate_metrics_labelled(out, "hopgate_stream_bytes_total",
-               "direction", directions, sh->stream_bytes, 2) != NGX_OK
-
-        || ngx_hopgate_metrics_family(out, "hopgate_datagram_bytes_total",
-               "counter", "UDP payload bytes of tunnel sessions.") != NGX_OK
-        || ngx_hopgate_metrics_labelled(out, "hopgate_datagram_bytes_total",
-               "direction", directions, sh->datagram_bytes, 2) != NGX_OK
-
-        || ngx_hopgate_metrics_family(out, "hopgate_packets_total",
-               "counter", "Tunnel packets.") != NGX_OK
-        || ngx_hopgate_metrics_labelled(out, "hopgate_packets_total",
-               "direction", directions, sh->packets, 2) != NGX_OK
-
-        || ngx_hopgate_metrics_family(out, "hopgate_packets_lost_total",
-               "counter", "Sent packets declared lost.") != NGX_OK
-        || ngx_hopgate_out_printf(out, "hopgate_packets_lost_total %uA\n",
-                                  sh->packets_lost) != NGX_OK
-
-        || ngx_hopgate_metrics_family(out,
-               "hopgate_packets_retransmitted_total", "counter",
-               "Packets that carried frames again after a loss.") != NGX_OK
-        || ngx_hopgate_out_printf(out,
-               "hopgate_packets_retransmitted_total %uA\n",
-               sh->packets_retransmitted) != NGX_OK
-
-        || ngx_hopgate_metrics_family(out, "hopgate_rtt_seconds",
-               "histogram", "Smoothed round-trip time of ready sessions, "
-               "sampled each second.") != NGX_OK
-        || ngx_hopgate_metrics_histogram(out, "hopgate_rtt_seconds",
-               &sh->rtt, ngx_hopgate_rtt_bounds, "") != NGX_OK
-
-        || ngx_hopgate_metrics_family(out, "hopgate_registry_queries_total",
-               "counter", "Registry look-ups of agents' keys by result.")
-           != NGX_OK
-        || ngx_hopgate_metrics_labelled(out,
-               "hopgate_registry_queries_total", "result",
-               ngx_hopgate_registry_results, sh->registry,
-               NGX_HOPGATE_REG_N) != NGX_OK
-
-        || ngx_hopgate_metrics_family(out,
-               "hopgate_registry_query_duration_seconds", "histogram",
-               "How long registry look-ups took.") != NGX_OK
-        || ngx_hopgate_metrics_histogram(out,
-               "hopgate_registry_query_duration_seconds",
-               &sh->registry_latency, ngx_hopgate_registry_bounds, "")
-           != NGX_OK
-
-        || ngx_hopgate_metrics_family(out, "hopgate_malformed_datagrams_total",
-               "counter", "Datagrams dropped as not ours or invalid.")
-           != NGX_OK
-        || ngx_hopgate_out_printf(out,
-               "hopgate_malformed_datagrams_total %uA\n", sh->malformed)
-           != NGX_OK
-
-        || ngx_hopgate_metrics_family(out, "hopgate_metrics_zone_full_total",
-               "counter", "Domains or sessions the metrics zone had no room "
-               "for.") != NGX_OK
-        || ngx_hopgate_out_printf(out, "hopgate_metrics_zone_full_total %uA\n",
-                                  sh->zone_full) != NGX_OK
-
-        || ngx_hopgate_metrics_family(out, "hopgate_metrics_domains",
-               "gauge", "Domains with series of their own (the others add "
-               "up as _other).") != NGX_OK
-        || ngx_hopgate_out_printf(out, "hopgate_metrics_domains %ui\n",
-                                  sh->ndomains) != NGX_OK)
+                                        ngx_hopgate_session_states,
+                                        sessions, NGX_HOPGATE_SS_N)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    return NGX_OK;
+    for (f = ngx_hopgate_edge_families; f->name; f++) {
+        if (ngx_hopgate_metrics_edge_family(out, sh, f) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_hopgate_metrics_family(out, "hopgate_metrics_domains", "gauge",
+            "Domains with series of their own (the others add up as "
+            "_other).")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_hopgate_out_printf(out, "hopgate_metrics_domains %ui\n",
+                                  sh->ndomains);
 }
 
 
