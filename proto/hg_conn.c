@@ -568,7 +568,12 @@ hg_conn_timeout(hg_conn_t *c, hg_time_t now)
     c->now = now;
 
     if (c->state == HG_CS_CLOSING) {
-        if (now >= c->closing_deadline) {
+        /*
+         * a CLOSE still to send goes out first: a close requested on a
+         * quiet connection (a revoked key) has its deadline counted from
+         * the last packet received, which may be long past
+         */
+        if (now >= c->closing_deadline && !c->close_due) {
             hg_conn_set_closed(c);
         }
         return;
