@@ -103,7 +103,17 @@ ngx_hopgate_pg_stop(ngx_hopgate_pg_t *pg)
 static void
 ngx_hopgate_pg_connect(ngx_hopgate_pg_t *pg)
 {
-    pg->conn = PQconnectStart(pg->conninfo);
+    const char  *keywords[3], *values[3];
+
+    /* the owner's string, expanded; a name for pg_stat_activity */
+    keywords[0] = "dbname";
+    values[0] = pg->conninfo;
+    keywords[1] = "fallback_application_name";
+    values[1] = pg->application;
+    keywords[2] = NULL;
+    values[2] = NULL;
+
+    pg->conn = PQconnectStartParams(keywords, values, 1);
 
     if (pg->conn == NULL || PQstatus(pg->conn) == CONNECTION_BAD) {
         ngx_hopgate_pg_reset(pg, pg->conn ? PQerrorMessage(pg->conn)

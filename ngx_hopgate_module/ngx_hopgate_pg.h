@@ -55,6 +55,9 @@ struct ngx_hopgate_pg_s {
     /* set by the owner before ngx_hopgate_pg_start() */
     const char                  *conninfo;
     const char                  *name;       /* for logs */
+    const char                  *application;    /* application_name,
+                                                    unless conninfo sets
+                                                    one */
     ngx_msec_t                   timeout;    /* connect, and each query */
     ngx_log_t                   *log;
     ngx_hopgate_pg_event_pt      setup;      /* connected: send setup

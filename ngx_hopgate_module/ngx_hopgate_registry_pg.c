@@ -56,6 +56,7 @@ typedef struct {
     ngx_queue_t                      checks;
     ngx_queue_t                      calls;
     unsigned                         listening:1;
+    unsigned                         revalidating:1;
     unsigned                         started:1;
 } ngx_hopgate_pgreg_t;
 
@@ -78,6 +79,7 @@ typedef struct {
     void                            *data;
     ngx_uint_t                       generation;
     ngx_uint_t                       retried;
+    hg_time_t                        sent;
     u_char                           hash[32];
     u_char                           domain[NGX_HOPGATE_DOMAIN_MAX + 1];
 } ngx_hopgate_pgreg_check_t;
@@ -113,6 +115,9 @@ static void ngx_hopgate_pgreg_listen_setup(ngx_hopgate_pg_t *pg);
 static void ngx_hopgate_pgreg_listening(void *data, PGresult *res,
     const char *err);
 static void ngx_hopgate_pgreg_listen_down(ngx_hopgate_pg_t *pg);
+static void ngx_hopgate_pgreg_revalidate(ngx_hopgate_pgreg_t *reg);
+static void ngx_hopgate_pgreg_revalidated(void *data, PGresult *res,
+    const char *err);
 static void ngx_hopgate_pgreg_notify(ngx_hopgate_pg_t *pg,
     const char *channel, const char *payload);
 static void ngx_hopgate_pgreg_heartbeat(ngx_event_t *ev);
@@ -226,6 +231,10 @@ static const char  ngx_hopgate_pgreg_sql_check[] =
     "SELECT encode(key_hash, 'hex'), disabled FROM domains"
     " WHERE domain = $1";
 
+static const char  ngx_hopgate_pgreg_sql_revalidate[] =
+    "SELECT domain, encode(key_hash, 'hex'), disabled FROM domains"
+    " WHERE domain = ANY($1::text[])";
+
 static const char  ngx_hopgate_pgreg_sql_timeout[] =
     "SELECT set_config('statement_timeout', $1, false)";
 
@@ -318,6 +327,7 @@ ngx_hopgate_pgreg_init_process(ngx_hopgate_registry_t *r, ngx_cycle_t *cycle)
 
     reg->query.conninfo = (char *) reg->conninfo.data;
     reg->query.name = "registry";
+    reg->query.application = "hopgate-registry";
     reg->query.timeout = reg->hmcf->registry_timeout;
     reg->query.log = cycle->log;
     reg->query.setup = ngx_hopgate_pgreg_query_setup;
@@ -325,6 +335,7 @@ ngx_hopgate_pgreg_init_process(ngx_hopgate_registry_t *r, ngx_cycle_t *cycle)
 
     reg->listen.conninfo = (char *) reg->conninfo.data;
     reg->listen.name = "registry LISTEN";
+    reg->listen.application = "hopgate-listen";
     reg->listen.timeout = reg->hmcf->registry_timeout;
     reg->listen.log = cycle->log;
     reg->listen.setup = ngx_hopgate_pgreg_listen_setup;
@@ -460,15 +471,170 @@ ngx_hopgate_pgreg_listening(void *data, PGresult *res, const char *err)
         return;
     }
 
-    /* whatever changed while we were not listening is unknown: forget */
-    ngx_hopgate_pgreg_cache_flush(reg);
+    /* whatever changed while we were not listening is unknown: ask */
     reg->generation++;
     reg->listening = 1;
+    ngx_hopgate_pgreg_revalidate(reg);
 
     ngx_hopgate_pg_ready(&reg->listen);
 
     if (!reg->heartbeat.timer_set) {
         ngx_add_timer(&reg->heartbeat, NGX_HOPGATE_PG_HEARTBEAT);
+    }
+}
+
+
+/*
+ * Back to LISTENing after a gap: a change made meanwhile sent its
+ * notification to nobody. Every cached (domain, key) - which includes the
+ * keys of this worker's live sessions - is checked again; the cache is not
+ * trusted until the answer, and a domain found gone, disabled or with
+ * another key has its sessions closed as if notified.
+ */
+static void
+ngx_hopgate_pgreg_revalidate(ngx_hopgate_pgreg_t *reg)
+{
+    u_char                      *p;
+    size_t                       size;
+    ngx_queue_t                 *q;
+    const char                  *values[1];
+    ngx_hopgate_pgreg_cached_t  *e;
+
+    if (ngx_queue_empty(&reg->lru)) {
+        return;
+    }
+
+    /* a text[] literal: names are hostnames (letters, digits, - _ .) */
+    size = sizeof("{}");
+    for (q = ngx_queue_head(&reg->lru);
+         q != ngx_queue_sentinel(&reg->lru);
+         q = ngx_queue_next(q))
+    {
+        e = ngx_queue_data(q, ngx_hopgate_pgreg_cached_t, lru);
+        size += e->sn.str.len + 1;
+    }
+
+    p = ngx_alloc(size, reg->query.log);
+    if (p == NULL) {
+        ngx_hopgate_pgreg_cache_flush(reg);
+        return;
+    }
+
+    values[0] = (char *) p;
+    *p++ = '{';
+
+    for (q = ngx_queue_head(&reg->lru);
+         q != ngx_queue_sentinel(&reg->lru);
+         q = ngx_queue_next(q))
+    {
+        e = ngx_queue_data(q, ngx_hopgate_pgreg_cached_t, lru);
+        if (p[-1] != '{') {
+            *p++ = ',';
+        }
+        p = ngx_cpymem(p, e->sn.str.data, e->sn.str.len);
+    }
+
+    *p++ = '}';
+    *p = '\0';
+
+    reg->revalidating = 1;
+
+    if (ngx_hopgate_pg_query(&reg->query, ngx_hopgate_pgreg_sql_revalidate,
+                             1, values, 0, ngx_hopgate_pgreg_revalidated,
+                             reg)
+        == NULL)
+    {
+        reg->revalidating = 0;
+        ngx_hopgate_pgreg_cache_flush(reg);
+    }
+
+    ngx_free((void *) values[0]);
+}
+
+
+static void
+ngx_hopgate_pgreg_revalidated(void *data, PGresult *res, const char *err)
+{
+    ngx_hopgate_pgreg_t  *reg = data;
+
+    int                          i, n;
+    u_char                       stored[32];
+    uint32_t                     code;
+    ngx_str_t                    domain;
+    ngx_uint_t                   j;
+    const char                  *hex, *reason;
+    ngx_queue_t                 *q, *next;
+    ngx_hopgate_pgreg_cached_t  *e;
+
+    reg->revalidating = 0;
+
+    if (err) {
+        /* nothing known either way: forget, leave the sessions be */
+        ngx_hopgate_pgreg_cache_flush(reg);
+        return;
+    }
+
+    n = PQntuples(res);
+
+    for (q = ngx_queue_head(&reg->lru);
+         q != ngx_queue_sentinel(&reg->lru);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        e = ngx_queue_data(q, ngx_hopgate_pgreg_cached_t, lru);
+
+        code = HG_CODE_REVOKED;
+        reason = "domain unregistered";
+
+        for (i = 0; i < n; i++) {
+            if ((size_t) PQgetlength(res, i, 0) != e->sn.str.len
+                || ngx_strncmp(PQgetvalue(res, i, 0), e->sn.str.data,
+                               e->sn.str.len) != 0)
+            {
+                continue;
+            }
+
+            hex = PQgetvalue(res, i, 1);
+            if (ngx_strlen(hex) != 64) {
+                break;
+            }
+
+            for (j = 0; j < 32; j++) {
+                stored[j] = (u_char) (ngx_hextoi((u_char *) hex + 2 * j, 2));
+            }
+
+            if (CRYPTO_memcmp(stored, e->hash, 32) != 0) {
+                reason = "key rotated: the old key is revoked";
+
+            } else if (PQgetvalue(res, i, 2)[0] == 't') {
+                code = HG_CODE_DISABLED;
+                reason = "domain disabled";
+
+            } else {
+                reason = NULL;
+            }
+
+            break;
+        }
+
+        if (reason == NULL) {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_NOTICE, reg->query.log, 0,
+                      "hopgate: \"%V\" changed while the registry was not "
+                      "listening: %s", &e->sn.str, reason);
+
+        domain.len = e->sn.str.len;
+        domain.data = ngx_alloc(domain.len, reg->query.log);
+        if (domain.data == NULL) {
+            continue;
+        }
+
+        ngx_memcpy(domain.data, e->sn.str.data, domain.len);
+        ngx_hopgate_pgreg_cache_drop(reg, e);
+        ngx_hopgate_sessions_revoke(&domain, code, reason);
+        ngx_free(domain.data);
     }
 }
 
@@ -591,7 +757,7 @@ ngx_hopgate_pgreg_check(ngx_hopgate_registry_t *r, ngx_str_t *domain,
     e = ngx_hopgate_pgreg_cache_find(reg, domain->data, domain->len);
 
     if (e) {
-        trusted = reachable ? (reg->listening
+        trusted = reachable ? (reg->listening && !reg->revalidating
                                && (ngx_msec_int_t) (e->expires
                                                     - ngx_current_msec) > 0)
                             : 1;
@@ -643,6 +809,7 @@ ngx_hopgate_pgreg_send_check(ngx_hopgate_pgreg_check_t *ck)
 
     values[0] = (char *) ck->domain;
     ck->generation = ck->reg->generation;
+    ck->sent = ngx_hopgate_now();
 
     ck->query = ngx_hopgate_pg_query(&ck->reg->query,
                                      ngx_hopgate_pgreg_sql_check, 1, values,
@@ -725,8 +892,12 @@ ngx_hopgate_pgreg_checked(void *data, PGresult *res, const char *err)
     }
 
     v.rc = NGX_OK;
+    v.code = HG_CODE_OK;
 
 done:
+
+    ngx_hopgate_metrics_registry(err ? NGX_ERROR : v.rc, v.code,
+                                 ngx_hopgate_now() - ck->sent);
 
     ngx_queue_remove(&ck->link);
     ck->done(ck->data, &v);

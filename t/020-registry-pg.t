@@ -134,6 +134,7 @@ HopGate::Fixture::stop_agents();
 my $key = main::register('two.test');
 my $a = main::agent('two.test', $key);
 Test::More::is(main::connected($a), 4, 'the agent connected to 4 workers');
+sleep 2.5;    # quiet sessions: nothing received lately
 
 my $start = time;
 my ($code, $json) = HopGate::Postgres::admin_api('POST', 'domains/unregister',
@@ -294,6 +295,51 @@ Test::More::is(HopGate::Postgres::pg_sql(
 my @pids = main::error_log() =~
     /(\d+)#\d+: \*\d+ hopgate admin: registered "race\.test"/g;
 Test::More::is(scalar @pids, 1, 'one worker logged the registration');
+--- request
+GET /api/v1/admin/domains
+--- error_code: 401
+--- response_body_like: bearer token
+
+
+
+=== TEST 7: a change made while a worker was not listening still closes its sessions
+--- init
+HopGate::Fixture::stop_agents();
+my $key = main::register('gap.test');
+my $a = main::agent('gap.test', $key);
+Test::More::is(main::connected($a), 4, 'the agent connected');
+
+# the workers' LISTEN connections die and cannot come back until the
+# domain is gone (deleted by a session opened before): its notification
+# reaches nobody
+my $port = HopGate::Postgres::pg_port();
+my $deleter = fork;
+if ($deleter == 0) {
+    open STDOUT, '>', '/dev/null';
+    { exec 'psql', '-X', '-q', '-h', '127.0.0.1', '-p', $port, '-U',
+           'postgres', '-d', 'hopgate', '-c', 'SELECT pg_sleep(1)', '-c',
+           "DELETE FROM domains WHERE domain = 'gap.test'" }
+    POSIX::_exit(1);
+}
+sleep 0.3;
+system('psql', '-X', '-q', '-o', '/dev/null', '-h', '127.0.0.1', '-p', $port,
+       '-U', 'postgres', '-d', 'postgres',
+       '-c', 'ALTER DATABASE hopgate WITH ALLOW_CONNECTIONS false',
+       '-c', 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity'
+             . " WHERE application_name = 'hopgate-listen'",
+       '-c', 'SELECT pg_sleep(1.2)',
+       '-c', 'ALTER DATABASE hopgate WITH ALLOW_CONNECTIONS true');
+waitpid $deleter, 0;
+
+my ($rc, $took) = main::exit_of($a, 10);
+Test::More::is($rc, 3, sprintf 'the agent is closed once the workers '
+               . 'listen again (%.2f s)', $took)
+    or Test::More::diag(HopGate::Fixture::agent_log($a));
+Test::More::like(HopGate::Fixture::agent_log($a),
+                 qr/closed by .*domain unregistered/, 'with the reason');
+Test::More::like(main::error_log(),
+                 qr/"gap\.test" changed while the registry was not listening/,
+                 'the edge says why');
 --- request
 GET /api/v1/admin/domains
 --- error_code: 401

@@ -7,7 +7,7 @@ package HopGate::Postgres;
 #   use HopGate::Postgres;
 #   plan skip_all => '...' unless pg_available();
 #   pg_start();                 # once; stopped and removed at exit
-#   pg_sql("SELECT ...");       # psql, returns the rows as text
+#   pg_sql("SELECT ...", ...);  # psql, one session, returns the rows
 #   pg_stop(); pg_restart();    # an outage and the recovery
 #
 # Afterwards these are set for $TEST_NGINX_* expansion in configs:
@@ -136,11 +136,12 @@ sub pg_stop {
 }
 
 
+# one session; each statement in its own transaction
 sub psql {
-    my ($db, $sql) = @_;
+    my ($db, @sql) = @_;
     open my $fh, '-|', 'psql', '-X', '-q', '-t', '-A', '-v', 'ON_ERROR_STOP=1',
          '-h', '127.0.0.1', '-p', $pg{port}, '-U', 'postgres', '-d', $db,
-         '-c', $sql
+         map { ('-c', $_) } @sql
         or die "psql: $!";
     local $/;
     my $out = <$fh> // '';
@@ -151,9 +152,9 @@ sub psql {
 
 # runs SQL in the hopgate database; dies on an error, returns the output
 sub pg_sql {
-    my ($sql) = @_;
-    my ($rc, $out) = psql('hopgate', $sql);
-    die "psql failed ($rc): $sql\n" if $rc;
+    my (@sql) = @_;
+    my ($rc, $out) = psql('hopgate', @sql);
+    die "psql failed ($rc): @sql\n" if $rc;
     chomp $out;
     return $out;
 }
