@@ -44,7 +44,7 @@ MODULE     := $(BUILD)/modules/ngx_http_hopgate_module.so
 .SECONDARY:
 
 .PHONY: all deps module agent unit test asan test-asan demo clean \
-        fuzz bench
+        fuzz bench fuzz-run fuzz-corpus bench-engine
 
 all: deps module agent unit
 
@@ -125,6 +125,91 @@ test-asan: asan
 
 demo: all
 	./scripts/demo
+
+# --- fuzzing: clang, libFuzzer, ASan + UBSan ---------------------------------
+#
+#   make fuzz         build $(BUILD)/fuzz/fuzz_datagram
+#   make fuzz-run     fuzz for FUZZ_SECONDS from fuzz/corpus; new inputs go
+#                     to $(BUILD)/fuzz/corpus, crashes to $(BUILD)/fuzz/
+#   make fuzz-corpus  (re)write the generated seeds in fuzz/corpus
+
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := $(BUILD)/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS  := -std=gnu11 -O1 -g -fno-omit-frame-pointer $(WARN) \
+                -D_GNU_SOURCE -Iproto -I$(BUILD)/gen -It/unit -Ifuzz \
+                $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_SRCS    := $(wildcard fuzz/*.c)
+FUZZ_OBJS    := $(PROTO_SRCS:proto/%.c=$(FUZZ_BUILD)/proto/%.o) \
+                $(FUZZ_BUILD)/proto/hopgate.pb-c.o \
+                $(FUZZ_BUILD)/unit/testcert.o \
+                $(FUZZ_SRCS:fuzz/%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BIN     := $(FUZZ_BUILD)/fuzz_datagram
+
+fuzz: $(FUZZ_BIN)
+
+$(FUZZ_BUILD)/proto/hopgate.pb-c.o: $(BUILD)/gen/hopgate.pb-c.c $(GEN)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_BUILD)/proto/%.o: proto/%.c $(wildcard proto/*.h) $(GEN)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_BUILD)/unit/%.o: t/unit/%.c $(wildcard t/unit/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_BUILD)/obj/%.o: fuzz/%.c $(wildcard fuzz/*.h) $(wildcard proto/*.h) \
+                       $(GEN)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_BIN): $(FUZZ_OBJS)
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $(FUZZ_OBJS) $(LIBS)
+
+fuzz-run: $(FUZZ_BIN)
+	@mkdir -p $(FUZZ_BUILD)/corpus
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_BUILD)/ $(FUZZ_BUILD)/corpus fuzz/corpus
+
+fuzz-corpus: $(FUZZ_BIN)
+	@mkdir -p fuzz/corpus
+	HG_FUZZ_CORPUS=fuzz/corpus $(FUZZ_BIN)
+
+# --- engine benchmark ---------------------------------------------------------
+#
+#   make bench-engine [BENCH_ARGS="268435456"]   bytes per run
+
+BENCH_BIN  := $(BUILD)/bench/engine_bench
+BENCH_ARGS ?=
+
+bench-engine: $(BENCH_BIN)
+	$(BENCH_BIN) $(BENCH_ARGS)
+
+$(BENCH_BIN): bench/engine_bench.c t/unit/testcert.c t/unit/testcert.h \
+              $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -O2 -It/unit -o $@ bench/engine_bench.c \
+	    t/unit/testcert.c $(PROTO_LIB) $(LIBS)
+
+# --- tunnel vs direct benchmark ---------------------------------------------------
+#
+#   make bench-tunnel    one nginx: direct proxy_pass vs the tunnel (wrk, curl),
+#                        worker RSS per idle session; knobs in bench/tunnel_bench
+
+.PHONY: bench-tunnel
+
+SESSION_GEN := $(BUILD)/bench/session_gen
+
+bench-tunnel: deps module agent $(SESSION_GEN)
+	@command -v wrk >/dev/null || apt-get install -y wrk
+	BUILD=$(abspath $(BUILD)) NGINX_BIN=$(NGINX_BIN) ./bench/tunnel_bench
+
+$(SESSION_GEN): bench/session_gen.c $(wildcard proto/*.h) $(GEN) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ bench/session_gen.c $(PROTO_LIB) $(LIBS)
 
 clean:
 	rm -rf $(BUILD) t/servroot
