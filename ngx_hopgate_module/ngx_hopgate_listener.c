@@ -52,7 +52,8 @@ ngx_hopgate_listen_add(ngx_conf_t *cf, ngx_http_hopgate_listen_t *hl)
 
     ls->type = SOCK_DGRAM;
     ls->handler = NULL;
-    ls->logp = cf->log;
+    /* the new cycle's error_log: cf->log is the old cycle's, freed at reload */
+    ls->logp = &cf->cycle->new_log;
     ls->log.data = &ls->addr_text;
     ls->log.handler = ngx_accept_log_error;
     ls->reuseport = hl->reuseport;
