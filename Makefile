@@ -144,6 +144,7 @@ FUZZ_SRCS    := $(wildcard fuzz/*.c)
 FUZZ_OBJS    := $(PROTO_SRCS:proto/%.c=$(FUZZ_BUILD)/proto/%.o) \
                 $(FUZZ_BUILD)/proto/hopgate.pb-c.o \
                 $(FUZZ_BUILD)/unit/testcert.o \
+                $(FUZZ_BUILD)/unit/codec_diff.o \
                 $(FUZZ_SRCS:fuzz/%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BIN     := $(FUZZ_BUILD)/fuzz_datagram
 
@@ -157,7 +158,8 @@ $(FUZZ_BUILD)/proto/%.o: proto/%.c $(wildcard proto/*.h) $(GEN)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
 
-$(FUZZ_BUILD)/unit/%.o: t/unit/%.c $(wildcard t/unit/*.h)
+$(FUZZ_BUILD)/unit/%.o: t/unit/%.c $(wildcard t/unit/*.h) \
+                        $(wildcard proto/*.h) $(GEN)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
 

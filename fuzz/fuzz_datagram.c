@@ -13,7 +13,9 @@
  * the heap after nearly every one, nine tenths of the time).
  *
  * Beyond what the sanitizers catch, a datagram that does not carry the
- * session's keys must not end the session (hg_fuzz_recv).
+ * session's keys must not end the session (hg_fuzz_recv), and every
+ * sealed plaintext is read alike by the engine's packet decoder and by
+ * protobuf-c's (hg_codec_diff).
  *
  * HG_FUZZ_CORPUS=dir writes the seed corpus into dir and exits;
  * HG_FUZZ_LOG=1 prints the engine's log.
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec_diff.h"
 #include "fuzz.h"
 
 
@@ -257,10 +260,17 @@ static void
 hg_fuzz_sealed(hg_fuzz_session_t *s, const uint8_t *plain, size_t len,
     const struct sockaddr_in *from)
 {
-    size_t  n;
+    size_t       n;
+    const char  *why;
 
     if (len > hg_fuzz_seal_room(s)) {
         len = hg_fuzz_seal_room(s);
+    }
+
+    why = hg_codec_diff(plain, len);
+    if (why != NULL) {
+        fprintf(stderr, "fuzz: the packet decoders disagree: %s\n", why);
+        abort();
     }
 
     n = hg_fuzz_seal(s, plain, len, hg_fuzz_out, sizeof(hg_fuzz_out));

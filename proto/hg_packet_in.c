@@ -2,23 +2,34 @@
  * Incoming packets: decoding, limits, and what each frame does; then the
  * fate of what we sent: acknowledged frames are settled, lost frames are
  * queued again (never the packet as a whole).
+ *
+ * A packet is checked whole before any frame takes effect (hg_codec.c,
+ * which accepts exactly what protobuf-c would); then each frame is
+ * decoded again as it is acted on, STREAM data straight from the
+ * decrypted plaintext into the stream.
  */
 
 #include <string.h>
 
+#include "hg_codec.h"
 #include "hg_conn.h"
-#include "hopgate.pb-c.h"
 
 
 #define HG_ACK_DECODE_MAX  256
 
 
-static int hg_frame_stream(hg_conn_t *c, const Hopgate__StreamFrame *f);
-static int hg_frame_ack(hg_conn_t *c, const Hopgate__AckFrame *f);
-static int hg_frame_reset(hg_conn_t *c, const Hopgate__ResetStreamFrame *f);
-static int hg_frame_stop(hg_conn_t *c, const Hopgate__StopSendingFrame *f);
-static int hg_frame_max_stream_data(hg_conn_t *c,
-    const Hopgate__MaxStreamDataFrame *f);
+static int hg_frame_dispatch(hg_conn_t *c, hg_codec_kind_t kind,
+    const hg_codec_bytes_t *body);
+static int hg_frame_uints(hg_conn_t *c, const hg_codec_uints_t *f);
+static int hg_frame_session(hg_conn_t *c, hg_codec_kind_t kind,
+    const hg_codec_bytes_t *body);
+static int hg_frame_stream(hg_conn_t *c, const hg_codec_stream_t *f);
+static int hg_frame_ack(hg_conn_t *c, const hg_codec_ack_t *f);
+static int hg_frame_reset(hg_conn_t *c, uint64_t id, uint64_t error_code,
+    uint64_t final_size);
+static int hg_frame_stop(hg_conn_t *c, uint64_t id, uint64_t error_code);
+static int hg_frame_max_stream_data(hg_conn_t *c, uint64_t id,
+    uint64_t max);
 static int hg_frame_hello(hg_conn_t *c, const Hopgate__HelloFrame *f);
 static int hg_frame_hello_ack(hg_conn_t *c, const Hopgate__HelloAckFrame *f);
 static int hg_frame_close(hg_conn_t *c, const Hopgate__CloseFrame *f);
@@ -26,74 +37,16 @@ static int hg_frame_close(hg_conn_t *c, const Hopgate__CloseFrame *f);
 
 /* ---- one packet ---------------------------------------------------------- */
 
-static int
-hg_frame_dispatch(hg_conn_t *c, const Hopgate__Frame *f)
-{
-    switch (f->body_case) {
-
-    case HOPGATE__FRAME__BODY_STREAM:
-        return hg_frame_stream(c, f->stream);
-
-    case HOPGATE__FRAME__BODY_ACK:
-        return hg_frame_ack(c, f->ack);
-
-    case HOPGATE__FRAME__BODY_RESET_STREAM:
-        return hg_frame_reset(c, f->reset_stream);
-
-    case HOPGATE__FRAME__BODY_STOP_SENDING:
-        return hg_frame_stop(c, f->stop_sending);
-
-    case HOPGATE__FRAME__BODY_MAX_DATA:
-        if (f->max_data->max > c->send_max) {
-            c->send_max = f->max_data->max;
-        }
-        return HG_OK;
-
-    case HOPGATE__FRAME__BODY_MAX_STREAM_DATA:
-        return hg_frame_max_stream_data(c, f->max_stream_data);
-
-    case HOPGATE__FRAME__BODY_MAX_STREAMS:
-        if (f->max_streams->max > c->peer_max_streams) {
-            c->peer_max_streams = f->max_streams->max;
-            hg_conn_event(c, HG_EV_STREAMS_AVAILABLE, -1, 0);
-        }
-        return HG_OK;
-
-    case HOPGATE__FRAME__BODY_PING:
-        return HG_OK;
-
-    case HOPGATE__FRAME__BODY_HELLO:
-        return hg_frame_hello(c, f->hello);
-
-    case HOPGATE__FRAME__BODY_HELLO_ACK:
-        return hg_frame_hello_ack(c, f->hello_ack);
-
-    case HOPGATE__FRAME__BODY_GOAWAY:
-        if (!c->peer_goaway) {
-            c->peer_goaway = 1;
-            hg_conn_event(c, HG_EV_GOAWAY, -1, f->goaway->error_code);
-            snprintf(c->goaway_reason, sizeof(c->goaway_reason), "%s",
-                     f->goaway->reason ? f->goaway->reason : "");
-        }
-        return HG_OK;
-
-    case HOPGATE__FRAME__BODY_CLOSE:
-        return hg_frame_close(c, f->close);
-
-    default:
-        return HG_ERR;
-    }
-}
-
-
 void
 hg_packet_process(void *arg, const uint8_t *plain, size_t len)
 {
-    hg_conn_t        *c = arg;
-    Hopgate__Packet  *pkt;
-    size_t            i;
-    int               eliciting;
-    uint64_t          pn;
+    hg_conn_t          *c = arg;
+    size_t              nframes;
+    int                 eliciting;
+    uint64_t            pn;
+    hg_codec_kind_t     kind;
+    hg_codec_iter_t     it;
+    hg_codec_bytes_t    body;
 
     if (c->state == HG_CS_CLOSED) {
         return;
@@ -102,43 +55,38 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
     /* it decrypted: the peer really sent it */
     c->authenticated_input = 1;
 
-    pkt = hopgate__packet__unpack(NULL, len, plain);
-    if (pkt == NULL || pkt->n_frames == 0
-        || pkt->n_frames > c->cfg.max_frames)
+    if (hg_codec_packet_check(plain, len, &pn, &nframes) != HG_OK
+        || nframes == 0 || nframes > c->cfg.max_frames)
     {
         c->stats.malformed++;
-        if (pkt) {
-            hopgate__packet__free_unpacked(pkt, NULL);
-        }
         return;
     }
 
-    pn = pkt->number;
-
     if (hg_ackq_is_duplicate(&c->ackq, pn)) {
-        hopgate__packet__free_unpacked(pkt, NULL);
         return;
     }
 
     c->stats.packets_received++;
     eliciting = 0;
 
-    for (i = 0; i < pkt->n_frames; i++) {
+    hg_codec_iter_init(&it, plain, len);
+
+    while (hg_codec_next_frame(&it, &kind, &body)) {
 
         if (c->state == HG_CS_CLOSED
             || (c->state == HG_CS_CLOSING
-                && pkt->frames[i]->body_case != HOPGATE__FRAME__BODY_CLOSE))
+                && kind != HOPGATE__FRAME__BODY_CLOSE))
         {
             continue;
         }
 
-        if (pkt->frames[i]->body_case != HOPGATE__FRAME__BODY_ACK
-            && pkt->frames[i]->body_case != HOPGATE__FRAME__BODY_CLOSE)
+        if (kind != HOPGATE__FRAME__BODY_ACK
+            && kind != HOPGATE__FRAME__BODY_CLOSE)
         {
             eliciting = 1;
         }
 
-        if (hg_frame_dispatch(c, pkt->frames[i]) != HG_OK) {
+        if (hg_frame_dispatch(c, kind, &body) != HG_OK) {
             c->stats.malformed++;
             hg_conn_protocol_error(c, "malformed frame");
             break;
@@ -146,8 +94,144 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
     }
 
     hg_ackq_on_received(&c->ackq, pn, eliciting, c->now);
+}
 
-    hopgate__packet__free_unpacked(pkt, NULL);
+
+/* the frame's body was checked with its packet: decoding it succeeds */
+static int
+hg_frame_dispatch(hg_conn_t *c, hg_codec_kind_t kind,
+    const hg_codec_bytes_t *body)
+{
+    uint64_t            words[2 * HG_ACK_DECODE_MAX];
+    hg_codec_ack_t      ack;
+    hg_codec_uints_t    uints;
+    hg_codec_stream_t   stream;
+
+    switch (kind) {
+
+    case HOPGATE__FRAME__BODY_STREAM:
+        if (hg_codec_stream_decode(body->data, body->len, &stream) != HG_OK) {
+            return HG_ERR;
+        }
+
+        return hg_frame_stream(c, &stream);
+
+    case HOPGATE__FRAME__BODY_ACK:
+        ack.ranges = words;
+        ack.cap = 2 * HG_ACK_DECODE_MAX;
+
+        if (hg_codec_ack_decode(body->data, body->len, &ack) != HG_OK) {
+            return HG_ERR;
+        }
+
+        return hg_frame_ack(c, &ack);
+
+    case HOPGATE__FRAME__BODY_HELLO:
+    case HOPGATE__FRAME__BODY_HELLO_ACK:
+    case HOPGATE__FRAME__BODY_GOAWAY:
+    case HOPGATE__FRAME__BODY_CLOSE:
+        return hg_frame_session(c, kind, body);
+
+    default:
+        if (!hg_codec_is_uints(kind)) {
+            /* a Frame without a body */
+            return HG_ERR;
+        }
+
+        uints.kind = kind;
+
+        if (hg_codec_uints_decode(body->data, body->len, &uints) != HG_OK) {
+            return HG_ERR;
+        }
+
+        return hg_frame_uints(c, &uints);
+    }
+}
+
+
+static int
+hg_frame_uints(hg_conn_t *c, const hg_codec_uints_t *f)
+{
+    switch (f->kind) {
+
+    case HOPGATE__FRAME__BODY_RESET_STREAM:
+        return hg_frame_reset(c, f->v[0], f->v[1], f->v[2]);
+
+    case HOPGATE__FRAME__BODY_STOP_SENDING:
+        return hg_frame_stop(c, f->v[0], f->v[1]);
+
+    case HOPGATE__FRAME__BODY_MAX_DATA:
+        if (f->v[0] > c->send_max) {
+            c->send_max = f->v[0];
+        }
+        return HG_OK;
+
+    case HOPGATE__FRAME__BODY_MAX_STREAM_DATA:
+        return hg_frame_max_stream_data(c, f->v[0], f->v[1]);
+
+    case HOPGATE__FRAME__BODY_MAX_STREAMS:
+        if (f->v[0] > c->peer_max_streams) {
+            c->peer_max_streams = f->v[0];
+            hg_conn_event(c, HG_EV_STREAMS_AVAILABLE, -1, 0);
+        }
+        return HG_OK;
+
+    default:
+        /* PING */
+        return HG_OK;
+    }
+}
+
+
+/* HELLO, HELLO_ACK, GOAWAY, CLOSE: rare, and unpacked by protobuf-c */
+static int
+hg_frame_session(hg_conn_t *c, hg_codec_kind_t kind,
+    const hg_codec_bytes_t *body)
+{
+    int                    rc;
+    ProtobufCMessage      *m;
+    Hopgate__GoAwayFrame  *goaway;
+
+    m = protobuf_c_message_unpack(hg_codec_descriptor(kind), NULL,
+                                  body->len, body->data);
+    if (m == NULL) {
+        /* the packet was checked: only memory can be missing */
+        hg_conn_enter_closing(c, HG_CODE_INTERNAL, "out of memory", 1,
+                              c->now);
+        return HG_OK;
+    }
+
+    switch (kind) {
+
+    case HOPGATE__FRAME__BODY_HELLO:
+        rc = hg_frame_hello(c, (Hopgate__HelloFrame *) m);
+        break;
+
+    case HOPGATE__FRAME__BODY_HELLO_ACK:
+        rc = hg_frame_hello_ack(c, (Hopgate__HelloAckFrame *) m);
+        break;
+
+    case HOPGATE__FRAME__BODY_GOAWAY:
+        goaway = (Hopgate__GoAwayFrame *) m;
+
+        if (!c->peer_goaway) {
+            c->peer_goaway = 1;
+            hg_conn_event(c, HG_EV_GOAWAY, -1, goaway->error_code);
+            snprintf(c->goaway_reason, sizeof(c->goaway_reason), "%s",
+                     goaway->reason ? goaway->reason : "");
+        }
+
+        rc = HG_OK;
+        break;
+
+    default:
+        rc = hg_frame_close(c, (Hopgate__CloseFrame *) m);
+        break;
+    }
+
+    protobuf_c_message_free_unpacked(m, NULL);
+
+    return rc;
 }
 
 
@@ -261,23 +345,34 @@ hg_account_recv(hg_conn_t *c, int64_t growth)
 }
 
 
+/* as the strings protobuf-c made would print: up to a NUL, if any */
 static void
-hg_store_meta(hg_stream_t *s, const Hopgate__StreamMeta *m)
+hg_store_string(char *dst, size_t size, const hg_codec_bytes_t *s)
 {
-    snprintf(s->meta.client_addr, sizeof(s->meta.client_addr), "%s",
-             m->client_addr ? m->client_addr : "");
-    snprintf(s->meta.scheme, sizeof(s->meta.scheme), "%s",
-             m->scheme ? m->scheme : "");
-    snprintf(s->meta.host, sizeof(s->meta.host), "%s",
-             m->host ? m->host : "");
-    snprintf(s->meta.request_id, sizeof(s->meta.request_id), "%s",
-             m->request_id ? m->request_id : "");
+    if (s->len == 0) {
+        dst[0] = '\0';
+        return;
+    }
+
+    snprintf(dst, size, "%.*s", (int) s->len, (const char *) s->data);
+}
+
+
+static void
+hg_store_meta(hg_stream_t *s, const hg_codec_stream_t *f)
+{
+    hg_store_string(s->meta.client_addr, sizeof(s->meta.client_addr),
+                    &f->client_addr);
+    hg_store_string(s->meta.scheme, sizeof(s->meta.scheme), &f->scheme);
+    hg_store_string(s->meta.host, sizeof(s->meta.host), &f->host);
+    hg_store_string(s->meta.request_id, sizeof(s->meta.request_id),
+                    &f->request_id);
     s->has_meta = 1;
 }
 
 
 static int
-hg_frame_stream(hg_conn_t *c, const Hopgate__StreamFrame *f)
+hg_frame_stream(hg_conn_t *c, const hg_codec_stream_t *f)
 {
     hg_cstream_t  *cs;
     hg_stream_t   *s;
@@ -303,8 +398,8 @@ hg_frame_stream(hg_conn_t *c, const Hopgate__StreamFrame *f)
     hg_cstream_take_credit(c, cs);
     c->stats.stream_bytes_received += (uint64_t) growth;
 
-    if (f->meta && f->offset == 0 && !s->has_meta && !cs->local) {
-        hg_store_meta(s, f->meta);
+    if (f->has_meta && f->offset == 0 && !s->has_meta && !cs->local) {
+        hg_store_meta(s, f);
     }
 
     if (!cs->local && !s->opened_event && s->has_meta && !cs->abandoned) {
@@ -326,20 +421,21 @@ hg_frame_stream(hg_conn_t *c, const Hopgate__StreamFrame *f)
 
 
 static int
-hg_frame_reset(hg_conn_t *c, const Hopgate__ResetStreamFrame *f)
+hg_frame_reset(hg_conn_t *c, uint64_t id, uint64_t error_code,
+    uint64_t final_size)
 {
     hg_cstream_t  *cs;
     int            rc, was_reset;
 
-    cs = hg_stream_for_frame(c, f->id, &rc);
+    cs = hg_stream_for_frame(c, id, &rc);
     if (cs == NULL) {
         return rc == HG_ERR ? HG_ERR : HG_OK;
     }
 
     was_reset = cs->s->reset_received;
 
-    if (hg_account_recv(c, hg_stream_recv_reset(cs->s, f->error_code,
-                                                f->final_size))
+    if (hg_account_recv(c, hg_stream_recv_reset(cs->s, error_code,
+                                                final_size))
         != HG_OK)
     {
         return HG_OK;
@@ -361,13 +457,13 @@ hg_frame_reset(hg_conn_t *c, const Hopgate__ResetStreamFrame *f)
 
 
 static int
-hg_frame_stop(hg_conn_t *c, const Hopgate__StopSendingFrame *f)
+hg_frame_stop(hg_conn_t *c, uint64_t id, uint64_t error_code)
 {
     hg_cstream_t  *cs;
     hg_stream_t   *s;
     int            rc;
 
-    cs = hg_stream_for_frame(c, f->id, &rc);
+    cs = hg_stream_for_frame(c, id, &rc);
     if (cs == NULL) {
         return rc == HG_ERR ? HG_ERR : HG_OK;
     }
@@ -375,10 +471,8 @@ hg_frame_stop(hg_conn_t *c, const Hopgate__StopSendingFrame *f)
     s = cs->s;
 
     /* RFC 9000 3.5: STOP_SENDING is answered with RESET_STREAM */
-    if (hg_stream_recv_stop_sending(s, f->error_code) == 1
-        && !cs->abandoned)
-    {
-        hg_conn_event(c, HG_EV_STREAM_STOP, s->id, (uint32_t) f->error_code);
+    if (hg_stream_recv_stop_sending(s, error_code) == 1 && !cs->abandoned) {
+        hg_conn_event(c, HG_EV_STREAM_STOP, s->id, (uint32_t) error_code);
     }
 
     hg_cstream_check_closed(c, cs);
@@ -388,17 +482,17 @@ hg_frame_stop(hg_conn_t *c, const Hopgate__StopSendingFrame *f)
 
 
 static int
-hg_frame_max_stream_data(hg_conn_t *c, const Hopgate__MaxStreamDataFrame *f)
+hg_frame_max_stream_data(hg_conn_t *c, uint64_t id, uint64_t max)
 {
     hg_cstream_t  *cs;
     int            rc;
 
-    cs = hg_stream_for_frame(c, f->id, &rc);
+    cs = hg_stream_for_frame(c, id, &rc);
     if (cs == NULL) {
         return rc == HG_ERR ? HG_ERR : HG_OK;
     }
 
-    hg_stream_send_max(cs->s, f->max);
+    hg_stream_send_max(cs->s, max);
 
     return HG_OK;
 }
@@ -407,15 +501,15 @@ hg_frame_max_stream_data(hg_conn_t *c, const Hopgate__MaxStreamDataFrame *f)
 /* ---- acknowledgements -------------------------------------------------------- */
 
 static int
-hg_frame_ack(hg_conn_t *c, const Hopgate__AckFrame *f)
+hg_frame_ack(hg_conn_t *c, const hg_codec_ack_t *f)
 {
     hg_range_t  ranges[HG_ACK_DECODE_MAX];
     hg_ack_t    ack;
     size_t      i, n;
     uint64_t    largest, gap, length;
 
-    if (f->n_ranges % 2 != 0 || f->n_ranges / 2 >= c->cfg.max_ack_ranges
-        || f->n_ranges / 2 >= HG_ACK_DECODE_MAX || f->first_range > f->largest)
+    if (f->nranges % 2 != 0 || f->nranges / 2 >= c->cfg.max_ack_ranges
+        || f->nranges / 2 >= HG_ACK_DECODE_MAX || f->first_range > f->largest)
     {
         return HG_ERR;
     }
@@ -424,7 +518,8 @@ hg_frame_ack(hg_conn_t *c, const Hopgate__AckFrame *f)
     ranges[0].lo = f->largest - f->first_range;
     n = 1;
 
-    for (i = 0; i < f->n_ranges; i += 2) {
+    /* nranges < 2 * HG_ACK_DECODE_MAX: all of them were kept */
+    for (i = 0; i < f->nranges; i += 2) {
         gap = f->ranges[i];
         length = f->ranges[i + 1];
 

@@ -1,148 +1,131 @@
 /*
  * Building one outgoing packet: which frames go in (ACK, control frames,
  * stream data in round-robin), within the datagram budget, the congestion
- * window and the pacer; protobuf encoding; DTLS sealing; the record that
- * loss recovery keeps of it.
+ * window and the pacer; encoding; DTLS sealing; the record that loss
+ * recovery keeps of it.
+ *
+ * Frames are encoded as they are chosen, straight into the plaintext
+ * that is sealed (hg_codec.c; protobuf-c packs the session frames in
+ * place), and stream bytes are copied once, from the stream's send
+ * buffer into the packet.
  */
 
 #include <string.h>
 
+#include "hg_codec.h"
 #include "hg_conn.h"
-#include "hopgate.pb-c.h"
 
-
-typedef struct {
-    Hopgate__Frame  frame;
-    union {
-        Hopgate__StreamFrame         stream;
-        Hopgate__AckFrame            ack;
-        Hopgate__ResetStreamFrame    reset;
-        Hopgate__StopSendingFrame    stop;
-        Hopgate__MaxDataFrame        max_data;
-        Hopgate__MaxStreamDataFrame  max_stream_data;
-        Hopgate__MaxStreamsFrame     max_streams;
-        Hopgate__PingFrame           ping;
-        Hopgate__HelloFrame          hello;
-        Hopgate__HelloAckFrame       hello_ack;
-        Hopgate__GoAwayFrame         goaway;
-        Hopgate__CloseFrame          close;
-    } u;
-} hg_out_frame_t;
 
 #define HG_ACK_RANGES_MAX  64
 #define HG_CWND_MIN_ROOM   256
 
+/* the packet number field's room: tag and varint; 2 for number 0 */
+#define hg_number_room(pn)  (1 + hg_codec_varint_len(pn))
+
 typedef struct {
     hg_conn_t                *c;
     hg_time_t                 now;
-    Hopgate__Packet           pkt;
-    Hopgate__Frame           *ptrs[HG_MAX_SENT_FRAMES];
-    hg_out_frame_t            fr[HG_MAX_SENT_FRAMES];
     hg_sent_frame_t           rec[HG_MAX_SENT_FRAMES];
     size_t                    n;
-    size_t                    used;
+    size_t                    used;       /* bytes of plain taken */
     size_t                    budget;
     int                       eliciting;
     int                       retransmission;
     int                       has_ack;
     int                       ack_forced;
 
-    Hopgate__StreamMeta       meta[HG_MAX_SENT_FRAMES];
-    Hopgate__TransportParams  params;
-    uint64_t                  ack_words[2 * HG_ACK_RANGES_MAX];
-    uint8_t                   data[HG_MTU_MAX];
-    size_t                    data_used;
+    /* the number field's room first, then the frames as encoded */
+    uint8_t                   plain[HG_MTU_MAX];
 } hg_builder_t;
 
 
-static size_t
-hg_varint_len(uint64_t v)
-{
-    size_t  n;
-
-    n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-
-    return n;
-}
-
-
-/* bytes a frame whose body packs to `body` bytes adds to a Packet */
-static size_t
-hg_frame_cost(size_t body)
-{
-    size_t  frame;
-
-    frame = 1 + hg_varint_len(body) + body;
-
-    return 1 + hg_varint_len(frame) + frame;
-}
-
-
-static hg_out_frame_t *
+/* room for one more frame: its record starts empty */
+static int
 hg_builder_slot(hg_builder_t *b)
 {
-    hg_out_frame_t  *f;
-
     if (b->n == HG_MAX_SENT_FRAMES) {
-        return NULL;
-    }
-
-    f = &b->fr[b->n];
-    hopgate__frame__init(&f->frame);
-    memset(&b->rec[b->n], 0, sizeof(hg_sent_frame_t));
-
-    return f;
-}
-
-
-/*
- * Commits the frame prepared in the next slot if it fits: body is the
- * submessage, kind the oneof case. Returns 1 when added.
- */
-static int
-hg_builder_add(hg_builder_t *b, Hopgate__Frame__BodyCase kind,
-    const ProtobufCMessage *body, hg_sent_frame_type_t type)
-{
-    size_t           cost;
-    hg_out_frame_t  *f;
-
-    cost = hg_frame_cost(protobuf_c_message_get_packed_size(body));
-    if (b->used + cost > b->budget) {
         return 0;
     }
 
-    f = &b->fr[b->n];
-    f->frame.body_case = kind;
-    /* every member of the oneof union is a pointer: any one will do */
-    f->frame.stream = (Hopgate__StreamFrame *) body;
+    memset(&b->rec[b->n], 0, sizeof(hg_sent_frame_t));
 
+    return 1;
+}
+
+
+/* the frame just encoded at plain + used, cost bytes long, is in */
+static void
+hg_builder_commit(hg_builder_t *b, size_t cost, hg_sent_frame_type_t type)
+{
     b->rec[b->n].type = type;
-    b->ptrs[b->n] = &f->frame;
     b->n++;
     b->used += cost;
 
     if (type != HG_SF_ACK && type != HG_SF_CLOSE) {
         b->eliciting = 1;
     }
+}
+
+
+/* a frame of uint64 fields; 1 when added */
+static int
+hg_builder_add_uints(hg_builder_t *b, const hg_codec_uints_t *f,
+    hg_sent_frame_type_t type)
+{
+    size_t  cost;
+
+    if (!hg_builder_slot(b)) {
+        return 0;
+    }
+
+    cost = hg_codec_frame_cost(hg_codec_uints_len(f));
+    if (b->used + cost > b->budget) {
+        return 0;
+    }
+
+    hg_codec_put_uints(b->plain + b->used, f);
+    hg_builder_commit(b, cost, type);
+
+    return 1;
+}
+
+
+/* a session frame, packed by protobuf-c in place; 1 when added */
+static int
+hg_builder_add_message(hg_builder_t *b, hg_codec_kind_t kind,
+    const ProtobufCMessage *body, hg_sent_frame_type_t type)
+{
+    size_t    len, cost;
+    uint8_t  *p;
+
+    if (!hg_builder_slot(b)) {
+        return 0;
+    }
+
+    len = protobuf_c_message_get_packed_size(body);
+    cost = hg_codec_frame_cost(len);
+    if (b->used + cost > b->budget) {
+        return 0;
+    }
+
+    p = hg_codec_put_frame_head(b->plain + b->used, kind, len);
+    protobuf_c_message_pack(body, p);
+    hg_builder_commit(b, cost, type);
 
     return 1;
 }
 
 
 static void
-hg_builder_params(hg_builder_t *b)
+hg_builder_params(hg_builder_t *b, Hopgate__TransportParams *params)
 {
     hg_conn_t  *c = b->c;
 
-    hopgate__transport_params__init(&b->params);
-    b->params.max_streams = c->local.max_streams;
-    b->params.stream_window = c->local.stream_window;
-    b->params.conn_window = c->local.conn_window;
-    b->params.max_ack_delay_us = (uint32_t) c->local.max_ack_delay;
+    hopgate__transport_params__init(params);
+    params->max_streams = c->local.max_streams;
+    params->stream_window = c->local.stream_window;
+    params->conn_window = c->local.conn_window;
+    params->max_ack_delay_us = (uint32_t) c->local.max_ack_delay;
 }
 
 
@@ -152,18 +135,17 @@ static void
 hg_add_ack(hg_builder_t *b)
 {
     hg_conn_t       *c = b->c;
-    hg_out_frame_t  *f;
     hg_range_t       r[HG_ACK_RANGES_MAX];
-    size_t           n, i, max;
-    uint64_t         largest;
+    size_t           n, i, max, cost;
+    uint64_t         largest, words[2 * HG_ACK_RANGES_MAX];
     hg_time_t        delay;
+    hg_codec_ack_t   ack;
 
     if (!hg_ackq_pending(&c->ackq)) {
         return;
     }
 
-    f = hg_builder_slot(b);
-    if (f == NULL) {
+    if (!hg_builder_slot(b)) {
         return;
     }
 
@@ -175,26 +157,28 @@ hg_add_ack(hg_builder_t *b)
         return;
     }
 
-    hopgate__ack_frame__init(&f->u.ack);
-    f->u.ack.largest = largest;
-    f->u.ack.ack_delay_us = delay;
-    f->u.ack.first_range = r[0].hi - 1 - r[0].lo;
+    ack.largest = largest;
+    ack.ack_delay_us = delay;
+    ack.first_range = r[0].hi - 1 - r[0].lo;
 
     /* QUIC's encoding: gap = unreceived - 1, length = received - 1 */
     for (i = 1; i < n; i++) {
-        b->ack_words[2 * (i - 1)] = r[i - 1].lo - r[i].hi - 1;
-        b->ack_words[2 * (i - 1) + 1] = r[i].hi - 1 - r[i].lo;
+        words[2 * (i - 1)] = r[i - 1].lo - r[i].hi - 1;
+        words[2 * (i - 1) + 1] = r[i].hi - 1 - r[i].lo;
     }
 
-    f->u.ack.n_ranges = 2 * (n - 1);
-    f->u.ack.ranges = b->ack_words;
+    ack.nranges = 2 * (n - 1);
+    ack.ranges = words;
 
-    if (hg_builder_add(b, HOPGATE__FRAME__BODY_ACK, &f->u.ack.base,
-                       HG_SF_ACK))
-    {
-        b->rec[b->n - 1].value = largest;
-        b->has_ack = 1;
+    cost = hg_codec_frame_cost(hg_codec_ack_len(&ack));
+    if (b->used + cost > b->budget) {
+        return;
     }
+
+    hg_codec_put_ack(b->plain + b->used, &ack);
+    b->rec[b->n].value = largest;
+    hg_builder_commit(b, cost, HG_SF_ACK);
+    b->has_ack = 1;
 }
 
 
@@ -203,25 +187,21 @@ hg_add_ack(hg_builder_t *b)
 static void
 hg_add_hello(hg_builder_t *b)
 {
-    hg_conn_t       *c = b->c;
-    hg_out_frame_t  *f;
+    hg_conn_t                 *c = b->c;
+    Hopgate__HelloFrame        hello;
+    Hopgate__TransportParams   params;
 
-    f = hg_builder_slot(b);
-    if (f == NULL) {
-        return;
-    }
+    hg_builder_params(b, &params);
+    hopgate__hello_frame__init(&hello);
+    hello.domain = c->hello_domain;
+    hello.api_key = c->hello_key;
+    hello.agent_version = c->hello_version;
+    hello.agent_id = c->hello_agent_id;
+    hello.worker_hint = c->worker_hint >= 0 ? c->worker_hint + 1 : 0;
+    hello.params = &params;
 
-    hg_builder_params(b);
-    hopgate__hello_frame__init(&f->u.hello);
-    f->u.hello.domain = c->hello_domain;
-    f->u.hello.api_key = c->hello_key;
-    f->u.hello.agent_version = c->hello_version;
-    f->u.hello.agent_id = c->hello_agent_id;
-    f->u.hello.worker_hint = c->worker_hint >= 0 ? c->worker_hint + 1 : 0;
-    f->u.hello.params = &b->params;
-
-    if (hg_builder_add(b, HOPGATE__FRAME__BODY_HELLO, &f->u.hello.base,
-                       HG_SF_HELLO))
+    if (hg_builder_add_message(b, HOPGATE__FRAME__BODY_HELLO, &hello.base,
+                               HG_SF_HELLO))
     {
         c->hello_due = 0;
     }
@@ -231,32 +211,28 @@ hg_add_hello(hg_builder_t *b)
 static void
 hg_add_hello_ack(hg_builder_t *b)
 {
-    hg_conn_t       *c = b->c;
-    hg_out_frame_t  *f;
+    hg_conn_t                 *c = b->c;
+    Hopgate__HelloAckFrame     ack;
+    Hopgate__TransportParams   params;
 
-    f = hg_builder_slot(b);
-    if (f == NULL) {
-        return;
-    }
-
-    hopgate__hello_ack_frame__init(&f->u.hello_ack);
-    f->u.hello_ack.error_code = c->ack_code;
-    f->u.hello_ack.error_text = c->ack_text;
+    hopgate__hello_ack_frame__init(&ack);
+    ack.error_code = c->ack_code;
+    ack.error_text = c->ack_text;
 
     if (c->ack_code == HG_CODE_OK) {
-        hg_builder_params(b);
-        f->u.hello_ack.session_id = c->session_id;
-        f->u.hello_ack.worker_index = c->worker_index;
-        f->u.hello_ack.worker_count = c->worker_count;
-        f->u.hello_ack.n_edges = c->nedges;
-        f->u.hello_ack.edges = c->edges;
-        f->u.hello_ack.idle_timeout_ms = c->cfg.idle_timeout / HG_MS;
-        f->u.hello_ack.keepalive_ms = c->cfg.keepalive / HG_MS;
-        f->u.hello_ack.params = &b->params;
+        hg_builder_params(b, &params);
+        ack.session_id = c->session_id;
+        ack.worker_index = c->worker_index;
+        ack.worker_count = c->worker_count;
+        ack.n_edges = c->nedges;
+        ack.edges = c->edges;
+        ack.idle_timeout_ms = c->cfg.idle_timeout / HG_MS;
+        ack.keepalive_ms = c->cfg.keepalive / HG_MS;
+        ack.params = &params;
     }
 
-    if (hg_builder_add(b, HOPGATE__FRAME__BODY_HELLO_ACK,
-                       &f->u.hello_ack.base, HG_SF_HELLO_ACK))
+    if (hg_builder_add_message(b, HOPGATE__FRAME__BODY_HELLO_ACK, &ack.base,
+                               HG_SF_HELLO_ACK))
     {
         c->hello_ack_due = 0;
     }
@@ -266,20 +242,15 @@ hg_add_hello_ack(hg_builder_t *b)
 static void
 hg_add_goaway(hg_builder_t *b)
 {
-    hg_conn_t       *c = b->c;
-    hg_out_frame_t  *f;
+    hg_conn_t            *c = b->c;
+    Hopgate__GoAwayFrame  goaway;
 
-    f = hg_builder_slot(b);
-    if (f == NULL) {
-        return;
-    }
+    hopgate__go_away_frame__init(&goaway);
+    goaway.error_code = c->goaway_code;
+    goaway.reason = c->goaway_reason;
 
-    hopgate__go_away_frame__init(&f->u.goaway);
-    f->u.goaway.error_code = c->goaway_code;
-    f->u.goaway.reason = c->goaway_reason;
-
-    if (hg_builder_add(b, HOPGATE__FRAME__BODY_GOAWAY, &f->u.goaway.base,
-                       HG_SF_GOAWAY))
+    if (hg_builder_add_message(b, HOPGATE__FRAME__BODY_GOAWAY, &goaway.base,
+                               HG_SF_GOAWAY))
     {
         c->goaway_due = 0;
     }
@@ -289,20 +260,15 @@ hg_add_goaway(hg_builder_t *b)
 static void
 hg_add_close(hg_builder_t *b)
 {
-    hg_conn_t       *c = b->c;
-    hg_out_frame_t  *f;
+    hg_conn_t           *c = b->c;
+    Hopgate__CloseFrame  close;
 
-    f = hg_builder_slot(b);
-    if (f == NULL) {
-        return;
-    }
+    hopgate__close_frame__init(&close);
+    close.error_code = c->close_code;
+    close.reason = c->close_reason;
 
-    hopgate__close_frame__init(&f->u.close);
-    f->u.close.error_code = c->close_code;
-    f->u.close.reason = c->close_reason;
-
-    if (hg_builder_add(b, HOPGATE__FRAME__BODY_CLOSE, &f->u.close.base,
-                       HG_SF_CLOSE))
+    if (hg_builder_add_message(b, HOPGATE__FRAME__BODY_CLOSE, &close.base,
+                               HG_SF_CLOSE))
     {
         c->close_due = 0;
         c->last_close_sent = b->now;
@@ -313,20 +279,13 @@ hg_add_close(hg_builder_t *b)
 static void
 hg_add_max_data(hg_builder_t *b)
 {
-    hg_conn_t       *c = b->c;
-    hg_out_frame_t  *f;
+    hg_conn_t         *c = b->c;
+    hg_codec_uints_t   f;
 
-    f = hg_builder_slot(b);
-    if (f == NULL) {
-        return;
-    }
+    f.kind = HOPGATE__FRAME__BODY_MAX_DATA;
+    f.v[0] = c->recv_max;
 
-    hopgate__max_data_frame__init(&f->u.max_data);
-    f->u.max_data.max = c->recv_max;
-
-    if (hg_builder_add(b, HOPGATE__FRAME__BODY_MAX_DATA,
-                       &f->u.max_data.base, HG_SF_MAX_DATA))
-    {
+    if (hg_builder_add_uints(b, &f, HG_SF_MAX_DATA)) {
         b->rec[b->n - 1].value = c->recv_max;
         c->max_data_due = 0;
     }
@@ -336,20 +295,13 @@ hg_add_max_data(hg_builder_t *b)
 static void
 hg_add_max_streams(hg_builder_t *b)
 {
-    hg_conn_t       *c = b->c;
-    hg_out_frame_t  *f;
+    hg_conn_t         *c = b->c;
+    hg_codec_uints_t   f;
 
-    f = hg_builder_slot(b);
-    if (f == NULL) {
-        return;
-    }
+    f.kind = HOPGATE__FRAME__BODY_MAX_STREAMS;
+    f.v[0] = c->local_max_streams;
 
-    hopgate__max_streams_frame__init(&f->u.max_streams);
-    f->u.max_streams.max = c->local_max_streams;
-
-    if (hg_builder_add(b, HOPGATE__FRAME__BODY_MAX_STREAMS,
-                       &f->u.max_streams.base, HG_SF_MAX_STREAMS))
-    {
+    if (hg_builder_add_uints(b, &f, HG_SF_MAX_STREAMS)) {
         b->rec[b->n - 1].value = c->local_max_streams;
         c->max_streams_due = 0;
     }
@@ -359,18 +311,11 @@ hg_add_max_streams(hg_builder_t *b)
 static void
 hg_add_ping(hg_builder_t *b)
 {
-    hg_out_frame_t  *f;
+    hg_codec_uints_t  f;
 
-    f = hg_builder_slot(b);
-    if (f == NULL) {
-        return;
-    }
+    f.kind = HOPGATE__FRAME__BODY_PING;
 
-    hopgate__ping_frame__init(&f->u.ping);
-
-    if (hg_builder_add(b, HOPGATE__FRAME__BODY_PING, &f->u.ping.base,
-                       HG_SF_PING))
-    {
+    if (hg_builder_add_uints(b, &f, HG_SF_PING)) {
         b->c->ping_due = 0;
     }
 }
@@ -380,47 +325,40 @@ hg_add_ping(hg_builder_t *b)
 static void
 hg_add_stream_control(hg_builder_t *b, hg_cstream_t *cs)
 {
-    hg_stream_t     *s = cs->s;
-    hg_out_frame_t  *f;
+    hg_stream_t       *s = cs->s;
+    hg_codec_uints_t   f;
 
-    if (hg_stream_reset_due(s) && (f = hg_builder_slot(b))) {
-        hopgate__reset_stream_frame__init(&f->u.reset);
-        f->u.reset.id = s->id;
-        f->u.reset.error_code = s->reset_code;
-        f->u.reset.final_size = s->sent;
+    if (hg_stream_reset_due(s)) {
+        f.kind = HOPGATE__FRAME__BODY_RESET_STREAM;
+        f.v[0] = s->id;
+        f.v[1] = s->reset_code;
+        f.v[2] = s->sent;
 
-        if (hg_builder_add(b, HOPGATE__FRAME__BODY_RESET_STREAM,
-                           &f->u.reset.base, HG_SF_RESET_STREAM))
-        {
+        if (hg_builder_add_uints(b, &f, HG_SF_RESET_STREAM)) {
             b->rec[b->n - 1].stream_id = s->id;
             hg_stream_reset_commit(s);
         }
     }
 
-    if (hg_stream_stop_due(s) && (f = hg_builder_slot(b))) {
-        hopgate__stop_sending_frame__init(&f->u.stop);
-        f->u.stop.id = s->id;
-        f->u.stop.error_code = s->stop_code;
+    if (hg_stream_stop_due(s)) {
+        f.kind = HOPGATE__FRAME__BODY_STOP_SENDING;
+        f.v[0] = s->id;
+        f.v[1] = s->stop_code;
 
-        if (hg_builder_add(b, HOPGATE__FRAME__BODY_STOP_SENDING,
-                           &f->u.stop.base, HG_SF_STOP_SENDING))
-        {
+        if (hg_builder_add_uints(b, &f, HG_SF_STOP_SENDING)) {
             b->rec[b->n - 1].stream_id = s->id;
             hg_stream_stop_commit(s);
         }
     }
 
     if (s->max_data_due && !hg_stream_recv_done(s)
-        && (f = hg_builder_slot(b)))
+        && b->n < HG_MAX_SENT_FRAMES)
     {
-        hopgate__max_stream_data_frame__init(&f->u.max_stream_data);
-        f->u.max_stream_data.id = s->id;
-        f->u.max_stream_data.max = hg_stream_recv_update_max(s);
+        f.kind = HOPGATE__FRAME__BODY_MAX_STREAM_DATA;
+        f.v[0] = s->id;
+        f.v[1] = hg_stream_recv_update_max(s);
 
-        if (hg_builder_add(b, HOPGATE__FRAME__BODY_MAX_STREAM_DATA,
-                           &f->u.max_stream_data.base,
-                           HG_SF_MAX_STREAM_DATA))
-        {
+        if (hg_builder_add_uints(b, &f, HG_SF_MAX_STREAM_DATA)) {
             b->rec[b->n - 1].stream_id = s->id;
             b->rec[b->n - 1].value = s->recv_max;
             s->max_data_due = 0;
@@ -466,26 +404,23 @@ hg_add_control(hg_builder_t *b)
 /* ---- stream data -------------------------------------------------------- */
 
 static void
-hg_fill_meta(Hopgate__StreamMeta *m, hg_stream_t *s)
+hg_string(hg_codec_bytes_t *s, const char *text)
 {
-    hopgate__stream_meta__init(m);
-    m->client_addr = s->meta.client_addr;
-    m->scheme = s->meta.scheme;
-    m->host = s->meta.host;
-    m->request_id = s->meta.request_id;
+    s->data = (const uint8_t *) text;
+    s->len = strlen(text);
 }
 
 
 /* the largest data length that fits the room left, given the frame head */
 static size_t
-hg_stream_fit(hg_builder_t *b, Hopgate__StreamFrame *sf, size_t want)
+hg_stream_fit(hg_builder_t *b, hg_codec_stream_t *sf, size_t want)
 {
     size_t  head, room, len;
 
     sf->data.len = 0;
-    head = protobuf_c_message_get_packed_size(&sf->base);
+    head = hg_codec_stream_len(sf);
 
-    if (b->used + hg_frame_cost(head) > b->budget) {
+    if (b->used + hg_codec_frame_cost(head) > b->budget) {
         return (size_t) -1;
     }
 
@@ -497,9 +432,11 @@ hg_stream_fit(hg_builder_t *b, Hopgate__StreamFrame *sf, size_t want)
     }
 
     while (len > 0
-           && hg_frame_cost(head + 1 + hg_varint_len(len) + len) > room)
+           && hg_codec_frame_cost(head + 1 + hg_codec_varint_len(len) + len)
+              > room)
     {
-        len -= hg_frame_cost(head + 1 + hg_varint_len(len) + len) - room;
+        len -= hg_codec_frame_cost(head + 1 + hg_codec_varint_len(len) + len)
+               - room;
         if ((ssize_t) len < 0) {
             len = 0;
         }
@@ -513,12 +450,13 @@ hg_stream_fit(hg_builder_t *b, Hopgate__StreamFrame *sf, size_t want)
 static int
 hg_add_stream_frame(hg_builder_t *b, hg_cstream_t *cs)
 {
-    hg_conn_t       *c = b->c;
-    hg_stream_t     *s = cs->s;
-    hg_out_frame_t  *f;
-    uint64_t         offset, credit;
-    size_t           len, fit;
-    int              fin, is_new, meta;
+    hg_conn_t          *c = b->c;
+    hg_stream_t        *s = cs->s;
+    uint8_t            *data;
+    uint64_t            offset, credit;
+    size_t              len, fit, cost;
+    int                 fin, is_new, meta;
+    hg_codec_stream_t   sf;
 
     credit = c->send_max > c->sent_new ? c->send_max - c->sent_new : 0;
 
@@ -530,22 +468,23 @@ hg_add_stream_frame(hg_builder_t *b, hg_cstream_t *cs)
 
     meta = hg_stream_frame_has_meta(s, offset);
 
-    f = hg_builder_slot(b);
-    if (f == NULL) {
+    if (!hg_builder_slot(b)) {
         return 0;
     }
 
-    hopgate__stream_frame__init(&f->u.stream);
-    f->u.stream.id = s->id;
-    f->u.stream.offset = offset;
-    f->u.stream.fin = fin;
+    sf.id = s->id;
+    sf.offset = offset;
+    sf.fin = fin;
+    sf.has_meta = meta;
 
     if (meta) {
-        hg_fill_meta(&b->meta[b->n], s);
-        f->u.stream.meta = &b->meta[b->n];
+        hg_string(&sf.client_addr, s->meta.client_addr);
+        hg_string(&sf.scheme, s->meta.scheme);
+        hg_string(&sf.host, s->meta.host);
+        hg_string(&sf.request_id, s->meta.request_id);
     }
 
-    fit = hg_stream_fit(b, &f->u.stream, len);
+    fit = hg_stream_fit(b, &sf, len);
     if (fit == (size_t) -1 || (fit == 0 && len > 0)) {
         return 0;
     }
@@ -553,28 +492,26 @@ hg_add_stream_frame(hg_builder_t *b, hg_cstream_t *cs)
     if (fit < len) {
         len = fit;
         fin = 0;
-        f->u.stream.fin = 0;
+        sf.fin = 0;
     }
 
-    hg_stream_send_copy(s, offset, b->data + b->data_used, len);
-    f->u.stream.data.data = b->data + b->data_used;
-    f->u.stream.data.len = len;
-    b->data_used += len;
+    sf.data.len = len;
 
-    if (!hg_builder_add(b, HOPGATE__FRAME__BODY_STREAM, &f->u.stream.base,
-                        HG_SF_STREAM))
-    {
-        b->data_used -= len;
+    cost = hg_codec_frame_cost(hg_codec_stream_len(&sf));
+    if (b->used + cost > b->budget) {
         return 0;
     }
 
+    hg_codec_put_stream(b->plain + b->used, &sf, &data);
+    hg_stream_send_copy(s, offset, data, len);
     hg_stream_send_commit(s, offset, len, fin);
 
-    b->rec[b->n - 1].stream_id = s->id;
-    b->rec[b->n - 1].value = offset;
-    b->rec[b->n - 1].len = (uint32_t) len;
-    b->rec[b->n - 1].fin = (uint8_t) fin;
-    b->rec[b->n - 1].has_meta = (uint8_t) meta;
+    b->rec[b->n].stream_id = s->id;
+    b->rec[b->n].value = offset;
+    b->rec[b->n].len = (uint32_t) len;
+    b->rec[b->n].fin = (uint8_t) fin;
+    b->rec[b->n].has_meta = (uint8_t) meta;
+    hg_builder_commit(b, cost, HG_SF_STREAM);
 
     if (is_new) {
         c->sent_new += len;
@@ -762,25 +699,21 @@ static ssize_t
 hg_packet_seal(hg_builder_t *b, uint8_t *out, size_t cap)
 {
     hg_conn_t  *c = b->c;
-    uint8_t     plain[HG_MTU_MAX];
-    size_t      len;
+    size_t      start, len;
     ssize_t     n;
 
-    hopgate__packet__init(&b->pkt);
-    b->pkt.number = c->rec.next_pn;
-    b->pkt.n_frames = b->n;
-    b->pkt.frames = b->ptrs;
+    /* number 0 is not encoded (proto3): the packet starts after its room */
+    start = c->rec.next_pn ? 0 : hg_number_room(0);
+    hg_codec_put_number(b->plain, c->rec.next_pn);
+    len = b->used - start;
 
-    len = hopgate__packet__get_packed_size(&b->pkt);
     if (len > c->max_payload) {
         hg_conn_log(c, HG_LOG_ERR, "packet of %zu bytes exceeds the %zu "
                     "byte budget", len, c->max_payload);
         return HG_ERR;
     }
 
-    hopgate__packet__pack(&b->pkt, plain);
-
-    n = hg_dtls_seal(c->dtls, plain, len, out + HG_PREFIX_LEN,
+    n = hg_dtls_seal(c->dtls, b->plain + start, len, out + HG_PREFIX_LEN,
                      cap - HG_PREFIX_LEN);
     if (n < 0) {
         return HG_ERR;
@@ -854,13 +787,12 @@ hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
     b.c = c;
     b.now = now;
     b.n = 0;
-    b.used = 1 + hg_varint_len(c->rec.next_pn);
+    b.used = hg_number_room(c->rec.next_pn);
     b.budget = c->max_payload;
     b.eliciting = 0;
     b.retransmission = 0;
     b.has_ack = 0;
     b.ack_forced = 0;
-    b.data_used = 0;
 
     if (c->state == HG_CS_CLOSING) {
         if (c->role == HG_ROLE_SERVER && c->ack_code != HG_CODE_OK) {

@@ -1,0 +1,135 @@
+/*
+ * The protobuf wire format of proto/hopgate.proto, by hand, for the frames
+ * every packet carries: Packet and Frame themselves, STREAM, ACK, and the
+ * frames made of uint64 fields alone (RESET_STREAM, STOP_SENDING,
+ * MAX_DATA, MAX_STREAM_DATA, MAX_STREAMS, PING). HELLO, HELLO_ACK, GOAWAY
+ * and CLOSE, which carry strings and nested messages and go once a
+ * session, stay with protobuf-c.
+ *
+ * Encoding writes straight into the packet's plaintext, sizes known in
+ * advance, exactly the bytes protobuf-c's pack produces: fields in number
+ * order, proto3 defaults omitted, ACK ranges packed.
+ *
+ * Decoding allocates nothing and points STREAM data and meta strings into
+ * the plaintext. It accepts exactly what protobuf-c 1.4's unpack accepts,
+ * with the values that unpack would give: unknown fields are skipped,
+ * the last of a repeated scalar or oneof member wins, repeated StreamMeta
+ * merge, and anything protobuf-c rejects (a bad tag or wire type for a
+ * known field, an unterminated or over-long varint, a length past the
+ * end) rejects the whole packet. hg_codec_packet_check runs before any
+ * frame takes effect, so a malformed packet changes nothing.
+ */
+
+#ifndef HG_CODEC_H
+#define HG_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hopgate.pb-c.h"
+
+
+/* Frame's oneof numbers are its HOPGATE__FRAME__BODY_* values */
+typedef Hopgate__Frame__BodyCase  hg_codec_kind_t;
+
+typedef struct {
+    const uint8_t  *data;
+    size_t          len;
+} hg_codec_bytes_t;
+
+typedef struct {
+    uint64_t          id;
+    uint64_t          offset;
+    hg_codec_bytes_t  data;           /* encoding: only its len is used */
+    int               fin;
+    int               has_meta;
+    hg_codec_bytes_t  client_addr;    /* StreamMeta, when has_meta */
+    hg_codec_bytes_t  scheme;
+    hg_codec_bytes_t  host;
+    hg_codec_bytes_t  request_id;
+} hg_codec_stream_t;
+
+typedef struct {
+    uint64_t          largest;
+    uint64_t          ack_delay_us;
+    uint64_t          first_range;
+    size_t            nranges;        /* all the frame has */
+    uint64_t         *ranges;         /* decoding keeps the first cap */
+    size_t            cap;
+} hg_codec_ack_t;
+
+/* fields of the frames made of uint64s alone, in field number order */
+#define HG_CODEC_UINTS_MAX  3
+
+typedef struct {
+    hg_codec_kind_t   kind;
+    uint64_t          v[HG_CODEC_UINTS_MAX];
+} hg_codec_uints_t;
+
+/* a position in a checked packet's frames */
+typedef struct {
+    const uint8_t    *p;
+    const uint8_t    *end;
+} hg_codec_iter_t;
+
+
+size_t hg_codec_varint_len(uint64_t v);
+
+/* --- encoding ------------------------------------------------------------ */
+
+/* bytes a frame whose body encodes to `body` bytes adds to a Packet */
+size_t hg_codec_frame_cost(size_t body);
+/* the Packet's number field (nothing for 0); returns its length */
+size_t hg_codec_put_number(uint8_t *p, uint64_t pn);
+/* a Packet.frames entry and the oneof member's header; returns the body */
+uint8_t *hg_codec_put_frame_head(uint8_t *p, hg_codec_kind_t kind,
+    size_t body);
+
+/* the body length of a STREAM frame carrying f->data.len bytes */
+size_t hg_codec_stream_len(const hg_codec_stream_t *f);
+/*
+ * The whole frame, head included, except the data bytes: *data is where
+ * they go (f->data.len of them). Returns the end of the frame.
+ */
+uint8_t *hg_codec_put_stream(uint8_t *p, const hg_codec_stream_t *f,
+    uint8_t **data);
+
+size_t hg_codec_ack_len(const hg_codec_ack_t *f);
+uint8_t *hg_codec_put_ack(uint8_t *p, const hg_codec_ack_t *f);
+
+/* RESET_STREAM, STOP_SENDING, MAX_*, PING: the kind's fields from f->v */
+size_t hg_codec_uints_len(const hg_codec_uints_t *f);
+uint8_t *hg_codec_put_uints(uint8_t *p, const hg_codec_uints_t *f);
+
+/* --- decoding ------------------------------------------------------------ */
+
+/*
+ * HG_OK when protobuf-c would unpack the Packet: then *pn is its number
+ * and *nframes its frame count.
+ */
+int hg_codec_packet_check(const uint8_t *p, size_t len, uint64_t *pn,
+    size_t *nframes);
+
+void hg_codec_iter_init(hg_codec_iter_t *it, const uint8_t *p, size_t len);
+/*
+ * The next frame of a checked packet: 1 with its kind (0 when it has no
+ * body) and body, or 0 after the last.
+ */
+int hg_codec_next_frame(hg_codec_iter_t *it, hg_codec_kind_t *kind,
+    hg_codec_bytes_t *body);
+
+/* a frame body of the kind: HG_OK, or HG_ERR as protobuf-c would */
+int hg_codec_stream_decode(const uint8_t *p, size_t len,
+    hg_codec_stream_t *f);
+/* f->ranges and f->cap are the caller's; ranges beyond cap are counted */
+int hg_codec_ack_decode(const uint8_t *p, size_t len, hg_codec_ack_t *f);
+/* f->kind is the caller's */
+int hg_codec_uints_decode(const uint8_t *p, size_t len,
+    hg_codec_uints_t *f);
+
+/* the kinds hg_codec_uints_* handle */
+int hg_codec_is_uints(hg_codec_kind_t kind);
+/* the descriptor protobuf-c unpacks the other kinds with */
+const ProtobufCMessageDescriptor *hg_codec_descriptor(hg_codec_kind_t kind);
+
+#endif /* HG_CODEC_H */
