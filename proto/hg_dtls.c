@@ -110,6 +110,7 @@ struct hg_dtls_s {
     unsigned                established:1;
     unsigned                failed:1;
     unsigned                confirmed:1;
+    unsigned                settled:1;   /* see hg_dtls_read_done */
 
     char                    error[160];
 };
@@ -141,6 +142,7 @@ static void hg_dtls_attach(hg_dtls_t *d);
 static int hg_dtls_step(hg_dtls_t *d, hg_time_t now);
 static int hg_dtls_read(hg_dtls_t *d, hg_dtls_app_cb on_app, void *arg,
     uint64_t *delivered);
+static int hg_dtls_read_done(hg_dtls_t *d);
 static void hg_dtls_established_now(hg_dtls_t *d);
 static void hg_dtls_clear_errors(void);
 static size_t hg_dtls_record_overhead(hg_dtls_t *d);
@@ -960,6 +962,11 @@ hg_dtls_read(hg_dtls_t *d, hg_dtls_app_cb on_app, void *arg,
                 on_app(arg, plain, n);
             }
 
+            if (hg_dtls_read_done(d)) {
+                hg_dtls_clear_errors();
+                return HG_OK;
+            }
+
             continue;
         }
 
@@ -967,6 +974,7 @@ hg_dtls_read(hg_dtls_t *d, hg_dtls_app_cb on_app, void *arg,
 
         if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
             hg_dtls_clear_errors();
+            d->settled = !SSL_in_init(d->ssl);
             return HG_OK;
         }
 
@@ -974,6 +982,26 @@ hg_dtls_read(hg_dtls_t *d, hg_dtls_app_cb on_app, void *arg,
                         ? "peer closed the DTLS session" : NULL);
         return HG_ERR_STATE;
     }
+}
+
+
+/*
+ * After a record, one more SSL_read_ex would only answer WANT_READ unless
+ * OpenSSL still holds input. It may hold the rest of the datagram (more
+ * records), a decrypted record not yet read, or application data that
+ * came during the handshake: SSL_has_pending reports all of these. It may
+ * also hold records of the next epoch buffered during the handshake,
+ * which SSL_has_pending does not see and which OpenSSL takes up at its
+ * next read once the epoch has changed. Those are buffered only while a
+ * handshake runs, and a read that ran to WANT_READ outside one has taken
+ * them all up: `settled` says one did.
+ * The read that finds nothing cost some 6 % of the engine's throughput.
+ */
+static int
+hg_dtls_read_done(hg_dtls_t *d)
+{
+    return d->settled && d->io.in == NULL && !SSL_in_init(d->ssl)
+           && !SSL_has_pending(d->ssl);
 }
 
 

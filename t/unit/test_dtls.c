@@ -997,6 +997,74 @@ test_garbage(SSL_CTX *sctx, SSL_CTX *cctx)
 }
 
 
+/*
+ * Several records in one datagram, once the session has settled: every
+ * one is delivered, and an alert behind a record still takes effect.
+ */
+static void
+test_coalesced(SSL_CTX *sctx, SSL_CTX *cctx)
+{
+    int        rc;
+    pair_t    *p;
+    size_t     len;
+    ssize_t    n;
+    uint8_t    dgram[3 * HG_DTLS_MAX_RECORD];
+    sink_t     sink;
+
+    p = pair_new(sctx, cctx, "localhost", MTU);
+    if (p == NULL) {
+        tap_ok(0, "coalesced: set up");
+        return;
+    }
+
+    pair_run(p, p->now + 5 * HG_SEC);
+    hg_dtls_peer_confirmed(p->server);
+    hg_dtls_peer_confirmed(p->client);
+
+    if (!pair_exchange(p, "settle", "down")) {
+        tap_ok(0, "coalesced: data flows");
+        pair_free(p);
+        return;
+    }
+
+    sink.pair = p;
+    sink.side = 1;
+    p->gotn[1] = 0;
+    p->gotlen[1] = 0;
+
+    len = 0;
+    n = hg_dtls_seal(p->client, (const uint8_t *) "one", 3, dgram,
+                     HG_DTLS_MAX_RECORD);
+    len += n > 0 ? (size_t) n : 0;
+    n = hg_dtls_seal(p->client, (const uint8_t *) "two", 3, dgram + len,
+                     HG_DTLS_MAX_RECORD);
+    len += n > 0 ? (size_t) n : 0;
+
+    rc = hg_dtls_recv(p->server, dgram, len, p->now, sink_app, &sink);
+    tap_ok(rc == HG_OK && p->gotn[1] == 2 && p->gotlen[1] == 6
+           && memcmp(p->got[1], "onetwo", 6) == 0,
+           "two records in one datagram are both delivered, in order");
+
+    len = 0;
+    n = hg_dtls_seal(p->client, (const uint8_t *) "last", 4, dgram,
+                     HG_DTLS_MAX_RECORD);
+    len += n > 0 ? (size_t) n : 0;
+
+    (void) SSL_shutdown(hg_dtls_ssl(p->client));
+    n = hg_dtls_pending(p->client, dgram + len, HG_DTLS_MAX_RECORD);
+    len += n > 0 ? (size_t) n : 0;
+
+    rc = hg_dtls_recv(p->server, dgram, len, p->now, sink_app, &sink);
+    tap_ok(rc == HG_ERR_STATE && p->gotn[1] == 3
+           && hg_dtls_error(p->server) != NULL,
+           "a close_notify behind a record in the same datagram ends the "
+           "session after the record");
+
+    ERR_clear_error();
+    pair_free(p);
+}
+
+
 /* the server's last flight is kept until the peer shows it has it */
 static void
 test_final_flight(SSL_CTX *sctx, SSL_CTX *cctx)
@@ -1296,6 +1364,7 @@ main(void)
     test_records(sctx, cctx, 37, "AES-GCM");
     test_records(sctx, chacha, 29, "ChaCha20-Poly1305");
     test_garbage(sctx, cctx);
+    test_coalesced(sctx, cctx);
     test_final_flight(sctx, cctx);
     test_fragmentation(sctx, cctx, MTU, 0);
     test_fragmentation(sctx, cctx, 256, 3);
