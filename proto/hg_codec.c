@@ -44,14 +44,16 @@ typedef struct {
 } hg_codec_field_t;
 
 
-static const uint8_t *hg_codec_field(const uint8_t *p, const uint8_t *end,
-    hg_codec_field_t *f);
-static size_t hg_codec_varint_scan(const uint8_t *p, size_t rem);
+static inline const uint8_t *hg_codec_field(const uint8_t *p,
+    const uint8_t *end, hg_codec_field_t *f);
+static const uint8_t *hg_codec_field_any(const uint8_t *p,
+    const uint8_t *end, hg_codec_field_t *f);
+static inline size_t hg_codec_varint_scan(const uint8_t *p, size_t rem);
 static uint64_t hg_codec_uint64(const uint8_t *p, size_t n);
 static int hg_codec_bool(const uint8_t *p, size_t n);
-static int hg_codec_frame_check(const uint8_t *p, size_t len);
-static int hg_codec_body_check(hg_codec_kind_t kind, const uint8_t *p,
-    size_t len);
+static int hg_codec_frame_decode(const uint8_t *p, size_t len,
+    hg_codec_frame_t *f);
+static int hg_codec_body_decode(hg_codec_frame_t *f);
 static int hg_codec_meta_decode(const uint8_t *p, size_t len,
     hg_codec_stream_t *f);
 static void hg_codec_ack_add(hg_codec_ack_t *f, uint64_t v);
@@ -82,21 +84,6 @@ static const ProtobufCMessageDescriptor  *hg_codec_descriptors[] = {
 };
 
 
-size_t
-hg_codec_varint_len(uint64_t v)
-{
-    size_t  n;
-
-    n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-
-    return n;
-}
-
-
 int
 hg_codec_is_uints(hg_codec_kind_t kind)
 {
@@ -118,9 +105,63 @@ hg_codec_descriptor(hg_codec_kind_t kind)
 
 /* ---- decoding ------------------------------------------------------------ */
 
-/* one field at p < end, as protobuf-c scans it; NULL when it would fail */
-static const uint8_t *
+/*
+ * One field at p < end, as protobuf-c scans it; NULL when it would fail.
+ * Inline, the usual shapes: a one-byte tag, then a varint, or a length in
+ * one or two bytes.
+ */
+static inline const uint8_t *
 hg_codec_field(const uint8_t *p, const uint8_t *end, hg_codec_field_t *f)
+{
+    size_t  rem, n, len;
+
+    rem = end - p;
+
+    if (rem < 3 || p[0] < 0x08 || p[0] >= 0x80) {
+        return hg_codec_field_any(p, end, f);
+    }
+
+    f->number = p[0] >> 3;
+    f->wire = p[0] & 7;
+    f->raw = p + 1;
+    f->data = NULL;
+    f->len = 0;
+
+    if (f->wire == HG_WIRE_VARINT) {
+        f->rawlen = hg_codec_varint_scan(p + 1, rem - 1);
+        return f->rawlen ? p + 1 + f->rawlen : NULL;
+    }
+
+    if (f->wire != HG_WIRE_LEN) {
+        return hg_codec_field_any(p, end, f);
+    }
+
+    if (p[1] < 0x80) {
+        n = 1;
+        len = p[1];
+
+    } else if (p[2] < 0x80) {
+        n = 2;
+        len = (size_t) (p[1] & 0x7f) | (size_t) p[2] << 7;
+
+    } else {
+        return hg_codec_field_any(p, end, f);
+    }
+
+    if (len > rem - 1 - n) {
+        return NULL;
+    }
+
+    f->data = p + 1 + n;
+    f->len = len;
+    f->rawlen = n + len;
+
+    return f->data + len;
+}
+
+
+static const uint8_t *
+hg_codec_field_any(const uint8_t *p, const uint8_t *end, hg_codec_field_t *f)
 {
     size_t    rem, n, max, shift;
     size_t    val;
@@ -222,7 +263,7 @@ hg_codec_field(const uint8_t *p, const uint8_t *end, hg_codec_field_t *f)
 
 
 /* a varint's length, at most ten bytes; 0 when unterminated */
-static size_t
+static inline size_t
 hg_codec_varint_scan(const uint8_t *p, size_t rem)
 {
     size_t  i, max;
@@ -271,15 +312,17 @@ hg_codec_bool(const uint8_t *p, size_t n)
 
 
 int
-hg_codec_packet_check(const uint8_t *p, size_t len, uint64_t *pn,
-    size_t *nframes)
+hg_codec_packet_check(const uint8_t *p, size_t len, hg_codec_packet_t *pkt)
 {
     const uint8_t     *end;
+    hg_codec_frame_t   scratch;
     hg_codec_field_t   f;
 
     end = p + len;
-    *pn = 0;
-    *nframes = 0;
+    pkt->pn = 0;
+    pkt->nframes = 0;
+    pkt->rest = p;
+    pkt->end = end;
 
     while (p < end) {
         p = hg_codec_field(p, end, &f);
@@ -292,47 +335,84 @@ hg_codec_packet_check(const uint8_t *p, size_t len, uint64_t *pn,
                 return HG_ERR;
             }
 
-            *pn = hg_codec_uint64(f.raw, f.rawlen);
+            pkt->pn = hg_codec_uint64(f.raw, f.rawlen);
 
         } else if (f.number == HG_PACKET_FRAMES) {
             if (f.wire != HG_WIRE_LEN
-                || hg_codec_frame_check(f.data, f.len) != HG_OK)
+                || hg_codec_frame_decode(f.data, f.len,
+                                         pkt->nframes < pkt->cap
+                                         ? &pkt->frames[pkt->nframes]
+                                         : &scratch)
+                   != HG_OK)
             {
                 return HG_ERR;
             }
 
-            (*nframes)++;
+            if (++pkt->nframes == pkt->cap) {
+                pkt->rest = p;
+            }
         }
     }
 
     return HG_OK;
+}
+
+
+const hg_codec_frame_t *
+hg_codec_packet_frame(hg_codec_packet_t *pkt, size_t i,
+    hg_codec_frame_t *scratch)
+{
+    hg_codec_field_t  f;
+
+    if (i < pkt->cap) {
+        return &pkt->frames[i];
+    }
+
+    while (pkt->rest != NULL && pkt->rest < pkt->end) {
+        pkt->rest = hg_codec_field(pkt->rest, pkt->end, &f);
+
+        if (pkt->rest != NULL && f.number == HG_PACKET_FRAMES
+            && hg_codec_frame_decode(f.data, f.len, scratch) == HG_OK)
+        {
+            return scratch;
+        }
+    }
+
+    return NULL;
 }
 
 
 /* every oneof member a Frame has must be valid, not only the last */
 static int
-hg_codec_frame_check(const uint8_t *p, size_t len)
+hg_codec_frame_decode(const uint8_t *p, size_t len, hg_codec_frame_t *f)
 {
     const uint8_t     *end;
-    hg_codec_field_t   f;
+    hg_codec_field_t   g;
 
+    f->kind = 0;
+    f->body.data = NULL;
+    f->body.len = 0;
     end = p + len;
 
     while (p < end) {
-        p = hg_codec_field(p, end, &f);
+        p = hg_codec_field(p, end, &g);
         if (p == NULL) {
             return HG_ERR;
         }
 
-        if (f.number == 0 || f.number > HG_KIND_MAX) {
+        if (g.number == 0 || g.number > HG_KIND_MAX) {
             continue;
         }
 
-        if (f.wire != HG_WIRE_LEN
-            || hg_codec_body_check((hg_codec_kind_t) f.number, f.data,
-                                   f.len)
-               != HG_OK)
-        {
+        if (g.wire != HG_WIRE_LEN) {
+            return HG_ERR;
+        }
+
+        f->kind = (hg_codec_kind_t) g.number;
+        f->body.data = g.data;
+        f->body.len = g.len;
+
+        if (hg_codec_body_decode(f) != HG_OK) {
             return HG_ERR;
         }
     }
@@ -342,31 +422,31 @@ hg_codec_frame_check(const uint8_t *p, size_t len)
 
 
 static int
-hg_codec_body_check(hg_codec_kind_t kind, const uint8_t *p, size_t len)
+hg_codec_body_decode(hg_codec_frame_t *f)
 {
     hg_codec_ack_t     ack;
-    hg_codec_uints_t   uints;
-    hg_codec_stream_t  stream;
     ProtobufCMessage  *m;
 
-    switch (kind) {
+    switch (f->kind) {
 
     case HOPGATE__FRAME__BODY_STREAM:
-        return hg_codec_stream_decode(p, len, &stream);
+        return hg_codec_stream_decode(f->body.data, f->body.len,
+                                      &f->u.stream);
 
     case HOPGATE__FRAME__BODY_ACK:
         ack.ranges = NULL;
         ack.cap = 0;
-        return hg_codec_ack_decode(p, len, &ack);
+        return hg_codec_ack_decode(f->body.data, f->body.len, &ack);
 
     default:
-        if (hg_codec_is_uints(kind)) {
-            uints.kind = kind;
-            return hg_codec_uints_decode(p, len, &uints);
+        if (hg_codec_is_uints(f->kind)) {
+            f->u.uints.kind = f->kind;
+            return hg_codec_uints_decode(f->body.data, f->body.len,
+                                         &f->u.uints);
         }
 
-        m = protobuf_c_message_unpack(hg_codec_descriptor(kind), NULL, len,
-                                      p);
+        m = protobuf_c_message_unpack(hg_codec_descriptor(f->kind), NULL,
+                                      f->body.len, f->body.data);
         if (m == NULL) {
             return HG_ERR;
         }
@@ -374,52 +454,6 @@ hg_codec_body_check(hg_codec_kind_t kind, const uint8_t *p, size_t len)
         protobuf_c_message_free_unpacked(m, NULL);
         return HG_OK;
     }
-}
-
-
-void
-hg_codec_iter_init(hg_codec_iter_t *it, const uint8_t *p, size_t len)
-{
-    it->p = p;
-    it->end = p + len;
-}
-
-
-int
-hg_codec_next_frame(hg_codec_iter_t *it, hg_codec_kind_t *kind,
-    hg_codec_bytes_t *body)
-{
-    const uint8_t     *p, *end;
-    hg_codec_field_t   f, m;
-
-    while (it->p != NULL && it->p < it->end) {
-        it->p = hg_codec_field(it->p, it->end, &f);
-        if (it->p == NULL || f.number != HG_PACKET_FRAMES) {
-            continue;
-        }
-
-        *kind = 0;
-        body->data = NULL;
-        body->len = 0;
-
-        p = f.data;
-        end = p + f.len;
-
-        /* the last oneof member wins */
-        while (p != NULL && p < end) {
-            p = hg_codec_field(p, end, &m);
-
-            if (p != NULL && m.number > 0 && m.number <= HG_KIND_MAX) {
-                *kind = (hg_codec_kind_t) m.number;
-                body->data = m.data;
-                body->len = m.len;
-            }
-        }
-
-        return 1;
-    }
-
-    return 0;
 }
 
 
@@ -640,17 +674,6 @@ hg_codec_uints_decode(const uint8_t *p, size_t len, hg_codec_uints_t *f)
 
 
 /* ---- encoding ------------------------------------------------------------ */
-
-size_t
-hg_codec_frame_cost(size_t body)
-{
-    size_t  frame;
-
-    frame = 1 + hg_codec_varint_len(body) + body;
-
-    return 1 + hg_codec_varint_len(frame) + frame;
-}
-
 
 size_t
 hg_codec_put_number(uint8_t *p, uint64_t pn)

@@ -66,19 +66,48 @@ typedef struct {
     uint64_t          v[HG_CODEC_UINTS_MAX];
 } hg_codec_uints_t;
 
-/* a position in a checked packet's frames */
+/* one Frame: its last oneof member (kind 0: none), decoded */
 typedef struct {
-    const uint8_t    *p;
-    const uint8_t    *end;
-} hg_codec_iter_t;
+    hg_codec_kind_t     kind;
+    hg_codec_bytes_t    body;
+    union {
+        hg_codec_stream_t  stream;
+        hg_codec_uints_t   uints;
+    } u;                              /* STREAM, or the uint64 frames */
+} hg_codec_frame_t;
+
+/* a checked packet */
+typedef struct {
+    uint64_t            pn;
+    size_t              nframes;
+    hg_codec_frame_t   *frames;       /* the caller's, for the first cap */
+    size_t              cap;
+    const uint8_t      *rest;         /* where frame cap starts */
+    const uint8_t      *end;
+} hg_codec_packet_t;
 
 
-size_t hg_codec_varint_len(uint64_t v);
+/* a varint's bytes: one per 7 significant bits */
+static inline size_t
+hg_codec_varint_len(uint64_t v)
+{
+    return (size_t) ((63 - __builtin_clzll(v | 1)) * 9 + 73) / 64;
+}
+
 
 /* --- encoding ------------------------------------------------------------ */
 
 /* bytes a frame whose body encodes to `body` bytes adds to a Packet */
-size_t hg_codec_frame_cost(size_t body);
+static inline size_t
+hg_codec_frame_cost(size_t body)
+{
+    size_t  frame;
+
+    frame = 1 + hg_codec_varint_len(body) + body;
+
+    return 1 + hg_codec_varint_len(frame) + frame;
+}
+
 /* the Packet's number field (nothing for 0); returns its length */
 size_t hg_codec_put_number(uint8_t *p, uint64_t pn);
 /* a Packet.frames entry and the oneof member's header; returns the body */
@@ -104,19 +133,19 @@ uint8_t *hg_codec_put_uints(uint8_t *p, const hg_codec_uints_t *f);
 /* --- decoding ------------------------------------------------------------ */
 
 /*
- * HG_OK when protobuf-c would unpack the Packet: then *pn is its number
- * and *nframes its frame count.
+ * HG_OK when protobuf-c would unpack the Packet: then pkt->pn is its
+ * number, pkt->nframes its frame count, and its first pkt->cap frames
+ * are decoded into pkt->frames (ACK ranges and the session frames
+ * excepted: decode those from the body).
  */
-int hg_codec_packet_check(const uint8_t *p, size_t len, uint64_t *pn,
-    size_t *nframes);
-
-void hg_codec_iter_init(hg_codec_iter_t *it, const uint8_t *p, size_t len);
+int hg_codec_packet_check(const uint8_t *p, size_t len,
+    hg_codec_packet_t *pkt);
 /*
- * The next frame of a checked packet: 1 with its kind (0 when it has no
- * body) and body, or 0 after the last.
+ * Frame i of a checked packet, i taken in order: from pkt->frames below
+ * cap, decoded into *scratch beyond.
  */
-int hg_codec_next_frame(hg_codec_iter_t *it, hg_codec_kind_t *kind,
-    hg_codec_bytes_t *body);
+const hg_codec_frame_t *hg_codec_packet_frame(hg_codec_packet_t *pkt,
+    size_t i, hg_codec_frame_t *scratch);
 
 /* a frame body of the kind: HG_OK, or HG_ERR as protobuf-c would */
 int hg_codec_stream_decode(const uint8_t *p, size_t len,

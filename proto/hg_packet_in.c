@@ -4,8 +4,8 @@
  * queued again (never the packet as a whole).
  *
  * A packet is checked whole before any frame takes effect (hg_codec.c,
- * which accepts exactly what protobuf-c would); then each frame is
- * decoded again as it is acted on, STREAM data straight from the
+ * which accepts exactly what protobuf-c would), its frames decoded on the
+ * way; then they are acted on, STREAM data going straight from the
  * decrypted plaintext into the stream.
  */
 
@@ -17,9 +17,11 @@
 
 #define HG_ACK_DECODE_MAX  256
 
+/* frames decoded while a packet is checked: all that we ever send */
+#define HG_RECV_FRAMES     HG_MAX_SENT_FRAMES
 
-static int hg_frame_dispatch(hg_conn_t *c, hg_codec_kind_t kind,
-    const hg_codec_bytes_t *body);
+
+static int hg_frame_dispatch(hg_conn_t *c, const hg_codec_frame_t *f);
 static int hg_frame_uints(hg_conn_t *c, const hg_codec_uints_t *f);
 static int hg_frame_session(hg_conn_t *c, hg_codec_kind_t kind,
     const hg_codec_bytes_t *body);
@@ -40,13 +42,12 @@ static int hg_frame_close(hg_conn_t *c, const Hopgate__CloseFrame *f);
 void
 hg_packet_process(void *arg, const uint8_t *plain, size_t len)
 {
-    hg_conn_t          *c = arg;
-    size_t              nframes;
-    int                 eliciting;
-    uint64_t            pn;
-    hg_codec_kind_t     kind;
-    hg_codec_iter_t     it;
-    hg_codec_bytes_t    body;
+    hg_conn_t                *c = arg;
+    size_t                    i;
+    int                       eliciting;
+    hg_codec_packet_t         pkt;
+    hg_codec_frame_t          frames[HG_RECV_FRAMES], scratch;
+    const hg_codec_frame_t   *f;
 
     if (c->state == HG_CS_CLOSED) {
         return;
@@ -55,72 +56,69 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
     /* it decrypted: the peer really sent it */
     c->authenticated_input = 1;
 
-    if (hg_codec_packet_check(plain, len, &pn, &nframes) != HG_OK
-        || nframes == 0 || nframes > c->cfg.max_frames)
+    pkt.frames = frames;
+    pkt.cap = HG_RECV_FRAMES;
+
+    if (hg_codec_packet_check(plain, len, &pkt) != HG_OK
+        || pkt.nframes == 0 || pkt.nframes > c->cfg.max_frames)
     {
         c->stats.malformed++;
         return;
     }
 
-    if (hg_ackq_is_duplicate(&c->ackq, pn)) {
+    if (hg_ackq_is_duplicate(&c->ackq, pkt.pn)) {
         return;
     }
 
     c->stats.packets_received++;
     eliciting = 0;
 
-    hg_codec_iter_init(&it, plain, len);
-
-    while (hg_codec_next_frame(&it, &kind, &body)) {
+    for (i = 0; i < pkt.nframes; i++) {
+        f = hg_codec_packet_frame(&pkt, i, &scratch);
+        if (f == NULL) {
+            break;
+        }
 
         if (c->state == HG_CS_CLOSED
             || (c->state == HG_CS_CLOSING
-                && kind != HOPGATE__FRAME__BODY_CLOSE))
+                && f->kind != HOPGATE__FRAME__BODY_CLOSE))
         {
             continue;
         }
 
-        if (kind != HOPGATE__FRAME__BODY_ACK
-            && kind != HOPGATE__FRAME__BODY_CLOSE)
+        if (f->kind != HOPGATE__FRAME__BODY_ACK
+            && f->kind != HOPGATE__FRAME__BODY_CLOSE)
         {
             eliciting = 1;
         }
 
-        if (hg_frame_dispatch(c, kind, &body) != HG_OK) {
+        if (hg_frame_dispatch(c, f) != HG_OK) {
             c->stats.malformed++;
             hg_conn_protocol_error(c, "malformed frame");
             break;
         }
     }
 
-    hg_ackq_on_received(&c->ackq, pn, eliciting, c->now);
+    hg_ackq_on_received(&c->ackq, pkt.pn, eliciting, c->now);
 }
 
 
-/* the frame's body was checked with its packet: decoding it succeeds */
 static int
-hg_frame_dispatch(hg_conn_t *c, hg_codec_kind_t kind,
-    const hg_codec_bytes_t *body)
+hg_frame_dispatch(hg_conn_t *c, const hg_codec_frame_t *f)
 {
-    uint64_t            words[2 * HG_ACK_DECODE_MAX];
-    hg_codec_ack_t      ack;
-    hg_codec_uints_t    uints;
-    hg_codec_stream_t   stream;
+    uint64_t        words[2 * HG_ACK_DECODE_MAX];
+    hg_codec_ack_t  ack;
 
-    switch (kind) {
+    switch (f->kind) {
 
     case HOPGATE__FRAME__BODY_STREAM:
-        if (hg_codec_stream_decode(body->data, body->len, &stream) != HG_OK) {
-            return HG_ERR;
-        }
-
-        return hg_frame_stream(c, &stream);
+        return hg_frame_stream(c, &f->u.stream);
 
     case HOPGATE__FRAME__BODY_ACK:
         ack.ranges = words;
         ack.cap = 2 * HG_ACK_DECODE_MAX;
 
-        if (hg_codec_ack_decode(body->data, body->len, &ack) != HG_OK) {
+        if (hg_codec_ack_decode(f->body.data, f->body.len, &ack) != HG_OK) {
             return HG_ERR;
         }
 
@@ -130,21 +128,15 @@ hg_frame_dispatch(hg_conn_t *c, hg_codec_kind_t kind,
     case HOPGATE__FRAME__BODY_HELLO_ACK:
     case HOPGATE__FRAME__BODY_GOAWAY:
     case HOPGATE__FRAME__BODY_CLOSE:
-        return hg_frame_session(c, kind, body);
+        return hg_frame_session(c, f->kind, &f->body);
 
     default:
-        if (!hg_codec_is_uints(kind)) {
+        if (!hg_codec_is_uints(f->kind)) {
             /* a Frame without a body */
             return HG_ERR;
         }
 
-        uints.kind = kind;
-
-        if (hg_codec_uints_decode(body->data, body->len, &uints) != HG_OK) {
-            return HG_ERR;
-        }
-
-        return hg_frame_uints(c, &uints);
+        return hg_frame_uints(c, &f->u.uints);
     }
 }
 

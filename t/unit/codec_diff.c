@@ -10,111 +10,126 @@
 
 
 #define HG_DIFF_RANGES  2048
+#define HG_DIFF_FRAMES  16
 
 
 static const char *hg_codec_diff_frame(const Hopgate__Frame *pb,
-    hg_codec_kind_t kind, const hg_codec_bytes_t *body);
+    const hg_codec_frame_t *f);
 static const char *hg_codec_diff_stream(const Hopgate__StreamFrame *pb,
-    const hg_codec_bytes_t *body);
+    const hg_codec_frame_t *frame);
 static const char *hg_codec_diff_ack(const Hopgate__AckFrame *pb,
     const hg_codec_bytes_t *body);
 static const char *hg_codec_diff_uints(const Hopgate__Frame *pb,
-    hg_codec_kind_t kind, const hg_codec_bytes_t *body);
+    const hg_codec_frame_t *frame);
 static int hg_codec_diff_string(const char *pb, const hg_codec_bytes_t *s);
 
 
+/*
+ * With room for all the frames, and with room for one only, so that the
+ * frames beyond it are decoded as the engine reaches them.
+ */
 const char *
 hg_codec_diff(const uint8_t *plain, size_t len)
 {
-    int               rc;
-    size_t            i, nframes;
-    uint64_t          pn;
-    const char       *why;
-    Hopgate__Packet  *pkt;
-    hg_codec_kind_t   kind;
-    hg_codec_iter_t   it;
-    hg_codec_bytes_t  body;
+    int                rc;
+    size_t             i, cap;
+    const char        *why;
+    Hopgate__Packet   *pb;
+    hg_codec_frame_t   frames[HG_DIFF_FRAMES], scratch;
+    hg_codec_packet_t  pkt;
 
-    pkt = hopgate__packet__unpack(NULL, len, plain);
-    rc = hg_codec_packet_check(plain, len, &pn, &nframes);
+    static const size_t  caps[] = { HG_DIFF_FRAMES, 1 };
 
-    if (pkt == NULL) {
-        return rc == HG_OK ? "hg_codec accepts what protobuf-c refuses"
-                           : NULL;
-    }
-
+    pb = hopgate__packet__unpack(NULL, len, plain);
     why = NULL;
 
-    if (rc != HG_OK) {
-        why = "hg_codec refuses what protobuf-c accepts";
+    for (cap = 0; why == NULL && cap < sizeof(caps) / sizeof(caps[0]); cap++) {
+        pkt.frames = frames;
+        pkt.cap = caps[cap];
 
-    } else if (pn != pkt->number) {
-        why = "packet number";
+        rc = hg_codec_packet_check(plain, len, &pkt);
 
-    } else if (nframes != pkt->n_frames) {
-        why = "frame count";
-
-    } else {
-        hg_codec_iter_init(&it, plain, len);
-
-        for (i = 0; why == NULL && i < nframes; i++) {
-            if (!hg_codec_next_frame(&it, &kind, &body)) {
-                why = "frames end early";
-                break;
+        if (pb == NULL) {
+            if (rc == HG_OK) {
+                why = "hg_codec accepts what protobuf-c refuses";
             }
 
-            why = hg_codec_diff_frame(pkt->frames[i], kind, &body);
+            continue;
         }
 
-        if (why == NULL && hg_codec_next_frame(&it, &kind, &body)) {
-            why = "frames beyond the count";
+        if (rc != HG_OK) {
+            why = "hg_codec refuses what protobuf-c accepts";
+
+        } else if (pkt.pn != pb->number) {
+            why = "packet number";
+
+        } else if (pkt.nframes != pb->n_frames) {
+            why = "frame count";
+        }
+
+        for (i = 0; why == NULL && i < pkt.nframes; i++) {
+            why = hg_codec_diff_frame(pb->frames[i],
+                                      hg_codec_packet_frame(&pkt, i,
+                                                            &scratch));
         }
     }
 
-    hopgate__packet__free_unpacked(pkt, NULL);
+    if (pb != NULL) {
+        hopgate__packet__free_unpacked(pb, NULL);
+    }
 
     return why;
 }
 
 
 static const char *
-hg_codec_diff_frame(const Hopgate__Frame *pb, hg_codec_kind_t kind,
-    const hg_codec_bytes_t *body)
+hg_codec_diff_frame(const Hopgate__Frame *pb, const hg_codec_frame_t *f)
 {
-    if (pb->body_case != kind) {
+    if (f == NULL) {
+        return "frames end early";
+    }
+
+    if (pb->body_case != f->kind) {
         return "frame kind";
     }
 
-    switch (kind) {
+    switch (f->kind) {
 
     case HOPGATE__FRAME__BODY__NOT_SET:
         return NULL;
 
     case HOPGATE__FRAME__BODY_STREAM:
-        return hg_codec_diff_stream(pb->stream, body);
+        return hg_codec_diff_stream(pb->stream, f);
 
     case HOPGATE__FRAME__BODY_ACK:
-        return hg_codec_diff_ack(pb->ack, body);
+        return hg_codec_diff_ack(pb->ack, &f->body);
 
     default:
-        if (hg_codec_is_uints(kind)) {
-            return hg_codec_diff_uints(pb, kind, body);
+        if (hg_codec_is_uints(f->kind)) {
+            return hg_codec_diff_uints(pb, f);
         }
 
         /* the session frames: protobuf-c's on both sides */
-        return hg_codec_descriptor(kind) != NULL ? NULL : "unknown kind";
+        return hg_codec_descriptor(f->kind) != NULL ? NULL : "unknown kind";
     }
 }
 
 
+/* the frame as checked, and its body decoded alone: both as protobuf-c */
 static const char *
 hg_codec_diff_stream(const Hopgate__StreamFrame *pb,
-    const hg_codec_bytes_t *body)
+    const hg_codec_frame_t *frame)
 {
     hg_codec_stream_t  f;
 
-    if (hg_codec_stream_decode(body->data, body->len, &f) != HG_OK) {
+    if (hg_codec_stream_decode(frame->body.data, frame->body.len, &f)
+        != HG_OK)
+    {
         return "STREAM refused alone";
+    }
+
+    if (memcmp(&f, &frame->u.stream, sizeof(f)) != 0) {
+        return "STREAM decoded differently alone";
     }
 
     if (f.id != pb->id || f.offset != pb->offset) {
@@ -196,21 +211,22 @@ hg_codec_diff_ack(const Hopgate__AckFrame *pb, const hg_codec_bytes_t *body)
 
 
 static const char *
-hg_codec_diff_uints(const Hopgate__Frame *pb, hg_codec_kind_t kind,
-    const hg_codec_bytes_t *body)
+hg_codec_diff_uints(const Hopgate__Frame *pb, const hg_codec_frame_t *frame)
 {
     uint64_t          want[HG_CODEC_UINTS_MAX];
     hg_codec_uints_t  f;
 
-    f.kind = kind;
+    f.kind = frame->kind;
 
-    if (hg_codec_uints_decode(body->data, body->len, &f) != HG_OK) {
-        return "uint64 frame refused alone";
+    if (hg_codec_uints_decode(frame->body.data, frame->body.len, &f)
+        != HG_OK || memcmp(f.v, frame->u.uints.v, sizeof(f.v)) != 0)
+    {
+        return "uint64 frame decoded differently alone";
     }
 
     memset(want, 0, sizeof(want));
 
-    switch (kind) {
+    switch (f.kind) {
 
     case HOPGATE__FRAME__BODY_RESET_STREAM:
         want[0] = pb->reset_stream->id;

@@ -497,12 +497,12 @@ test_mutate(hg_test_t *t, uint8_t *p, size_t len, size_t cap)
 static void
 test_mutations(void)
 {
-    size_t       i, j, k, len, runs, agree, accepted;
-    uint64_t     pn;
-    size_t       nframes;
-    uint8_t      buf[HG_TEST_BUF];
-    const char  *why;
-    hg_test_t    t;
+    size_t              i, j, k, len, runs, agree, accepted;
+    uint8_t             buf[HG_TEST_BUF];
+    const char         *why;
+    hg_test_t           t;
+    hg_codec_frame_t    frames[4];
+    hg_codec_packet_t   pkt;
 
     memset(&t, 0, sizeof(t));
     t.rng = 0x9e3779b97f4a7c15ULL;
@@ -532,7 +532,10 @@ test_mutations(void)
                 test_hex(buf, len);
             }
 
-            if (hg_codec_packet_check(buf, len, &pn, &nframes) == HG_OK) {
+            pkt.frames = frames;
+            pkt.cap = 4;
+
+            if (hg_codec_packet_check(buf, len, &pkt) == HG_OK) {
                 accepted++;
             }
         }
@@ -569,11 +572,12 @@ test_unhex(const char *hex, uint8_t *p)
 static void
 test_corners(void)
 {
-    size_t        i, len, nframes;
-    uint8_t       buf[256];
-    uint64_t      pn;
-    const char   *why;
-    int           rc;
+    int                 rc;
+    size_t              i, len;
+    uint8_t             buf[256];
+    const char         *why;
+    hg_codec_frame_t    frames[4];
+    hg_codec_packet_t   pkt;
 
     static const struct {
         const char  *hex;
@@ -628,7 +632,9 @@ test_corners(void)
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         len = test_unhex(cases[i].hex, buf);
-        rc = hg_codec_packet_check(buf, len, &pn, &nframes);
+        pkt.frames = frames;
+        pkt.cap = 4;
+        rc = hg_codec_packet_check(buf, len, &pkt);
         why = hg_codec_diff(buf, len);
 
         tap_ok((rc == HG_OK) == cases[i].accept && why == NULL,
