@@ -8,6 +8,7 @@
  *   agent_stream.c    each tunnel stream as a TCP connection to the
  *                     local target, pumped both ways with backpressure
  *   agent_log.c       log lines, including one per stream
+ *   agent_admin.c     `hopgate-agent admin`, a client of the admin API
  *   agent_metrics.c   --metrics: GET /metrics on a local TCP port
  */
 
@@ -189,6 +190,9 @@ int agent_metrics_start(agent_t *a);
 void agent_metrics_io(agent_metrics_conn_t *c, uint32_t events);
 void agent_metrics_tick(agent_t *a, hg_time_t now);
 void agent_metrics_stop(agent_t *a);
+
+/* agent_admin.c: `hopgate-agent admin ...` */
+int agent_admin_main(int argc, char **argv);
 
 /* agent_log.c */
 void agent_log_init(int level);

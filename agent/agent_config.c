@@ -549,4 +549,6 @@ agent_usage(const char *prog)
     printf("  %-24s %s\n", "-V, --version", "print the version");
     printf("\nexit codes: 0 clean shutdown, 1 error, 2 bad usage, "
            "3 key or domain rejected\n");
+    printf("\n%s admin --help: manage domains through the edge's admin API\n",
+           prog);
 }

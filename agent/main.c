@@ -114,6 +114,10 @@ main(int argc, char **argv)
     char            err[512];
     int             cmd, rc;
 
+    if (argc >= 2 && strcmp(argv[1], "admin") == 0) {
+        return agent_admin_main(argc - 1, argv + 1);
+    }
+
     cmd = agent_config_load(&agent.cfg, argc, argv, err, sizeof(err));
 
     switch (cmd) {
