@@ -749,7 +749,10 @@ hg_dtls_seal(hg_dtls_t *d, const uint8_t *plain, size_t len, uint8_t *out,
     d->seal_cap = cap;
     d->sealed = 0;
 
-    hg_dtls_clear_errors();
+    /*
+     * Success is in the return value, not in the error queue, so stale
+     * errors need no clearing first: the clearing after takes them too.
+     */
     ok = SSL_write_ex(d->ssl, plain, len, &written);
     hg_dtls_clear_errors();
 
