@@ -362,6 +362,13 @@ hg_add_stream_control(hg_builder_t *b, hg_cstream_t *cs)
             b->rec[b->n - 1].stream_id = s->id;
             b->rec[b->n - 1].value = s->recv_max;
             s->max_data_due = 0;
+
+        } else {
+            /*
+             * the limit was raised but did not fit this packet: it stays
+             * due, or a sender blocked at the old limit would wait forever
+             */
+            s->max_data_due = 1;
         }
     }
 }
