@@ -142,6 +142,7 @@ struct agent_s {
     hg_time_t               stable_since;
     unsigned                failures;         /* consecutive */
     int                     draining;         /* SIGTERM received */
+    agent_stream_t         *graveyard;        /* freed after the epoll batch */
     hg_time_t               drain_deadline;
     int                     exit_code;
     int                     done;
@@ -183,6 +184,7 @@ void agent_stream_opened(agent_session_t *s, int64_t id,
     const hg_stream_meta_t *meta);
 void agent_stream_event(agent_session_t *s, const hg_event_t *ev);
 void agent_stream_io(agent_stream_t *st, uint32_t events);
+void agent_streams_reap(agent_t *a);
 void agent_stream_abort(agent_stream_t *st);
 
 /* agent_metrics.c */

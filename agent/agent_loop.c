@@ -190,6 +190,9 @@ agent_loop_run(agent_t *a)
         }
 
         agent_sessions_tick(a, agent_now());
+
+        /* streams closed in this batch: no pending event points at them */
+        agent_streams_reap(a);
         agent_metrics_tick(a, agent_now());
     }
 

@@ -136,6 +136,11 @@ agent_stream_io(agent_stream_t *st, uint32_t events)
 {
     agent_session_t  *s = st->session;
 
+    if (st->state == AGENT_ST_CLOSED) {
+        /* ended earlier in this epoll batch; freed after it */
+        return;
+    }
+
     if (st->state == AGENT_ST_CONNECTING) {
         agent_stream_connected(st);
 
@@ -389,5 +394,21 @@ agent_stream_free(agent_stream_t *st)
 
     st->state = AGENT_ST_CLOSED;
     free(st->pending);
-    free(st);
+    st->pending = NULL;
+
+    /* epoll events of the current batch may still point at st */
+    st->next = st->session->agent->graveyard;
+    st->session->agent->graveyard = st;
+}
+
+
+void
+agent_streams_reap(agent_t *a)
+{
+    agent_stream_t  *st;
+
+    while ((st = a->graveyard) != NULL) {
+        a->graveyard = st->next;
+        free(st);
+    }
 }

@@ -161,6 +161,7 @@ main(int argc, char **argv)
 
     agent_metrics_stop(&agent);
     agent_sessions_free(&agent);
+    agent_streams_reap(&agent);
     SSL_CTX_free(agent.ssl);
     agent_config_free(&agent.cfg);
 
