@@ -201,3 +201,48 @@ Test::More::cmp_ok($agent_mib, '<', 64,
 GET /hello
 --- response_body
 hello from the local app
+
+
+
+=== TEST 5: 3000 requests, 64 at a time, through the sanitizer build of the agent
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+--- config
+    location / {
+        hopgate_route app.test;
+        proxy_pass http://tunnels;
+    }
+    location = /done {
+        return 200 "done\n";
+    }
+--- init
+my $root = "$FindBin::Bin/..";
+my $out = `make -s -C '$root' asan 2>&1`;
+Test::More::is($?, 0, "the sanitizer build of the agent") or Test::More::diag($out);
+my $build = ($ENV{HOPGATE_BUILD} || "$root/build") . '/asan';
+my $agent = HopGate::Fixture::start_agent(
+    binary => "$build/hopgate-agent", log_level => 'warn',
+    env => { ASAN_OPTIONS => 'detect_leaks=1',
+             UBSAN_OPTIONS => 'print_stacktrace=1:halt_on_error=1' });
+HopGate::Fixture::agent_wait($agent, qr/hopgate-agent/, 1, 10);
+sleep 1;
+
+my $url = 'http://127.0.0.1:' . HopGate::Fixture::nginx_port() . '/hello';
+my @args = ('--parallel', '--parallel-max', '64', '-o', '/dev/null',
+            '-w', '%{http_code}\n');
+my ($rc, $codes) = HopGate::Fixture::curl($url, @args,
+                                          map { ($url, '-o', '/dev/null') }
+                                          1 .. 2999);
+Test::More::is(scalar(grep { $_ eq '200' } split /\n/, $codes), 3000,
+               "3000 of 3000 answered 200");
+Test::More::ok(HopGate::Fixture::agent_running($agent), "the agent is alive");
+Test::More::is(HopGate::Fixture::stop_agent($agent, 'TERM', 10), 0,
+               "and stops cleanly");
+Test::More::unlike(HopGate::Fixture::agent_log($agent),
+                   qr/Sanitizer|runtime error/,
+                   "with no sanitizer report");
+--- request
+GET /done
+--- response_body
+done
+--- timeout: 10

@@ -158,7 +158,8 @@ sub start_app {
 
 # Starts hopgate-agent; by default for app.test with the right key, the
 # edge's CA, and the local app. Options: domain, key, to, server, args
-# (extra flags), env (hash), keep (do not stop the agents already running).
+# (extra flags), env (hash), keep (do not stop the agents already running),
+# binary (another build of the agent, e.g. the sanitizer one).
 sub start_agent {
     my (%o) = @_;
 
@@ -182,7 +183,7 @@ sub start_agent {
         open STDOUT, '>>', $log;
         open STDERR, '>>', $log;
         %ENV = (%ENV, %{ $o{env} || {} });
-        exec agent_binary(), @args or die "exec: $!";
+        exec $o{binary} // agent_binary(), @args or die "exec: $!";
     }
 
     my $agent = { pid => $pid, log => $log, n => $n };
