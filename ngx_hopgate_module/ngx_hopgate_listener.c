@@ -121,7 +121,8 @@ ngx_hopgate_steer_attach(ngx_cycle_t *cycle,
 
     ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
 
-    if (ccf->worker_processes < 2) {
+    /* nginx -t opens no sockets to steer */
+    if (ngx_test_config || ccf->worker_processes < 2) {
         return NGX_OK;
     }
 
