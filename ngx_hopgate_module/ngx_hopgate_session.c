@@ -177,7 +177,11 @@ ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
         w->malformed++;
     }
 
-    ngx_hopgate_session_run(s);
+    /*
+     * The session runs once after the whole read batch, not per datagram:
+     * one ACK then covers the batch, and replies coalesce.
+     */
+    ngx_hopgate_session_kick(s);
 }
 
 
