@@ -27,6 +27,7 @@
 #define AGENT_MAX_WORKERS     64
 #define AGENT_MAX_SESSIONS    (2 * AGENT_MAX_WORKERS + 8)
 #define AGENT_PUMP_BUFFER     65536
+#define AGENT_SEND_BATCH      32          /* datagrams per sendmmsg() */
 #define AGENT_DRAIN_TIMEOUT   (10 * HG_SEC)
 #define AGENT_BACKOFF_FIRST   (250 * HG_MS)
 #define AGENT_BACKOFF_MAX     (30 * HG_SEC)

@@ -178,12 +178,19 @@ agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
 }
 
 
+/*
+ * Everything the engine has to send, handed to the kernel in batches with
+ * sendmmsg(): one system call for up to AGENT_SEND_BATCH datagrams.
+ */
 void
 agent_session_flush(agent_session_t *s)
 {
-    uint8_t    buf[HG_MTU_MAX + 64];
-    ssize_t    n;
-    hg_time_t  now;
+    static uint8_t   bufs[AGENT_SEND_BATCH][HG_MTU_MAX + 64];
+    struct mmsghdr   msgs[AGENT_SEND_BATCH];
+    struct iovec     iov[AGENT_SEND_BATCH];
+    ssize_t          n;
+    hg_time_t        now;
+    int              count, sent;
 
     if (s->conn == NULL) {
         return;
@@ -191,16 +198,37 @@ agent_session_flush(agent_session_t *s)
 
     now = agent_now();
 
-    while ((n = hg_conn_send(s->conn, buf, sizeof(buf), now)) > 0) {
-        if (send(s->fd, buf, (size_t) n, 0) == -1) {
-            if (errno != EAGAIN && errno != ECONNREFUSED && errno != EINTR)
-            {
-                agent_log(AGENT_LOG_DEBUG, "send() failed: %s",
-                          strerror(errno));
-            }
-            /* a dropped datagram: the engine's recovery repeats it */
+    do {
+        count = 0;
+
+        while (count < AGENT_SEND_BATCH
+               && (n = hg_conn_send(s->conn, bufs[count],
+                                    sizeof(bufs[count]), now)) > 0)
+        {
+            iov[count].iov_base = bufs[count];
+            iov[count].iov_len = (size_t) n;
+            memset(&msgs[count], 0, sizeof(struct mmsghdr));
+            msgs[count].msg_hdr.msg_iov = &iov[count];
+            msgs[count].msg_hdr.msg_iovlen = 1;
+            count++;
         }
-    }
+
+        for (sent = 0; sent < count; /* void */) {
+            n = sendmmsg(s->fd, msgs + sent, count - sent, 0);
+            if (n <= 0) {
+                if (errno != EAGAIN && errno != ECONNREFUSED
+                    && errno != EINTR)
+                {
+                    agent_log(AGENT_LOG_DEBUG, "sendmmsg() failed: %s",
+                              strerror(errno));
+                }
+                /* dropped datagrams: the engine's recovery repeats them */
+                break;
+            }
+            sent += (int) n;
+        }
+
+    } while (count == AGENT_SEND_BATCH);
 }
 
 

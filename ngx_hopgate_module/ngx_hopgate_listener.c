@@ -362,6 +362,43 @@ ngx_hopgate_send(ngx_hopgate_listener_t *l, const u_char *buf, size_t len,
 }
 
 
+void
+ngx_hopgate_send_batch(ngx_hopgate_listener_t *l,
+    u_char (*bufs)[HG_MTU_MAX + 64], size_t *lens, ngx_uint_t count,
+    const struct sockaddr *to, socklen_t tolen)
+{
+    int             n;
+    ngx_uint_t      i, sent;
+    struct iovec    iov[NGX_HOPGATE_SEND_BATCH];
+    struct mmsghdr  msgs[NGX_HOPGATE_SEND_BATCH];
+
+    if (l->conn == NULL || count == 0) {
+        return;
+    }
+
+    for (i = 0; i < count; i++) {
+        iov[i].iov_base = bufs[i];
+        iov[i].iov_len = lens[i];
+        ngx_memzero(&msgs[i], sizeof(struct mmsghdr));
+        msgs[i].msg_hdr.msg_name = (void *) to;
+        msgs[i].msg_hdr.msg_namelen = tolen;
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+
+    for (sent = 0; sent < count; sent += n) {
+        n = sendmmsg(l->conn->fd, msgs + sent, count - sent, 0);
+        if (n <= 0) {
+            /* as with sendto(): the rest is lost, recovery repeats it */
+            ngx_log_debug1(NGX_LOG_DEBUG_EVENT, l->conn->log,
+                           ngx_socket_errno, "sendmmsg() failed, %ui "
+                           "datagrams dropped", count - sent);
+            return;
+        }
+    }
+}
+
+
 /* ---- between worker processes ------------------------------------------ */
 
 static void

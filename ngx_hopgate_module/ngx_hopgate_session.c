@@ -15,6 +15,10 @@
 
 
 #define NGX_HOPGATE_MAX_SESSIONS       20000
+
+/* a worker is single-threaded: one set of output buffers serves all */
+static u_char  ngx_hopgate_out[NGX_HOPGATE_SEND_BATCH][HG_MTU_MAX + 64];
+static size_t  ngx_hopgate_out_len[NGX_HOPGATE_SEND_BATCH];
 #define NGX_HOPGATE_RESETS_PER_SECOND  200
 
 
@@ -384,7 +388,7 @@ ngx_hopgate_session_kick(ngx_hopgate_session_t *s)
 void
 ngx_hopgate_session_run(ngx_hopgate_session_t *s)
 {
-    u_char                  out[HG_MTU_MAX + 64];
+    ngx_uint_t              count;
     ssize_t                 n;
     socklen_t               plen;
     hg_time_t               now, deadline;
@@ -405,9 +409,22 @@ ngx_hopgate_session_run(ngx_hopgate_session_t *s)
 
     peer = hg_conn_peer(s->conn, &plen);
 
-    while ((n = hg_conn_send(s->conn, out, sizeof(out), now)) > 0) {
-        ngx_hopgate_send(s->listener, out, (size_t) n, peer, plen);
-    }
+    /* what the engine has to say, to the kernel in sendmmsg() batches */
+    do {
+        count = 0;
+
+        while (count < NGX_HOPGATE_SEND_BATCH
+               && (n = hg_conn_send(s->conn, ngx_hopgate_out[count],
+                                    sizeof(ngx_hopgate_out[count]), now))
+                  > 0)
+        {
+            ngx_hopgate_out_len[count++] = (size_t) n;
+        }
+
+        ngx_hopgate_send_batch(s->listener, ngx_hopgate_out,
+                               ngx_hopgate_out_len, count, peer, plen);
+
+    } while (count == NGX_HOPGATE_SEND_BATCH);
 
     if (hg_conn_is_closed(s->conn)) {
         ngx_hopgate_session_destroy(s);

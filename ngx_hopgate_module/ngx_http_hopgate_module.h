@@ -34,6 +34,7 @@
 
 #define NGX_HOPGATE_TAG_LEN        4       /* process tag inside a cid */
 #define NGX_HOPGATE_DOMAIN_MAX     253
+#define NGX_HOPGATE_SEND_BATCH     32      /* datagrams per sendmmsg() */
 
 
 typedef struct ngx_hopgate_session_s   ngx_hopgate_session_t;
@@ -198,6 +199,9 @@ ngx_int_t ngx_hopgate_listeners_init(ngx_cycle_t *cycle,
 void ngx_hopgate_listeners_close(ngx_hopgate_worker_t *w);
 void ngx_hopgate_send(ngx_hopgate_listener_t *l, const u_char *buf,
     size_t len, const struct sockaddr *to, socklen_t tolen);
+void ngx_hopgate_send_batch(ngx_hopgate_listener_t *l,
+    u_char (*bufs)[HG_MTU_MAX + 64], size_t *lens, ngx_uint_t count,
+    const struct sockaddr *to, socklen_t tolen);
 ngx_int_t ngx_hopgate_forward(ngx_hopgate_listener_t *l, const u_char *cid,
     const u_char *dgram, size_t len, const struct sockaddr *from,
     socklen_t fromlen);
