@@ -235,21 +235,37 @@ agent_session_flush(agent_session_t *s)
 void
 agent_session_readable(agent_session_t *s)
 {
-    uint8_t    buf[2048];
-    ssize_t    n;
-    hg_time_t  now;
-    int        budget;
+    static uint8_t   bufs[AGENT_SEND_BATCH][2048];
+    struct mmsghdr   msgs[AGENT_SEND_BATCH];
+    struct iovec     iov[AGENT_SEND_BATCH];
+    hg_time_t        now;
+    int              budget, i, n;
 
     now = agent_now();
 
-    for (budget = 256; budget > 0; budget--) {
-        n = recv(s->fd, buf, sizeof(buf), 0);
-        if (n == -1) {
+    /* recvmmsg(): a batch of datagrams per system call */
+    for (budget = 8; budget > 0; budget--) {
+        for (i = 0; i < AGENT_SEND_BATCH; i++) {
+            iov[i].iov_base = bufs[i];
+            iov[i].iov_len = sizeof(bufs[i]);
+            memset(&msgs[i], 0, sizeof(struct mmsghdr));
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+
+        n = recvmmsg(s->fd, msgs, AGENT_SEND_BATCH, MSG_DONTWAIT, NULL);
+        if (n <= 0) {
             break;
         }
 
-        hg_conn_recv(s->conn, buf, (size_t) n, (struct sockaddr *) &s->peer,
-                     s->peerlen, now);
+        for (i = 0; i < n; i++) {
+            hg_conn_recv(s->conn, bufs[i], msgs[i].msg_len,
+                         (struct sockaddr *) &s->peer, s->peerlen, now);
+        }
+
+        if (n < AGENT_SEND_BATCH) {
+            break;
+        }
     }
 
     agent_session_events(s);

@@ -27,8 +27,13 @@
 #include "ngx_http_hopgate_module.h"
 
 
-#define NGX_HOPGATE_RECV_BUDGET   64
+#define NGX_HOPGATE_RECV_BUDGET   128     /* datagrams per read event */
+#define NGX_HOPGATE_RECV_BATCH    32      /* datagrams per recvmmsg() */
 #define NGX_HOPGATE_DGRAM_MAX     2048
+
+
+/* a worker is single-threaded: one set of input buffers serves all */
+static u_char  ngx_hopgate_in[NGX_HOPGATE_RECV_BATCH][NGX_HOPGATE_DGRAM_MAX];
 
 
 static void ngx_hopgate_recv(ngx_event_t *rev);
@@ -296,11 +301,11 @@ ngx_hopgate_recv(ngx_event_t *rev)
     ngx_connection_t        *c = rev->data;
     ngx_hopgate_listener_t  *l = c->data;
 
-    u_char            buf[NGX_HOPGATE_DGRAM_MAX];
-    ssize_t           n;
-    ngx_uint_t        budget;
-    ngx_sockaddr_t    sa;
-    socklen_t         salen;
+    int               n;
+    ngx_uint_t        i, batches;
+    struct iovec      iov[NGX_HOPGATE_RECV_BATCH];
+    struct mmsghdr    msgs[NGX_HOPGATE_RECV_BATCH];
+    ngx_sockaddr_t    sa[NGX_HOPGATE_RECV_BATCH];
 
     if (c->close) {
         /* the worker is quitting: drain sessions, keep reading */
@@ -316,10 +321,22 @@ ngx_hopgate_recv(ngx_event_t *rev)
         }
     }
 
-    for (budget = NGX_HOPGATE_RECV_BUDGET; budget; budget--) {
-        salen = sizeof(ngx_sockaddr_t);
+    /* recvmmsg(): a batch of datagrams per system call */
+    for (batches = NGX_HOPGATE_RECV_BUDGET / NGX_HOPGATE_RECV_BATCH;
+         batches;
+         batches--)
+    {
+        for (i = 0; i < NGX_HOPGATE_RECV_BATCH; i++) {
+            iov[i].iov_base = ngx_hopgate_in[i];
+            iov[i].iov_len = sizeof(ngx_hopgate_in[i]);
+            ngx_memzero(&msgs[i], sizeof(struct mmsghdr));
+            msgs[i].msg_hdr.msg_name = &sa[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof(ngx_sockaddr_t);
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
 
-        n = recvfrom(c->fd, buf, sizeof(buf), 0, &sa.sockaddr, &salen);
+        n = recvmmsg(c->fd, msgs, NGX_HOPGATE_RECV_BATCH, MSG_DONTWAIT, NULL);
 
         if (n == -1) {
             if (ngx_socket_errno != NGX_EAGAIN
@@ -327,12 +344,20 @@ ngx_hopgate_recv(ngx_event_t *rev)
                 && ngx_socket_errno != NGX_ECONNREFUSED)
             {
                 ngx_log_error(NGX_LOG_ALERT, c->log, ngx_socket_errno,
-                              "recvfrom() failed");
+                              "recvmmsg() failed");
             }
             return;
         }
 
-        ngx_hopgate_datagram(l, buf, (size_t) n, &sa.sockaddr, salen);
+        for (i = 0; i < (ngx_uint_t) n; i++) {
+            ngx_hopgate_datagram(l, ngx_hopgate_in[i], msgs[i].msg_len,
+                                 &sa[i].sockaddr,
+                                 msgs[i].msg_hdr.msg_namelen);
+        }
+
+        if (n < NGX_HOPGATE_RECV_BATCH) {
+            return;
+        }
     }
 
     /* more may wait: let other events run first */
