@@ -90,7 +90,6 @@ typedef struct {
 
 
 typedef struct {
-    ngx_http_upstream_init_pt    original_init;
     ngx_array_t                 *fallback;   /* ngx_addr_t, servers */
 } ngx_http_hopgate_upstream_conf_t;
 
