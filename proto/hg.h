@@ -137,7 +137,9 @@ SSL_CTX *hg_tls_server_ctx(const char *cert_file, const char *key_file,
 typedef struct {
     const char *ca_file;              /* verify against this CA bundle */
     const char *pin_sha256;           /* or: hex/base64 SHA-256 of the SPKI */
-    const char *server_name;          /* SNI and name check; NULL: none */
+    const char *server_name;          /* with a CA: the host name or IP
+                                         address the certificate must
+                                         carry; NULL: none */
     int         insecure;             /* explicit: skip verification */
 } hg_tls_client_opts_t;
 

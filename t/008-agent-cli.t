@@ -29,7 +29,7 @@ my (@flags, %env_of);
 
 # a complete, valid command line but for what a test changes
 my @valid = ('--server', '127.0.0.1:9', '--domain', 'app.test',
-             '--key', 'k', '--to', '127.0.0.1:9', '--insecure');
+             '--key', test_key('cli'), '--to', '127.0.0.1:9', '--insecure');
 
 
 my $cli_runs = 0;
@@ -342,7 +342,8 @@ refused for "other.test": the key does not match the domain
 
 === TEST 5: a wrong key: exit 3 within 5 s, the reason logged, no retry
 --- init
-my $agent = HopGate::Fixture::start_agent(key => 'not the key');
+my $agent = HopGate::Fixture::start_agent(
+    key => HopGate::Fixture::test_key('wrong'));
 my ($code, $secs) = main::wait_exit($agent, 5);
 Test::More::is($code, 3, 'exit code 3');
 Test::More::cmp_ok($secs, '<', 5, 'promptly');
