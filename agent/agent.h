@@ -169,6 +169,8 @@ struct agent_s {
     uint64_t                reconnects;
     uint64_t                target_errors;
     uint64_t                target_wakeups;   /* readable target sockets */
+    uint64_t                target_read;      /* bytes from local targets */
+    uint64_t                target_written;   /* bytes to local targets */
     time_t                  started;          /* wall clock */
     agent_metrics_conn_t   *metrics;          /* the listener, or NULL */
 };

@@ -187,6 +187,7 @@ agent_stream_pump_up(agent_stream_t *st)
                 return;
             }
             st->bytes_resp += (uint64_t) n;
+            st->session->agent->target_read += (uint64_t) n;
             continue;
         }
 
@@ -224,6 +225,7 @@ agent_stream_pump_down(agent_stream_t *st)
                 st->pending_off += (size_t) n;
                 st->pending_len -= (size_t) n;
                 st->bytes_req += (uint64_t) n;
+                st->session->agent->target_written += (uint64_t) n;
                 continue;
             }
 
