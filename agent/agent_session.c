@@ -34,7 +34,7 @@
 static void agent_session_events(agent_session_t *s);
 static void agent_session_free(agent_session_t *s);
 static void agent_schedule_redial(agent_t *a, hg_time_t now, int failure);
-static void agent_session_refused(agent_session_t *s);
+static int agent_session_refused(agent_session_t *s);
 
 
 int
@@ -213,12 +213,13 @@ agent_session_flush(agent_session_t *s)
         for (sent = 0; sent < count; /* void */) {
             n = sendmmsg(s->fd, msgs + sent, count - sent, 0);
             if (n <= 0) {
-                if (errno == ECONNREFUSED) {
-                    agent_session_refused(s);
+                if (errno == ECONNREFUSED && agent_session_refused(s)) {
                     return;
                 }
 
-                if (errno != EAGAIN && errno != EINTR) {
+                if (errno != EAGAIN && errno != EINTR
+                    && errno != ECONNREFUSED)
+                {
                     agent_log(AGENT_LOG_DEBUG, "sendmmsg() failed: %s",
                               strerror(errno));
                 }
@@ -259,8 +260,10 @@ agent_session_readable(agent_session_t *s)
 
         n = recvmmsg(s->fd, msgs, AGENT_SEND_BATCH, MSG_DONTWAIT, NULL);
         if (n == -1 && errno == ECONNREFUSED) {
-            agent_session_refused(s);
-            return;
+            if (agent_session_refused(s)) {
+                return;
+            }
+            continue;
         }
 
         if (n <= 0) {
@@ -288,29 +291,32 @@ agent_session_readable(agent_session_t *s)
  * handshake fails at once instead of at its timeout, and the redial
  * follows the usual backoff; s->failure says why for the redial logic.
  * An ICMP message is not authenticated, so a live session heeds it only
- * once it has gone quiet, as with a stateless reset.
+ * once it has gone quiet, as with a stateless reset. Returns whether the
+ * session failed.
  */
-static void
+static int
 agent_session_refused(agent_session_t *s)
 {
     agent_t  *a = s->agent;
     int       connecting;
 
+    if (s->state == AGENT_SS_DEAD) {
+        return 0;
+    }
+
     connecting = s->state == AGENT_SS_CONNECTING;
 
-    if (s->state == AGENT_SS_DEAD
-        || (!connecting && hg_conn_is_responsive(s->conn)))
-    {
-        agent_log(AGENT_LOG_DEBUG, "%s:%s: connection refused (ignored: the "
-                  "session is alive)", a->server_host, a->server_port);
-        return;
+    if (!connecting && hg_conn_is_responsive(s->conn)) {
+        agent_log(AGENT_LOG_DEBUG, "worker %d: connection refused, ignored "
+                  "while the session answers", s->worker);
+        return 0;
     }
 
     s->failure = AGENT_FAIL_REFUSED;
     s->state = AGENT_SS_DEAD;
 
     if (a->draining || a->done) {
-        return;
+        return 1;
     }
 
     if (connecting) {
@@ -324,6 +330,8 @@ agent_session_refused(agent_session_t *s)
     }
 
     agent_schedule_redial(a, agent_now(), 1);
+
+    return 1;
 }
 
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <arpa/inet.h>
 
 #include "agent.h"
@@ -75,10 +76,12 @@ agent_setup_tls(agent_t *a, const agent_config_t *cfg)
 void
 agent_check_key_file(const agent_config_t *cfg)
 {
-    if (cfg->key_file != NULL && (cfg->key_file_mode & 077) != 0) {
+    if (cfg->key_file != NULL
+        && (cfg->key_file_mode & (S_IRGRP | S_IROTH)) != 0)
+    {
         agent_log(AGENT_LOG_WARN, "the key file \"%s\" is readable by "
-                  "others (mode %04o): chmod 600 it", cfg->key_file,
-                  cfg->key_file_mode);
+                  "group or others (mode %04o): chmod 600 it",
+                  cfg->key_file, cfg->key_file_mode);
     }
 }
 

@@ -344,7 +344,7 @@ runs_with('a --key-file others can read gets a warning',
                    do { my $f = write_file("$dir/open.key", "$good_key\r\n");
                         chmod 0644, $f; $f },
                    '--log-level', 'debug'],
-          want => qr/ warn the key file "\Q$dir\E\/open\.key" is readable by others \(mode 0644\): chmod 600 it/);
+          want => qr/ warn the key file "\Q$dir\E\/open\.key" is readable by group or others \(mode 0644\): chmod 600 it/);
 runs_with('--to PORT means 127.0.0.1:PORT',
           args => [without('--to', @valid), '--to', '3000',
                    '--log-level', 'debug'],
