@@ -694,3 +694,26 @@ Test::More::unlike(HopGate::Fixture::agent_log($agent),
 GET /hello
 --- response_body
 hello from the local app
+
+
+
+=== TEST 18: SIGHUP re-reads the key file: a new key replaces the sessions
+--- init
+my $d = $ENV{TEST_NGINX_HOPGATE_DIR};
+my $file = main::write_file("$d/hup.key",
+                            HopGate::Fixture::hopgate_key() . "\n");
+chmod 0600, $file;
+my %env = main::agent_env(HOP_CLIENT_KEY_FILE => $file);
+delete $env{HOP_CLIENT_API_KEY};
+my $agent = main::start_bare_agent(env => \%env);
+HopGate::Fixture::agent_wait($agent, qr/connected to/, 1);
+main::write_file($file, HopGate::Fixture::test_key('rotated') . "\n");
+kill 'HUP', $agent->{pid};
+my ($code) = main::wait_exit($agent, 5);
+Test::More::is($code, 3, 'the new key is sent, and refused: exit 3');
+Test::More::like(HopGate::Fixture::agent_log($agent),
+                 qr/edge, domain or key changed: replacing every session/,
+                 'the sessions were replaced');
+--- request
+GET /hello
+--- error_code: 502
