@@ -236,7 +236,7 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
     }
 
     if (prefix.flags & HG_PREFIX_FLAG_RESET) {
-        return hg_session_reset(c, &prefix, now);
+        return hg_session_reset(c, dgram, len, &prefix, now);
     }
 
     was_established = hg_dtls_established(c->dtls);
@@ -261,17 +261,11 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
     }
 
     /*
-     * The edge's id is adopted from its first datagram, even during the
-     * handshake, so our later handshake datagrams reach the worker that
-     * owns the session; once established only an authenticated datagram
-     * may change it.
+     * The agent never takes the edge's id from a prefix: nothing
+     * authenticates the prefix, and one rewritten byte would send our
+     * datagrams astray. HELLO_ACK carries the id (hg_session.c); until
+     * then our datagrams are found by their address.
      */
-    if (c->role == HG_ROLE_CLIENT && !c->has_cid
-        && (prefix.flags & HG_PREFIX_FLAG_CID))
-    {
-        memcpy(c->cid, prefix.cid, HG_CID_LEN);
-        c->has_cid = 1;
-    }
 
     if (!c->authenticated_input) {
         if (rc != HG_OK) {
@@ -282,13 +276,6 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
 
     c->last_recv = now;
     hg_dtls_peer_confirmed(c->dtls);
-
-    if (c->role == HG_ROLE_CLIENT && (prefix.flags & HG_PREFIX_FLAG_CID)
-        && (!c->has_cid || memcmp(c->cid, prefix.cid, HG_CID_LEN) != 0))
-    {
-        memcpy(c->cid, prefix.cid, HG_CID_LEN);
-        c->has_cid = 1;
-    }
 
     if (c->role == HG_ROLE_SERVER && from != NULL
         && (fromlen != c->peerlen || memcmp(from, &c->peer, fromlen) != 0)

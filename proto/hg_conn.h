@@ -84,7 +84,8 @@ struct hg_conn_s {
     hg_dtls_t           *dtls;
 
     uint8_t              cid[HG_CID_LEN];
-    unsigned             has_cid:1;
+    uint8_t              reset_token[HG_RESET_TOKEN_LEN];
+    unsigned             has_cid:1;     /* client: from HELLO_ACK */
     int                  worker_hint;     /* client: steer byte, -1 none */
 
     struct sockaddr_storage  peer;
@@ -194,8 +195,8 @@ size_t hg_copy_text(char *dst, size_t cap, const char *src);
 
 /* hg_session.c */
 void hg_conn_maybe_finish_goaway(hg_conn_t *c, hg_time_t now);
-int hg_session_reset(hg_conn_t *c, const hg_prefix_t *prefix,
-    hg_time_t now);
+int hg_session_reset(hg_conn_t *c, const uint8_t *dgram, size_t len,
+    const hg_prefix_t *prefix, hg_time_t now);
 int hg_session_frame(hg_conn_t *c, hg_codec_kind_t kind,
     const hg_codec_bytes_t *body);
 void hg_session_frame_lost(hg_conn_t *c, hg_sent_frame_type_t type);

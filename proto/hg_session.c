@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "hg_builder.h"
 #include "hg_codec.h"
 #include "hg_conn.h"
@@ -140,28 +142,22 @@ hg_conn_close(hg_conn_t *c, uint32_t code, const char *reason)
 /* ---- the stateless reset ------------------------------------------------- */
 
 /*
- * The edge says it has no such session. Anyone could say so, so it counts
- * only for our own id and only when the edge has also been silent for a
- * while: a live session keeps hearing authenticated packets.
+ * The edge says it has no such session. It counts only for our own id
+ * and only with the token HELLO_ACK gave us for that id, which only an
+ * edge holding the reset key can make: then the session is over at once,
+ * quiet or not. Anything else is dropped (anyone can send a datagram).
  */
 int
-hg_session_reset(hg_conn_t *c, const hg_prefix_t *prefix,
-    hg_time_t now)
+hg_session_reset(hg_conn_t *c, const uint8_t *dgram, size_t len,
+    const hg_prefix_t *prefix, hg_time_t now)
 {
-    hg_time_t  quiet;
-
-    if (c->role != HG_ROLE_CLIENT || !c->has_cid
-        || memcmp(prefix->cid, c->cid, HG_CID_LEN) != 0)
+    if (c->role != HG_ROLE_CLIENT || !c->has_cid || len != HG_RESET_LEN
+        || memcmp(prefix->cid, c->cid, HG_CID_LEN) != 0
+        || CRYPTO_memcmp(dgram + HG_PREFIX_LEN, c->reset_token,
+                         HG_RESET_TOKEN_LEN)
+           != 0)
     {
-        return HG_ERR;
-    }
-
-    quiet = 3 * hg_recovery_pto(&c->rec);
-    if (quiet < HG_SEC) {
-        quiet = HG_SEC;
-    }
-
-    if (now - c->last_recv < quiet) {
+        c->stats.malformed++;
         return HG_ERR;
     }
 
@@ -302,9 +298,16 @@ hg_frame_hello_ack(hg_conn_t *c, const Hopgate__HelloAckFrame *f)
         return HG_OK;
     }
 
-    if (!hg_params_valid(f->params)) {
+    if (!hg_params_valid(f->params)
+        || f->connection_id.len != HG_CID_LEN
+        || f->reset_token.len != HG_RESET_TOKEN_LEN)
+    {
         return HG_ERR;
     }
+
+    memcpy(c->cid, f->connection_id.data, HG_CID_LEN);
+    memcpy(c->reset_token, f->reset_token.data, HG_RESET_TOKEN_LEN);
+    c->has_cid = 1;
 
     c->session_id = f->session_id;
     c->worker_index = f->worker_index;
@@ -488,6 +491,10 @@ hg_add_hello_ack(hg_builder_t *b)
         ack.idle_timeout_ms = c->cfg.idle_timeout / HG_MS;
         ack.keepalive_ms = c->cfg.keepalive / HG_MS;
         ack.params = &params;
+        ack.connection_id.data = c->cid;
+        ack.connection_id.len = HG_CID_LEN;
+        ack.reset_token.data = c->reset_token;
+        ack.reset_token.len = HG_RESET_TOKEN_LEN;
     }
 
     if (hg_builder_add_message(b, HOPGATE__FRAME__BODY_HELLO_ACK, &ack.base,
