@@ -32,6 +32,10 @@
 #define AGENT_DRAIN_TIMEOUT   (10 * HG_SEC)
 #define AGENT_BACKOFF_FIRST   (250 * HG_MS)
 #define AGENT_BACKOFF_MAX     (30 * HG_SEC)
+/* after the edge went away, a refused dial is tried again this soon ... */
+#define AGENT_RESTART_RETRY   (200 * HG_MS)
+/* ... for this long: an edge restart takes seconds, not minutes */
+#define AGENT_RESTART_WINDOW  (60 * HG_SEC)
 #define AGENT_STABLE_PERIOD   (60 * HG_SEC)
 #define AGENT_IDENTITY_TRIES  3           /* certificate name mismatches */
 
@@ -157,6 +161,8 @@ struct agent_s {
     hg_time_t               redial_at;        /* HG_TIME_INFINITE: none */
     hg_time_t               backoff;
     hg_time_t               stable_since;
+    hg_time_t               edge_lost_at;     /* a ready session ended by
+                                                 the edge going away */
     unsigned                failures;         /* consecutive */
     unsigned                identity_failures; /* consecutive */
     int                     draining;         /* SIGTERM received */

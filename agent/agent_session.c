@@ -34,6 +34,8 @@
 static void agent_session_events(agent_session_t *s);
 static void agent_session_free(agent_session_t *s);
 static void agent_schedule_redial(agent_t *a, hg_time_t now, int failure);
+static void agent_retire_covering(agent_t *a, agent_session_t *s);
+static int agent_edge_restarting(const agent_t *a, hg_time_t now);
 static int agent_session_refused(agent_session_t *s);
 
 
@@ -285,6 +287,15 @@ agent_session_readable(agent_session_t *s)
 }
 
 
+/* an edge that was serving went away a moment ago: a restart, likely */
+static int
+agent_edge_restarting(const agent_t *a, hg_time_t now)
+{
+    return a->edge_lost_at != HG_TIME_INFINITE
+           && now - a->edge_lost_at < AGENT_RESTART_WINDOW;
+}
+
+
 /*
  * The connected socket reports an ICMP port unreachable as ECONNREFUSED:
  * nothing listens on the edge's UDP port (down, or restarting). A
@@ -297,8 +308,9 @@ agent_session_readable(agent_session_t *s)
 static int
 agent_session_refused(agent_session_t *s)
 {
-    agent_t  *a = s->agent;
-    int       connecting;
+    agent_t    *a = s->agent;
+    int         connecting;
+    hg_time_t   now;
 
     if (s->state == AGENT_SS_DEAD) {
         return 0;
@@ -319,17 +331,32 @@ agent_session_refused(agent_session_t *s)
         return 1;
     }
 
-    if (connecting) {
-        agent_log(AGENT_LOG_WARN, "cannot connect to %s:%s: connection "
-                  "refused (nothing listens on that UDP port)",
-                  a->server_host, a->server_port);
-    } else {
+    now = agent_now();
+
+    if (!connecting) {
         agent_log(AGENT_LOG_WARN, "session to worker %d lost: connection "
                   "refused (nothing listens on %s:%s any more)", s->worker,
                   a->server_host, a->server_port);
+        a->edge_lost_at = now;
+
+    } else if (agent_edge_restarting(a, now)) {
+        /* the edge is coming back: a refusal costs it nothing, keep close */
+        agent_log(AGENT_LOG_INFO, "cannot connect to %s:%s yet: connection "
+                  "refused, trying again in %.1f s", a->server_host,
+                  a->server_port, (double) AGENT_RESTART_RETRY / HG_SEC);
+        if (a->redial_at <= now || a->redial_at > now + AGENT_RESTART_RETRY)
+        {
+            a->redial_at = now + AGENT_RESTART_RETRY;
+        }
+        return 1;
+
+    } else {
+        agent_log(AGENT_LOG_WARN, "cannot connect to %s:%s: connection "
+                  "refused (nothing listens on that UDP port)",
+                  a->server_host, a->server_port);
     }
 
-    agent_schedule_redial(a, agent_now(), 1);
+    agent_schedule_redial(a, now, 1);
 
     return 1;
 }
@@ -341,6 +368,33 @@ static int
 agent_session_live(const agent_session_t *s)
 {
     return s->state == AGENT_SS_CONNECTING || s->state == AGENT_SS_READY;
+}
+
+
+/* the ready sessions that served s's worker index before s came */
+static void
+agent_retire_covering(agent_t *a, agent_session_t *s)
+{
+    agent_session_t  *old;
+    int               i;
+
+    for (i = 0; i < a->nsessions; i++) {
+        old = a->sessions[i];
+        if (old == s || old->state != AGENT_SS_READY
+            || old->worker != s->worker)
+        {
+            continue;
+        }
+
+        agent_log(AGENT_LOG_INFO, "worker %d: session %016llx replaced by "
+                  "%016llx (the edge restarted?)", s->worker,
+                  (unsigned long long) old->session_id,
+                  (unsigned long long) s->session_id);
+        old->state = AGENT_SS_DRAINING;
+        hg_conn_goaway(old->conn, HG_CODE_GOING_AWAY, "replaced");
+        hg_conn_ping(old->conn);
+        agent_session_flush(old);
+    }
 }
 
 
@@ -451,7 +505,6 @@ agent_session_ready(agent_session_t *s, const hg_event_t *ev)
 {
     agent_t          *a = s->agent;
     hg_conn_stats_t   st;
-    int               duplicate;
 
     s->state = AGENT_SS_READY;
     s->worker = (int) ev->worker_index;
@@ -465,17 +518,14 @@ agent_session_ready(agent_session_t *s, const hg_event_t *ev)
 
     hg_conn_get_stats(s->conn, &st);
 
-    duplicate = agent_covered(a, s->worker, s);
-
-    if (duplicate) {
-        /* the edge did not steer us: try again from another port */
-        agent_log(AGENT_LOG_DEBUG, "session landed on worker %d/%u, "
-                  "already covered: re-dialling", s->worker,
-                  s->worker_count);
-        hg_conn_close(s->conn, HG_CODE_NORMAL, "duplicate worker session");
-        s->state = AGENT_SS_DEAD;
-        return;
-    }
+    /*
+     * The edge refuses a second session of ours in one worker process
+     * (HG_CODE_DUPLICATE), so a session we hold for the same worker index
+     * is with a process that has gone (a restart, or a crash the keepalive
+     * has not found yet): it stops counting for the worker, and its probe
+     * shows soon whether anything still answers there.
+     */
+    agent_retire_covering(a, s);
 
     agent_log(AGENT_LOG_INFO, "connected to worker %d/%u of %s:%s "
               "(session %016llx, rtt %.1f ms)", s->worker, s->worker_count,
@@ -567,14 +617,20 @@ agent_session_closed(agent_session_t *s, const hg_event_t *ev)
         agent_log(AGENT_LOG_INFO, "worker %d lost the session (edge "
                   "restarted?): re-dialling", s->worker);
         a->worker_count = 0;
+        a->edge_lost_at = now;
         agent_schedule_redial(a, now, 0);
         return;
     }
 
     if (expected && ev->code != HG_CODE_IDLE_TIMEOUT) {
         if (ev->code == HG_CODE_GOING_AWAY) {
-            agent_log(AGENT_LOG_INFO, "worker %d finished draining",
-                      s->worker);
+            agent_log(AGENT_LOG_INFO, "worker %d closed the session: %s",
+                      s->worker, ev->text && *ev->text ? ev->text
+                                                       : "going away");
+            if (was_ready) {
+                /* not a drain we were told of: the edge is stopping */
+                a->edge_lost_at = now;
+            }
         }
         agent_schedule_redial(a, now, 0);
         return;
@@ -614,6 +670,14 @@ agent_session_rejected(agent_session_t *s, const hg_event_t *ev)
                   ev->text ? ev->text : "", hg_code_name(ev->code));
         a->exit_code = AGENT_EXIT_REJECTED;
         a->done = 1;
+        return;
+    }
+
+    if (ev->code == HG_CODE_DUPLICATE) {
+        /* the kernel hashed us to a worker we serve: another port */
+        agent_log(AGENT_LOG_DEBUG, "landed on a worker already covered: "
+                  "re-dialling");
+        agent_schedule_redial(a, agent_now(), 0);
         return;
     }
 
@@ -722,6 +786,7 @@ agent_sessions_start(agent_t *a)
     a->rng |= 1;
     a->redial_at = 0;
     a->stable_since = HG_TIME_INFINITE;
+    a->edge_lost_at = HG_TIME_INFINITE;
 
     agent_fill_coverage(a, agent_now());
 

@@ -40,6 +40,8 @@ static void ngx_hopgate_session_verdict(void *data,
     ngx_hopgate_verdict_t *v);
 static void ngx_hopgate_session_decide(ngx_hopgate_session_t *s,
     ngx_hopgate_verdict_t *v);
+static void ngx_hopgate_session_same_agent(ngx_hopgate_session_t *s,
+    ngx_hopgate_domain_t *d, ngx_hopgate_verdict_t *v);
 static void ngx_hopgate_session_unready(ngx_hopgate_session_t *s);
 static void ngx_hopgate_session_destroy(ngx_hopgate_session_t *s);
 static void ngx_hopgate_addr_index(ngx_hopgate_session_t *s);
@@ -538,6 +540,9 @@ ngx_hopgate_session_hello(ngx_hopgate_session_t *s, const hg_hello_t *hello)
 
     ngx_cpystrn(s->agent_version, (u_char *) hello->agent_version,
                 sizeof(s->agent_version));
+    ngx_cpystrn(s->agent_id, (u_char *) hello->agent_id,
+                sizeof(s->agent_id));
+    s->worker_hint = hello->worker_hint;
 
     domain.data = (u_char *) hello->domain;
     domain.len = ngx_strlen(hello->domain);
@@ -593,6 +598,54 @@ ngx_hopgate_session_verdict(void *data, ngx_hopgate_verdict_t *v)
 }
 
 
+/*
+ * An agent keeps one session per worker. A second one of the same agent
+ * (agent id) here either landed on this worker by the kernel's hash while
+ * aimed at another (no steering): refused as a duplicate, so the agent
+ * dials again from a new port before any request can pick it; or was aimed
+ * here, which means the agent gave up on the one it had: that one goes.
+ */
+static void
+ngx_hopgate_session_same_agent(ngx_hopgate_session_t *s,
+    ngx_hopgate_domain_t *d, ngx_hopgate_verdict_t *v)
+{
+    ngx_queue_t            *q;
+    ngx_hopgate_session_t  *old;
+
+    if (s->agent_id[0] == '\0') {
+        return;
+    }
+
+    for (q = ngx_queue_head(&d->sessions);
+         q != ngx_queue_sentinel(&d->sessions);
+         q = ngx_queue_next(q))
+    {
+        old = ngx_queue_data(q, ngx_hopgate_session_t, domain_link);
+
+        if (old->draining
+            || ngx_strcmp(old->agent_id, s->agent_id) != 0)
+        {
+            continue;
+        }
+
+        if (s->worker_hint >= 0 && s->worker_hint != (ngx_int_t) ngx_worker) {
+            v->rc = NGX_DECLINED;
+            v->code = HG_CODE_DUPLICATE;
+            v->why = "this worker already has a session of this agent";
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "hopgate: session %016uxL for \"%s\" replaced by a "
+                      "new one of the same agent", old->id, d->name);
+        old->draining = 1;
+        hg_conn_close(old->conn, HG_CODE_NORMAL, "replaced by a new session");
+        ngx_hopgate_session_kick(old);
+        return;
+    }
+}
+
+
 static void
 ngx_hopgate_session_decide(ngx_hopgate_session_t *s,
     ngx_hopgate_verdict_t *v)
@@ -618,10 +671,18 @@ ngx_hopgate_session_decide(ngx_hopgate_session_t *s,
         }
     }
 
+    if (v->rc == NGX_OK) {
+        ngx_hopgate_session_same_agent(s, d, v);
+        if (v->rc != NGX_OK) {
+            ngx_hopgate_domain_release(d);
+        }
+    }
+
     ngx_hopgate_metrics_verdict(s, v->rc, v->code);
 
     if (v->rc != NGX_OK) {
-        ngx_log_error((v->code == HG_CODE_GOING_AWAY ? NGX_LOG_INFO
+        ngx_log_error(((v->code == HG_CODE_GOING_AWAY
+                    || v->code == HG_CODE_DUPLICATE) ? NGX_LOG_INFO
                                                      : NGX_LOG_WARN),
                       ngx_cycle->log, 0,
                       "hopgate: agent %*s refused for \"%V\": %s",

@@ -129,6 +129,8 @@ struct ngx_hopgate_session_s {
     u_char                       addr_text[NGX_SOCKADDR_STRLEN];
     size_t                       addr_len;
     u_char                       agent_version[64];
+    u_char                       agent_id[64];
+    ngx_int_t                    worker_hint; /* the worker it aimed at */
     u_char                       domain_name[NGX_HOPGATE_DOMAIN_MAX + 1];
     size_t                       domain_len;
     ngx_hopgate_metrics_session_t  metrics;

@@ -68,6 +68,8 @@ typedef enum {
     HG_CODE_DNS_GATE = 14,            /* domain does not resolve to the edge */
     HG_CODE_REVOKED = 15,             /* key rotated/domain removed: live */
     HG_CODE_BUSY = 16,                /* edge at its session limit */
+    HG_CODE_DUPLICATE = 17,           /* this worker already has a session
+                                         of this agent: dial again */
     HG_CODE_GOING_AWAY = 20,          /* reload/shutdown drain */
     HG_CODE_HANDSHAKE_TIMEOUT = 21,
     HG_CODE_TLS = 22,                 /* DTLS failure (certificate etc.) */
