@@ -351,6 +351,11 @@ ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     s->timer.handler = ngx_hopgate_session_timer;
     s->timer.data = s;
     s->timer.log = ngx_cycle->log;
+    /*
+     * a session does not keep an exiting worker alive: the worker goes
+     * when its requests are done, and tells the agent then (CLOSE)
+     */
+    s->timer.cancelable = 1;
     s->run.handler = ngx_hopgate_session_timer;
     s->run.data = s;
     s->run.log = ngx_cycle->log;

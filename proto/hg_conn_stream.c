@@ -280,7 +280,7 @@ hg_live_stream(const hg_conn_t *c, int64_t id)
 int
 hg_conn_can_open_stream(const hg_conn_t *c)
 {
-    return c->state == HG_CS_READY && !c->peer_goaway && !c->local_goaway
+    return c->state == HG_CS_READY && !c->peer_goaway
            && c->local_opened < c->peer_max_streams;
 }
 
@@ -298,7 +298,8 @@ hg_stream_open(hg_conn_t *c, const hg_stream_meta_t *meta)
     hg_cstream_t  *cs;
     int64_t        id;
 
-    if (c->state != HG_CS_READY || c->peer_goaway || c->local_goaway) {
+    /* our own GOAWAY only stops the peer's new streams */
+    if (c->state != HG_CS_READY || c->peer_goaway) {
         return HG_ERR_STATE;
     }
 
