@@ -59,28 +59,6 @@ tap_ok(int pass, const char *fmt, ...)
 }
 
 
-/*
- * A requirement known not to hold yet: reported as "not ok ... # TODO"
- * (prove lists it, and an unexpected pass) without failing the run. Use
- * only with the reason in the report, never to hide a regression.
- */
-static inline int
-tap_todo(int pass, const char *reason, const char *fmt, ...)
-{
-    va_list  ap;
-
-    tap_count++;
-    printf("%sok %d - ", pass ? "" : "not ", tap_count);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf(" # TODO %s\n", reason);
-    fflush(stdout);
-
-    return pass;
-}
-
-
 static inline void
 tap_diag(const char *fmt, ...)
 {
