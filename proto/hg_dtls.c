@@ -66,6 +66,7 @@ struct hg_dtls_s {
     hg_time_t               deadline;
     hg_time_t               last_sent;   /* the flight went out (again) */
     uint64_t                retransmits;
+    unsigned                timer_resends; /* of the current flight */
 
     hg_dtls_seen_t          seen[HG_DTLS_SEEN];
     unsigned                nseen;
@@ -76,6 +77,7 @@ struct hg_dtls_s {
 
     int                     alert;       /* fatal alert received, or -1 */
 
+    unsigned                server:1;
     unsigned                stepping:1;
     unsigned                step_wrote:1;
     unsigned                established:1;
@@ -178,6 +180,7 @@ hg_dtls_server_new(SSL *ssl, size_t record_mtu, hg_dtls_listener_t *l,
     }
 
     d->ssl = ssl;
+    d->server = 1;
     hg_dtls_attach(d);
 
     /* a repeat of this ClientHello means our first flight was lost */
@@ -241,6 +244,9 @@ hg_dtls_recv(hg_dtls_t *d, const uint8_t *dgram, size_t len, hg_time_t now,
     {
         return HG_ERR;
     }
+
+    /* the peer is not silent: our timer may try again in full */
+    d->timer_resends = 0;
 
     if (hg_dtls_tracks(d, dgram)
         && hg_dtls_digest(dgram, len, &digest) == HG_OK)
@@ -358,18 +364,38 @@ hg_dtls_deadline(const hg_dtls_t *d)
 }
 
 
-void
+int
 hg_dtls_timeout(hg_dtls_t *d, hg_time_t now)
 {
+    char  reason[64];
+
+    if (d->failed) {
+        return HG_ERR_STATE;
+    }
+
     if (d->deadline == HG_TIME_INFINITE || now < d->deadline) {
-        return;
+        return HG_OK;
     }
 
-    if (d->established || d->failed || d->flight.head == NULL) {
+    if (d->established || d->flight.head == NULL) {
         d->deadline = HG_TIME_INFINITE;
-        return;
+        return HG_OK;
     }
 
+    /*
+     * A server's flight goes to a peer that proved only that it can
+     * receive at its address: one that then falls silent must not earn
+     * a flight every backoff period until the handshake timeout.
+     */
+    if (d->server && d->timer_resends >= HG_DTLS_SERVER_RETRANSMITS) {
+        snprintf(reason, sizeof(reason), "peer silent after %u copies of "
+                 "the flight", d->timer_resends + 1);
+        hg_dtls_fail(d, reason);
+        hg_dtls_queue_clear(&d->out);
+        return HG_ERR_STATE;
+    }
+
+    d->timer_resends++;
     hg_dtls_resend(d, now);
 
     /* RFC 6347 4.2.4.1: double the timer, up to a cap */
@@ -379,6 +405,8 @@ hg_dtls_timeout(hg_dtls_t *d, hg_time_t now)
     }
 
     d->deadline = now + d->rto;
+
+    return HG_OK;
 }
 
 
@@ -493,7 +521,17 @@ hg_dtls_step(hg_dtls_t *d, hg_time_t now)
 
     ERR_clear_error();
 
+    /*
+     * Waiting on the peer, the record buffers are idle (16 KB each way):
+     * a half-open handshake need not hold them. OpenSSL refuses while
+     * they hold data and makes them again for the next record.
+     */
+    if (!d->established) {
+        (void) SSL_free_buffers(d->ssl);
+    }
+
     if (d->step_wrote) {
+        d->timer_resends = 0;
         d->rto = HG_DTLS_RTO_INITIAL;
         d->last_sent = now;
         d->deadline = d->established ? HG_TIME_INFINITE : now + d->rto;

@@ -648,10 +648,14 @@ test_ring_growth(void)
 
     test_setup(&t, 4096);
 
+    tap_ok(t.r.ring == NULL && t.r.ring_cap == 0, "no ring before the "
+           "first packet");
+
+    test_send(&t, 1, 0);
     tap_is_int(t.r.ring_cap, 64, "the ring starts small");
 
     pn = 0;
-    for (i = 0; i < 4096; i++) {
+    for (i = 1; i < 4096; i++) {
         pn = test_send(&t, 1, i);
         if (pn != i) {
             break;
