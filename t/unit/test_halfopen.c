@@ -153,8 +153,15 @@ test_memory(void)
     per = made ? (after - before) / (size_t) made : 0;
 
     tap_is_int(made, HALFOPEN, "%d half-open handshakes made", HALFOPEN);
-    tap_ok(per < HALFOPEN_BUDGET, "each holds %zu bytes (< %d)", per,
-           HALFOPEN_BUDGET);
+    if (after <= before) {
+        /* a sanitizer's allocator: glibc's statistics see none of it */
+        tap_ok(1, "each holds less than %d bytes # SKIP mallinfo2() "
+               "counts nothing under this allocator", HALFOPEN_BUDGET);
+
+    } else {
+        tap_ok(per < HALFOPEN_BUDGET, "each holds %zu bytes (< %d)", per,
+               HALFOPEN_BUDGET);
+    }
     tap_ok(conns[0] != NULL && conns[0]->rec.ring == NULL
            && conns[0]->table == NULL && conns[0]->ev_cap <= 8,
            "no packet ring or stream table before DTLS is up");
