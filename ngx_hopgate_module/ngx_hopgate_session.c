@@ -26,7 +26,7 @@ static void ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf,
     size_t len, struct sockaddr *from, socklen_t fromlen,
     ngx_uint_t forwarded);
 static void ngx_hopgate_reset(ngx_hopgate_listener_t *l, const u_char *cid,
-    struct sockaddr *to, socklen_t tolen);
+    size_t trigger_len, struct sockaddr *to, socklen_t tolen);
 static ngx_hopgate_session_t *ngx_hopgate_by_cid(const u_char *cid);
 static ngx_hopgate_session_t *ngx_hopgate_by_addr(struct sockaddr *sa,
     socklen_t len);
@@ -87,14 +87,22 @@ ngx_hopgate_engine_log(void *ctx, int level, const char *msg)
 }
 
 
-static uint64_t
+/* the id's last bytes are random: a good key; equal keys are compared */
+static ngx_rbtree_key_t
 ngx_hopgate_cid_key(const u_char *cid)
 {
-    uint64_t  key;
+    ngx_rbtree_key_t  key;
 
-    ngx_memcpy(&key, cid, sizeof(key));
+    ngx_memcpy(&key, cid + HG_CID_LEN - sizeof(key), sizeof(key));
 
     return key;
+}
+
+
+int
+ngx_hopgate_cid_taken(void *ctx, const uint8_t *cid)
+{
+    return ngx_hopgate_by_cid(cid) != NULL;
 }
 
 
@@ -149,14 +157,14 @@ ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
                    != NGX_OK)
             {
                 /* the owner is gone (nginx restarted): tell the agent */
-                ngx_hopgate_reset(l, p.cid, from, fromlen);
+                ngx_hopgate_reset(l, p.cid, len, from, fromlen);
             }
             return;
         }
 
         s = ngx_hopgate_by_cid(p.cid);
         if (s == NULL) {
-            ngx_hopgate_reset(l, p.cid, from, fromlen);
+            ngx_hopgate_reset(l, p.cid, len, from, fromlen);
             return;
         }
 
@@ -196,9 +204,10 @@ ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
  */
 static void
 ngx_hopgate_reset(ngx_hopgate_listener_t *l, const u_char *cid,
-    struct sockaddr *to, socklen_t tolen)
+    size_t trigger_len, struct sockaddr *to, socklen_t tolen)
 {
-    u_char                 out[HG_PREFIX_LEN];
+    size_t                 n;
+    u_char                 out[HG_RESET_LEN];
     ngx_hopgate_worker_t  *w = ngx_hopgate_worker;
 
     if (w->reset_second != ngx_time()) {
@@ -210,28 +219,39 @@ ngx_hopgate_reset(ngx_hopgate_listener_t *l, const u_char *cid,
         return;
     }
 
-    ngx_hopgate_send(l, out, hg_prefix_reset(cid, out), to, tolen);
+    n = hg_listener_reset(l->engine, cid, trigger_len, out);
+    if (n > 0) {
+        ngx_hopgate_send(l, out, n, to, tolen);
+    }
 }
 
 
 static ngx_hopgate_session_t *
 ngx_hopgate_by_cid(const u_char *cid)
 {
-    uint64_t            key;
-    ngx_rbtree_node_t  *node, *sentinel;
+    ngx_rbtree_key_t        key;
+    ngx_rbtree_node_t      *node, *sentinel;
+    ngx_hopgate_session_t  *s;
 
     key = ngx_hopgate_cid_key(cid);
     node = ngx_hopgate_worker->by_cid.root;
     sentinel = ngx_hopgate_worker->by_cid.sentinel;
 
     while (node != sentinel) {
-        if (key == node->key) {
-            return (ngx_hopgate_session_t *)
-                   ((u_char *) node
-                    - offsetof(ngx_hopgate_session_t, cid_node));
+        if (key != node->key) {
+            node = key < node->key ? node->left : node->right;
+            continue;
         }
 
-        node = key < node->key ? node->left : node->right;
+        s = (ngx_hopgate_session_t *)
+            ((u_char *) node - offsetof(ngx_hopgate_session_t, cid_node));
+
+        if (ngx_memcmp(hg_conn_cid(s->conn), cid, HG_CID_LEN) == 0) {
+            return s;
+        }
+
+        /* equal keys are inserted to the right */
+        node = node->right;
     }
 
     return NULL;
@@ -777,6 +797,36 @@ ngx_hopgate_sessions_goaway(ngx_hopgate_worker_t *w)
          * at once: posted events would wait for the next timer, since
          * nginx 1.22 runs none right after closing idle connections
          */
+        ngx_hopgate_session_run(s);
+    }
+}
+
+
+/*
+ * The worker is exiting now (nginx -s stop, or the end of a drain): every
+ * session still open is told with a CLOSE, so that agents dial again at
+ * once instead of waiting for a stateless reset or their idle timeout.
+ */
+void
+ngx_hopgate_sessions_close(ngx_hopgate_worker_t *w)
+{
+    ngx_rbtree_node_t      *node, *next;
+    ngx_hopgate_session_t  *s;
+
+    if (w->by_cid.root == w->by_cid.sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(w->by_cid.root, w->by_cid.sentinel);
+         node;
+         node = next)
+    {
+        next = ngx_rbtree_next(&w->by_cid, node);
+
+        s = (ngx_hopgate_session_t *)
+            ((u_char *) node - offsetof(ngx_hopgate_session_t, cid_node));
+
+        hg_conn_close(s->conn, HG_CODE_GOING_AWAY, "the edge is restarting");
         ngx_hopgate_session_run(s);
     }
 }
