@@ -39,11 +39,7 @@ hg_cstreams_init(hg_conn_t *c)
         size *= 2;
     }
 
-    c->table = calloc(size, sizeof(hg_cstream_t *));
-    if (c->table == NULL) {
-        return -1;
-    }
-
+    /* made with the first stream: a half-open handshake has none */
     c->table_size = size;
 
     return 0;
@@ -130,6 +126,13 @@ hg_cstream_create(hg_conn_t *c, int64_t id, int local)
     hg_cstream_t  *cs;
     size_t         h;
     uint64_t       send_max;
+
+    if (c->table == NULL) {
+        c->table = calloc(c->table_size, sizeof(hg_cstream_t *));
+        if (c->table == NULL) {
+            return NULL;
+        }
+    }
 
     cs = calloc(1, sizeof(hg_cstream_t));
     if (cs == NULL) {
