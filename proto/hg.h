@@ -245,8 +245,12 @@ typedef struct {
     int         worker_hint;          /* -1: none */
 } hg_hello_t;
 
+/* the longest domain and API key HELLO carries; longer ones are refused */
+#define HG_HELLO_TEXT_MAX  255
+
 /*
- * Starts the DTLS handshake; HELLO is sent when it completes. server_name
+ * Starts the DTLS handshake; HELLO is sent when it completes. NULL for a
+ * domain or key longer than HG_HELLO_TEXT_MAX (or out of memory). server_name
  * (may be NULL) is sent as SNI and, with CA verification, must match the
  * edge's certificate.
  */

@@ -157,6 +157,14 @@ hg_conn_client_new(const hg_config_t *cfg, SSL_CTX *ctx,
 {
     hg_conn_t  *c;
 
+    /* refused, not cut short: a truncated key would only fail later */
+    if (hello->domain == NULL || hello->api_key == NULL
+        || strlen(hello->domain) > HG_HELLO_TEXT_MAX
+        || strlen(hello->api_key) > HG_HELLO_TEXT_MAX)
+    {
+        return NULL;
+    }
+
     c = hg_conn_alloc(cfg, HG_ROLE_CLIENT, peer, peerlen, now);
     if (c == NULL) {
         return NULL;

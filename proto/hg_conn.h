@@ -148,8 +148,8 @@ struct hg_conn_s {
 
     /* session control */
     hg_hello_t           hello;           /* client: ours; server: peer's */
-    char                 hello_domain[256];
-    char                 hello_key[256];
+    char                 hello_domain[HG_HELLO_TEXT_MAX + 1];
+    char                 hello_key[HG_HELLO_TEXT_MAX + 1];
     char                 hello_version[64];
     char                 hello_agent_id[64];
     uint32_t             ack_code;        /* server: HELLO_ACK to send */

@@ -257,6 +257,19 @@ hg_frame_hello(hg_conn_t *c, const Hopgate__HelloFrame *f)
         return HG_ERR;
     }
 
+    /* refused here, never cut short and then checked */
+    if (strlen(f->api_key) > HG_HELLO_TEXT_MAX) {
+        c->hello.domain = "";
+        return hg_conn_reject(c, HG_CODE_BAD_KEY,
+                              "API key longer than 255 characters");
+    }
+
+    if (strlen(f->domain) > HG_HELLO_TEXT_MAX) {
+        c->hello.domain = "";
+        return hg_conn_reject(c, HG_CODE_UNKNOWN_DOMAIN,
+                              "domain longer than 255 characters");
+    }
+
     snprintf(c->hello_domain, sizeof(c->hello_domain), "%s", f->domain);
     snprintf(c->hello_key, sizeof(c->hello_key), "%s", f->api_key);
     snprintf(c->hello_version, sizeof(c->hello_version), "%s",

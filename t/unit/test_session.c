@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <netinet/in.h>
+
+#include "hg_conn.h"
 #include "sim.h"
 #include "sim_bulk.h"
 #include "tap.h"
@@ -545,6 +548,85 @@ test_cid_collision(void)
 }
 
 
+/* ---- HELLO texts longer than the limit ---------------------------------- */
+
+static int
+zero_random(void *ctx, uint8_t *buf, size_t len)
+{
+    (void) ctx;
+    memset(buf, 0, len);
+
+    return 0;
+}
+
+
+static void
+test_hello_limits(void)
+{
+    hg_config_t               cfg;
+    hg_conn_t                *edge;
+    hg_hello_t                hello;
+    hg_event_t                ev;
+    struct sockaddr_in        sin;
+    char                      key[301];
+    uint8_t                   body[1024];
+    hg_codec_bytes_t          bytes;
+    Hopgate__HelloFrame       f;
+    Hopgate__TransportParams  params;
+    int                       helloed;
+
+    sim_config(&cfg);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    memset(key, 'k', sizeof(key) - 1);
+    key[sizeof(key) - 1] = '\0';
+
+    memset(&hello, 0, sizeof(hello));
+    hello.domain = "app.example.com";
+    hello.api_key = key;
+    hello.worker_hint = -1;
+    tap_ok(hg_conn_client_new(&cfg, NULL, NULL, &hello,
+                              (struct sockaddr *) &sin, sizeof(sin), 0)
+           == NULL, "an agent cannot start a session with a 300-character "
+           "key");
+
+    /* an edge that receives one anyway (another client) refuses it */
+    cfg.cb.random = zero_random;
+    edge = hg_conn_alloc(&cfg, HG_ROLE_SERVER, (struct sockaddr *) &sin,
+                         sizeof(sin), 0);
+    if (!tap_ok(edge != NULL, "a bare edge connection")) {
+        return;
+    }
+    edge->state = HG_CS_HELLO;
+
+    hopgate__transport_params__init(&params);
+    params.max_streams = 8;
+    params.stream_window = 65536;
+    params.conn_window = 65536;
+    hopgate__hello_frame__init(&f);
+    f.domain = "app.example.com";
+    f.api_key = key;
+    f.params = &params;
+    bytes.data = body;
+    bytes.len = protobuf_c_message_pack(&f.base, body);
+
+    hg_session_frame(edge, HOPGATE__FRAME__BODY_HELLO, &bytes);
+
+    helloed = 0;
+    while (hg_conn_next_event(edge, &ev) == HG_OK) {
+        helloed |= ev.type == HG_EV_HELLO;
+    }
+
+    tap_ok(!helloed, "the edge's shell never sees that HELLO");
+    tap_is_int(edge->close_code, HG_CODE_BAD_KEY,
+               "the edge refuses it as a bad key");
+    tap_is_str(edge->ack_text, "API key longer than 255 characters",
+               "and says why");
+
+    hg_conn_free(edge);
+}
+
+
 int
 main(void)
 {
@@ -560,6 +642,7 @@ main(void)
     test_cid_from_hello_ack();
     test_stateless_reset();
     test_cid_collision();
+    test_hello_limits();
 
     return tap_done();
 }
