@@ -1,0 +1,77 @@
+# ACME certificates for registered domains, from a real ACME server
+# (pebble, with its default 5% badNonce rejections) validating HTTP-01
+# against the test nginx: a registered domain gets a certificate that
+# verifies against pebble's root and serves through the tunnel; a restart
+# orders nothing; every worker answers challenges and serves the
+# certificates; a name that is not registered gets the fallback and no
+# order; unregistering stops serving.
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::Nginx::Socket 'no_plan';
+use HopGate::Fixture;
+use HopGate::Acme;
+use Time::HiRes qw(time sleep);
+
+hopgate_init();
+acme_init();
+no_shuffle();
+no_root_location();
+
+our $orders_before;
+
+# the ACME server's certificates before and after a block, by name
+sub order_lines {
+    my ($name) = @_;
+    my $log = HopGate::Fixture::servroot() . '/logs/error.log';
+    open my $fh, '<', $log or return 0;
+    my $n = grep { /hopgate acme: (new|renewal) order for \Q$name\E / }
+            <$fh>;
+    return $n;
+}
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: a domain registered while nginx runs has a certificate within 10 s, verified against pebble's root, and HTTPS reaches the local app through the tunnel
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+    $TEST_NGINX_ACME_HTTP
+    server {
+        listen 127.0.0.1:$TEST_NGINX_HTTPS_PORT ssl;
+        hopgate_acme_certificates;
+        location / { proxy_pass http://tunnels; }
+    }
+--- config
+    location /.well-known/acme-challenge/ { hopgate_acme_challenge; }
+--- init
+HopGate::Fixture::register_domain('shop.test',
+                                  HopGate::Fixture::test_key('shop'));
+my $registered = Time::HiRes::time();
+# the registry is re-read at most once a second
+Time::HiRes::sleep(1.1);
+my $agent = HopGate::Fixture::start_agent(
+    domain => 'shop.test', key => HopGate::Fixture::test_key('shop'));
+HopGate::Fixture::agent_wait($agent, qr/connected to/, 1);
+my $took = HopGate::Acme::wait_for_cert('shop.test',
+    10 - (Time::HiRes::time() - $registered));
+$took = Time::HiRes::time() - $registered if defined $took;
+Test::More::ok(defined $took, 'shop.test has a certificate from pebble '
+               . 'within 10 s' . (defined $took ? sprintf(' (%.1f s)', $took)
+                                                : ''));
+my ($code, $body) = HopGate::Acme::https_get('shop.test', '/hello');
+Test::More::is($code, 200, 'HTTPS to shop.test verifies against pebble\'s '
+               . 'root');
+Test::More::is($body, "hello from the local app\n", 'and reaches the local '
+               . 'app through the tunnel');
+--- request
+GET /.well-known/acme-challenge/not-a-token
+--- error_code: 404
+--- error_log eval
+[qr/hopgate acme: order for shop\.test: http-01 challenge published/,
+ qr/hopgate acme: answered the http-01 challenge/,
+ qr/hopgate acme: order for shop\.test: certificate issued in/]
+--- no_error_log
+[alert]
+[emerg]
+--- timeout: 30
