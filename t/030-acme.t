@@ -17,7 +17,7 @@ acme_init();
 no_shuffle();
 no_root_location();
 
-our $orders_before;
+our ($shop_fp, $orders_before);
 
 # the ACME server's certificates before and after a block, by name
 sub order_lines {
@@ -64,6 +64,8 @@ Test::More::is($code, 200, 'HTTPS to shop.test verifies against pebble\'s '
                . 'root');
 Test::More::is($body, "hello from the local app\n", 'and reaches the local '
                . 'app through the tunnel');
+($main::shop_fp) = HopGate::Acme::cert_of('shop.test');
+$main::orders_before = HopGate::Acme::pebble_orders();
 --- request
 GET /.well-known/acme-challenge/not-a-token
 --- error_code: 404
@@ -75,3 +77,112 @@ GET /.well-known/acme-challenge/not-a-token
 [alert]
 [emerg]
 --- timeout: 30
+
+
+
+=== TEST 2: after a restart the same certificate is served from the state dir, and pebble sees no new order
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+    $TEST_NGINX_ACME_HTTP
+    server {
+        listen 127.0.0.1:$TEST_NGINX_HTTPS_PORT ssl;
+        hopgate_acme_certificates;
+        location / { return 200 "tls\n"; }
+    }
+--- config
+    location /.well-known/acme-challenge/ { hopgate_acme_challenge; }
+--- init
+my ($fp, $issuer) = HopGate::Acme::cert_of('shop.test');
+Test::More::like($issuer, qr/Pebble/, 'shop.test is served a certificate '
+                 . 'from pebble at once');
+Test::More::is($fp, $main::shop_fp, 'the one issued before the restart');
+# the client runs, lists the registry and decides: nothing is due
+Time::HiRes::sleep(3);
+Test::More::is(HopGate::Acme::pebble_orders(), $main::orders_before,
+               'pebble was asked for no new order');
+--- request
+GET /.well-known/acme-challenge/x
+--- error_code: 404
+--- error_log eval
+[qr/hopgate acme: 3 certificates loaded from/,
+ qr/hopgate acme: account \S+ in use/]
+--- no_error_log eval
+[qr/hopgate acme: (new|renewal) order/, qr/\[alert\]/]
+--- timeout: 20
+
+
+
+=== TEST 3: a name that is not registered gets the fallback certificate, whatever SNI says, and no order is placed
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+    $TEST_NGINX_ACME_HTTP
+    server {
+        listen 127.0.0.1:$TEST_NGINX_HTTPS_PORT ssl;
+        hopgate_acme_certificates;
+        location / { return 200 "tls\n"; }
+    }
+--- config
+    location /.well-known/acme-challenge/ { hopgate_acme_challenge; }
+--- init
+my $orders = HopGate::Acme::pebble_orders();
+for (1 .. 3) {
+    my ($fp, $issuer) = HopGate::Acme::cert_of('intruder.test');
+    Test::More::like($issuer, qr/hopgate fallback/,
+                     'intruder.test gets the self-signed fallback');
+    Time::HiRes::sleep(1);
+}
+my ($code) = HopGate::Acme::https_get('intruder.test', '/');
+Test::More::isnt($code, 200, 'which does not verify');
+my ($fp, $issuer) = HopGate::Acme::cert_of('shop.test');
+Test::More::like($issuer, qr/Pebble/, 'shop.test still has its own');
+Test::More::is(HopGate::Acme::pebble_orders(), $orders,
+               'no order was placed for it');
+--- request
+GET /.well-known/acme-challenge/x
+--- error_code: 404
+--- no_error_log eval
+[qr/order for intruder\.test/, qr/\[alert\]/]
+--- timeout: 20
+
+
+
+=== TEST 4: unregistering a domain stops serving its certificate (and removes it from the state dir)
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+    $TEST_NGINX_ACME_HTTP
+    server {
+        listen 127.0.0.1:$TEST_NGINX_HTTPS_PORT ssl;
+        hopgate_acme_certificates;
+        location / { return 200 "tls\n"; }
+    }
+--- config
+    location /.well-known/acme-challenge/ { hopgate_acme_challenge; }
+--- init
+my ($fp, $issuer) = HopGate::Acme::cert_of('shop.test');
+Test::More::like($issuer, qr/Pebble/, 'shop.test has its certificate');
+my $reg = HopGate::Fixture::hopgate_dir() . '/registry';
+open my $in, '<', $reg or die $!;
+my @lines = grep { !/^shop\.test / } <$in>;
+close $in;
+open my $out, '>', "$reg.new" or die $!;
+print $out @lines;
+close $out;
+rename "$reg.new", $reg or die $!;
+my $start = Time::HiRes::time();
+while (Time::HiRes::time() - $start < 10) {
+    ($fp, $issuer) = HopGate::Acme::cert_of('shop.test');
+    last if $issuer =~ /hopgate fallback/;
+    Time::HiRes::sleep(0.25);
+}
+Test::More::like($issuer, qr/hopgate fallback/, 'once unregistered, '
+                 . 'shop.test gets the fallback');
+Test::More::ok(!-e HopGate::Acme::acme_state() . '/certs/shop.test.crt',
+               'its certificate left the state dir');
+($fp, $issuer) = HopGate::Acme::cert_of('app.test');
+Test::More::like($issuer, qr/Pebble/, 'app.test keeps its own');
+--- request
+GET /.well-known/acme-challenge/x
+--- error_code: 404
+--- error_log
+shop.test is no longer registered: its certificate is no longer served
+--- timeout: 20
