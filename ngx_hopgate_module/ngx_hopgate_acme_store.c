@@ -333,7 +333,7 @@ ngx_hopgate_acme_store_put(ngx_str_t *domain, ngx_str_t *chain,
     if (rc == NGX_OK) {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "hopgate acme: certificate for %V stored, valid for "
-                      "%Ts more seconds", domain, na - ngx_time());
+                      "%Ts more", domain, na - ngx_time());
     }
 
     return rc;
