@@ -10,6 +10,7 @@
  *   ngx_hopgate_acme_store.c      certificates in the zone and the state dir
  *   ngx_hopgate_acme_cert.c       the handshake-time certificate callback
  *   ngx_hopgate_acme_challenge.c  HTTP-01 tokens and their location handler
+ *   ngx_hopgate_acme_status.c     its metrics and admin API fields
  *
  * See docs/acme.md for the design.
  */
@@ -24,6 +25,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <jansson.h>
 
 #include "ngx_http_hopgate_module.h"
 
@@ -222,6 +224,10 @@ ngx_int_t ngx_hopgate_acme_store_account(ngx_str_t *pem, ngx_log_t *log);
 /* ngx_hopgate_acme_cert.c */
 ngx_int_t ngx_hopgate_acme_cert_attach(ngx_conf_t *cf, SSL_CTX *ctx);
 void ngx_hopgate_acme_cert_exit(void);
+
+/* ngx_hopgate_acme_status.c (ngx_hopgate_acme_metrics: in the metrics
+ * header, for /metrics) */
+void ngx_hopgate_acme_admin_row(json_t *item, ngx_str_t *domain);
 
 /* ngx_hopgate_acme_challenge.c */
 char *ngx_hopgate_acme_challenge(ngx_conf_t *cf, ngx_command_t *cmd,

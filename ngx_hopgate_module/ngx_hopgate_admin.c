@@ -28,6 +28,7 @@
 #include <jansson.h>
 
 #include "ngx_http_hopgate_module.h"
+#include "ngx_hopgate_acme.h"
 
 
 #define NGX_HOPGATE_ADMIN_BODY_MAX   16384
@@ -845,6 +846,7 @@ ngx_hopgate_admin_answer(ngx_http_request_t *r, ngx_hopgate_admin_ctx_t *ctx)
                                 json_boolean(row[i].disabled));
             json_object_set_new(item, "sessions", json_integer(
                 ngx_hopgate_admin_sessions(&row[i].domain)));
+            ngx_hopgate_acme_admin_row(item, &row[i].domain);
             json_array_append_new(list, item);
         }
 

@@ -1710,6 +1710,10 @@ ngx_http_hopgate_metrics_handler(ngx_http_request_t *r)
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
+    if (rc == NGX_OK) {
+        rc = ngx_hopgate_acme_metrics(&out, mmcf->max_domains);
+    }
+
     if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

@@ -227,6 +227,10 @@ ngx_int_t ngx_hopgate_out_printf(ngx_hopgate_out_t *out,
 ngx_int_t ngx_hopgate_out_send(ngx_http_request_t *r, ngx_hopgate_out_t *out,
     ngx_str_t *type);
 
+/* ngx_hopgate_acme_status.c: the ACME series, if hopgate_acme is on */
+ngx_int_t ngx_hopgate_acme_metrics(ngx_hopgate_out_t *out,
+    ngx_uint_t max_domains);
+
 
 /* hooks: each is a no-op without a metrics zone */
 struct ngx_hopgate_session_s;

@@ -14,6 +14,13 @@ use Time::HiRes qw(time sleep);
 
 hopgate_init();
 acme_init();
+
+my $admin_token = 'acme-test-admin-token-' . ('7' x 40);
+open my $kf, '>', HopGate::Fixture::hopgate_dir() . '/admin.key' or die $!;
+print $kf "$admin_token\n";
+close $kf;
+chmod 0600, HopGate::Fixture::hopgate_dir() . '/admin.key';
+$ENV{TEST_NGINX_ADMIN_TOKEN} = $admin_token;
 no_shuffle();
 no_root_location();
 
@@ -146,7 +153,55 @@ GET /.well-known/acme-challenge/x
 
 
 
-=== TEST 4: unregistering a domain stops serving its certificate (and removes it from the state dir)
+=== TEST 4: /metrics counts orders by result, domains by certificate state and seconds to expiry; the admin API's list shows each domain's certificate
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+    $TEST_NGINX_ACME_HTTP
+    hopgate_metrics_zone hopgate 1m;
+    hopgate_metrics_max_domains 2;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_HTTPS_PORT ssl;
+        hopgate_acme_certificates;
+        location / { return 200 "tls\n"; }
+    }
+--- config
+    location /.well-known/acme-challenge/ { hopgate_acme_challenge; }
+    location = /metrics { hopgate_metrics; }
+    location /api/v1/admin/ {
+        hopgate_admin;
+        hopgate_admin_key_file $TEST_NGINX_HOPGATE_DIR/admin.key;
+    }
+--- init
+my ($code, $json) = HopGate::Fixture::curl('/api/v1/admin/domains',
+    '-H', "Authorization: Bearer $ENV{TEST_NGINX_ADMIN_TOKEN}");
+my $list = JSON::PP::decode_json($json);
+my %cert = map { $_->{domain} => $_->{certificate} } @{ $list->{domains} };
+Test::More::is($cert{'shop.test'}{state}, 'valid', 'the admin list shows '
+               . 'shop.test\'s certificate as valid');
+Test::More::like($cert{'shop.test'}{expires}, qr/GMT$/, 'with its expiry');
+my (undef, $m) = HopGate::Fixture::curl('/metrics');
+Test::More::like($m, qr/^hopgate_acme_certificates\{state="valid"\} 3$/m,
+                 '3 domains have a valid certificate');
+Test::More::like($m, qr/^hopgate_acme_certificates\{state="failed"\} 0$/m,
+                 'none failed');
+Test::More::like($m, qr/^hopgate_acme_orders_total\{result="issued"\} 0$/m,
+                 'this nginx issued nothing (all came from the state dir)');
+Test::More::like($m, qr/^hopgate_acme_certificate_expiry_seconds\{domain="\w+\.test"\} \d{8,}$/m,
+                 'a domain expires in years (pebble\'s default)');
+Test::More::like($m, qr/^hopgate_acme_certificate_expiry_seconds\{domain="_other"\} \d+$/m,
+                 'past hopgate_metrics_max_domains, the soonest of the rest');
+my @series = $m =~ /^hopgate_acme_certificate_expiry_seconds\{/mg;
+Test::More::is(scalar @series, 3, 'so 2 domains and _other');
+--- request
+GET /metrics
+--- response_body_like: hopgate_acme_orders_running 0
+--- error_code: 200
+--- no_error_log
+[alert]
+
+
+
+=== TEST 5: unregistering a domain stops serving its certificate (and removes it from the state dir)
 --- http_config
     $TEST_NGINX_HOPGATE_HTTP
     $TEST_NGINX_ACME_HTTP
