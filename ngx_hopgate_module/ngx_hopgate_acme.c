@@ -842,6 +842,20 @@ ngx_hopgate_acme_renew_at(ngx_hopgate_acme_domain_t *d)
 
 /* ---- processes ------------------------------------------------------------ */
 
+static ngx_msec_t
+ngx_hopgate_acme_timeout(void)
+{
+    ngx_http_conf_ctx_t           *ctx;
+    ngx_http_hopgate_main_conf_t  *hmcf;
+
+    ctx = (ngx_http_conf_ctx_t *)
+              ngx_cycle->conf_ctx[ngx_http_module.index];
+    hmcf = ctx->main_conf[ngx_http_hopgate_module.ctx_index];
+
+    return hmcf->registry_timeout;
+}
+
+
 static ngx_int_t
 ngx_http_hopgate_acme_init_module(ngx_cycle_t *cycle)
 {
@@ -896,6 +910,10 @@ ngx_http_hopgate_acme_init_process(ngx_cycle_t *cycle)
     ngx_hopgate_acme_conf = amcf;
     ngx_hopgate_acme_registry = hmcf->reg;
 
+    /* with the PostgreSQL registry, the database is shared as well */
+    ngx_hopgate_acme_pg_enabled =
+        ngx_strncmp(hmcf->reg->spec.data, "file:", 5) != 0;
+
     ngx_hopgate_acme_tick_ev.handler = ngx_hopgate_acme_tick;
     ngx_hopgate_acme_tick_ev.log = cycle->log;
     ngx_hopgate_acme_tick_ev.data = amcf;
@@ -931,6 +949,7 @@ ngx_hopgate_acme_resign(void)
     }
 
     ngx_hopgate_acme_client_stop();
+    ngx_hopgate_acme_pg_stop();
 
     shm = ngx_hopgate_acme_shm(&shpool);
 
@@ -1007,7 +1026,11 @@ ngx_hopgate_acme_tick(ngx_event_t *ev)
 
     if (take) {
         if (ngx_hopgate_acme_client_start((ngx_cycle_t *) ngx_cycle)
-            == NGX_OK)
+            == NGX_OK
+            && ngx_hopgate_acme_pg_start((ngx_cycle_t *) ngx_cycle,
+                                         &ngx_hopgate_acme_registry->spec,
+                                         ngx_hopgate_acme_timeout())
+               == NGX_OK)
         {
             ngx_hopgate_acme_leading = 1;
 
@@ -1025,6 +1048,7 @@ ngx_hopgate_acme_tick(ngx_event_t *ev)
             ngx_hopgate_acme_list();
         }
 
+        ngx_hopgate_acme_pg_tick();
         ngx_hopgate_acme_client_tick();
     }
 

@@ -8,6 +8,7 @@
  *   ngx_hopgate_acme_jws.c        keys, JWK thumbprints, JWS, CSRs
  *   ngx_hopgate_acme_http.c       libcurl's multi interface on nginx events
  *   ngx_hopgate_acme_store.c      certificates in the zone and the state dir
+ *   ngx_hopgate_acme_pg.c         sharing them through PostgreSQL
  *   ngx_hopgate_acme_cert.c       the handshake-time certificate callback
  *   ngx_hopgate_acme_challenge.c  HTTP-01 tokens and their location handler
  *   ngx_hopgate_acme_status.c     its metrics and admin API fields
@@ -82,6 +83,8 @@ typedef struct {
     size_t                       token_len;  /* 0: free */
     size_t                       keyauth_len;
     time_t                       expires;
+    unsigned                     remote:1;   /* mirrored from the database */
+    unsigned                     seen:1;
     u_char                       token[NGX_HOPGATE_ACME_TOKEN_MAX];
     u_char                       keyauth[NGX_HOPGATE_ACME_KEYAUTH_MAX];
 } ngx_hopgate_acme_token_t;
@@ -216,10 +219,24 @@ ngx_int_t ngx_hopgate_acme_store_load(ngx_slab_pool_t *shpool,
     ngx_hopgate_acme_shm_t *shm, ngx_http_hopgate_acme_main_conf_t *amcf,
     ngx_log_t *log);
 ngx_int_t ngx_hopgate_acme_store_put(ngx_str_t *domain, ngx_str_t *chain,
-    ngx_str_t *key, ngx_log_t *log);
+    ngx_str_t *key, ngx_log_t *log, ngx_uint_t share);
 void ngx_hopgate_acme_store_drop(ngx_hopgate_acme_domain_t *d,
     ngx_slab_pool_t *shpool, ngx_log_t *log);
-ngx_int_t ngx_hopgate_acme_store_account(ngx_str_t *pem, ngx_log_t *log);
+ngx_int_t ngx_hopgate_acme_store_account(ngx_str_t *pem, ngx_log_t *log,
+    ngx_uint_t share);
+
+/* ngx_hopgate_acme_pg.c: sharing through PostgreSQL, when the registry is */
+extern ngx_uint_t  ngx_hopgate_acme_pg_enabled;
+ngx_int_t ngx_hopgate_acme_pg_start(ngx_cycle_t *cycle, ngx_str_t *conninfo,
+    ngx_msec_t timeout);
+void ngx_hopgate_acme_pg_stop(void);
+void ngx_hopgate_acme_pg_tick(void);
+ngx_uint_t ngx_hopgate_acme_pg_may_order(void);
+void ngx_hopgate_acme_pg_certificate(ngx_str_t *domain, ngx_str_t *chain,
+    ngx_str_t *key);
+void ngx_hopgate_acme_pg_uncertificate(ngx_str_t *domain);
+void ngx_hopgate_acme_pg_token(ngx_str_t *token, ngx_str_t *keyauth);
+void ngx_hopgate_acme_pg_account(ngx_str_t *pem);
 
 /* ngx_hopgate_acme_cert.c */
 ngx_int_t ngx_hopgate_acme_cert_attach(ngx_conf_t *cf, SSL_CTX *ctx);
@@ -234,5 +251,7 @@ char *ngx_hopgate_acme_challenge(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_hopgate_acme_token_put(ngx_str_t *token, ngx_str_t *keyauth);
 void ngx_hopgate_acme_token_drop(ngx_str_t *token);
+void ngx_hopgate_acme_token_mirror(ngx_str_t *tokens, ngx_str_t *keyauths,
+    ngx_uint_t n);
 
 #endif /* NGX_HOPGATE_ACME_H */

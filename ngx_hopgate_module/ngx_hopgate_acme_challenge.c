@@ -100,11 +100,89 @@ ngx_hopgate_acme_token_put(ngx_str_t *token, ngx_str_t *keyauth)
         free->keyauth_len = keyauth->len;
         free->expires = now + NGX_HOPGATE_ACME_TOKEN_TTL;
         free->token_len = token->len;
+        free->remote = 0;
     }
 
     ngx_shmtx_unlock(&shpool->mutex);
 
-    return free ? NGX_OK : NGX_ERROR;
+    if (free == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* other edges answer it too */
+    ngx_hopgate_acme_pg_token(token, keyauth);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The database's pending tokens (all edges'): those of this edge's own
+ * orders stay; the mirrored ones become exactly this set.
+ */
+void
+ngx_hopgate_acme_token_mirror(ngx_str_t *tokens, ngx_str_t *keyauths,
+    ngx_uint_t n)
+{
+    time_t                     now;
+    ngx_uint_t                 i, j;
+    ngx_slab_pool_t           *shpool;
+    ngx_hopgate_acme_shm_t    *shm;
+    ngx_hopgate_acme_token_t  *t;
+
+    shm = ngx_hopgate_acme_shm(&shpool);
+    now = ngx_time();
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    for (i = 0; i < NGX_HOPGATE_ACME_CHALLENGES; i++) {
+        shm->tokens[i].seen = 0;
+    }
+
+    for (j = 0; j < n; j++) {
+        if (!ngx_hopgate_acme_token_valid(tokens[j].data, tokens[j].len)
+            || keyauths[j].len >= NGX_HOPGATE_ACME_KEYAUTH_MAX)
+        {
+            continue;
+        }
+
+        t = NULL;
+
+        for (i = 0; i < NGX_HOPGATE_ACME_CHALLENGES; i++) {
+            if (shm->tokens[i].token_len == tokens[j].len
+                && ngx_strncmp(shm->tokens[i].token, tokens[j].data,
+                               tokens[j].len) == 0)
+            {
+                t = &shm->tokens[i];
+                break;
+            }
+        }
+
+        for (i = 0; t == NULL && i < NGX_HOPGATE_ACME_CHALLENGES; i++) {
+            if (shm->tokens[i].token_len == 0) {
+                t = &shm->tokens[i];
+                ngx_memcpy(t->token, tokens[j].data, tokens[j].len);
+                ngx_memcpy(t->keyauth, keyauths[j].data, keyauths[j].len);
+                t->keyauth_len = keyauths[j].len;
+                t->expires = now + NGX_HOPGATE_ACME_TOKEN_TTL;
+                t->token_len = tokens[j].len;
+                t->remote = 1;
+            }
+        }
+
+        if (t) {
+            t->seen = 1;
+        }
+    }
+
+    for (i = 0; i < NGX_HOPGATE_ACME_CHALLENGES; i++) {
+        t = &shm->tokens[i];
+        if (t->token_len && t->remote && !t->seen) {
+            t->token_len = 0;
+        }
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
 }
 
 
@@ -131,6 +209,7 @@ ngx_hopgate_acme_token_drop(ngx_str_t *token)
     }
 
     ngx_shmtx_unlock(&shpool->mutex);
+    ngx_hopgate_acme_pg_token(token, NULL);
 }
 
 

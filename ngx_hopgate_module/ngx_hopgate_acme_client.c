@@ -23,6 +23,8 @@
 #define NGX_HOPGATE_ACME_BAD_NONCES    10     /* retries of one request */
 #define NGX_HOPGATE_ACME_POLL          500    /* ms, without Retry-After */
 #define NGX_HOPGATE_ACME_POLL_MAX      120    /* polls of one order */
+#define NGX_HOPGATE_ACME_PUBLISH       2000   /* ms: other edges copy tokens
+                                                 from the database each s */
 
 
 typedef struct ngx_hopgate_acme_call_s   ngx_hopgate_acme_call_t;
@@ -49,6 +51,7 @@ struct ngx_hopgate_acme_call_s {
 typedef enum {
     NGX_HOPGATE_ACME_ORDER_NEW = 0,
     NGX_HOPGATE_ACME_ORDER_AUTHZ,
+    NGX_HOPGATE_ACME_ORDER_PUBLISH,          /* the token reaching edges */
     NGX_HOPGATE_ACME_ORDER_CHALLENGE,
     NGX_HOPGATE_ACME_ORDER_POLL_AUTHZ,
     NGX_HOPGATE_ACME_ORDER_FINALIZE,
@@ -306,6 +309,11 @@ ngx_hopgate_acme_client_tick(void)
     }
 
     now = ngx_time();
+
+    /* with PostgreSQL, only the edge holding the lock orders */
+    if (!ngx_hopgate_acme_pg_may_order()) {
+        return;
+    }
 
     if (cl->state == NGX_HOPGATE_ACME_CLIENT_IDLE) {
         if (now >= cl->next_try) {
@@ -705,7 +713,7 @@ ngx_hopgate_acme_account_key(ngx_hopgate_acme_client_t *cl)
         if (cl->account == NULL
             || ngx_hopgate_acme_key_pem(cl->account, cl->pool, &pem)
                != NGX_OK
-            || ngx_hopgate_acme_store_account(&pem, cl->log) != NGX_OK)
+            || ngx_hopgate_acme_store_account(&pem, cl->log, 1) != NGX_OK)
         {
             ngx_log_error(NGX_LOG_ERR, cl->log, 0,
                           "hopgate acme: cannot make the account key");
@@ -976,7 +984,11 @@ ngx_hopgate_acme_order_wait(ngx_event_t *ev)
 {
     ngx_hopgate_acme_order_t  *o = ev->data;
 
-    if (o->step == NGX_HOPGATE_ACME_ORDER_POLL_AUTHZ) {
+    if (o->step == NGX_HOPGATE_ACME_ORDER_PUBLISH) {
+        ngx_hopgate_acme_order_request(o, NGX_HOPGATE_ACME_ORDER_CHALLENGE,
+                                       &o->challenge, "{}");
+
+    } else if (o->step == NGX_HOPGATE_ACME_ORDER_POLL_AUTHZ) {
         ngx_hopgate_acme_order_request(o, o->step, &o->authz, NULL);
 
     } else {
@@ -1050,6 +1062,13 @@ ngx_hopgate_acme_order_authz(ngx_hopgate_acme_order_t *o, json_t *json)
 
         ngx_hopgate_acme_order_log(o, "http-01 challenge published, "
                                    "asking the CA to validate");
+
+        if (ngx_hopgate_acme_pg_enabled) {
+            /* any edge may get the CA's request: let them all know */
+            o->step = NGX_HOPGATE_ACME_ORDER_PUBLISH;
+            ngx_add_timer(&o->wait, NGX_HOPGATE_ACME_PUBLISH);
+            return;
+        }
 
         ngx_hopgate_acme_order_request(o, NGX_HOPGATE_ACME_ORDER_CHALLENGE,
                                        &o->challenge, "{}");
@@ -1182,7 +1201,7 @@ ngx_hopgate_acme_order_issued(ngx_hopgate_acme_order_t *o,
 
     if (ngx_hopgate_acme_key_pem(o->key, o->pool, &key) != NGX_OK
         || ngx_hopgate_acme_store_put(&o->domain, &resp->body, &key,
-                                      ngx_hopgate_acme_client->log)
+                                      ngx_hopgate_acme_client->log, 1)
            != NGX_OK)
     {
         ngx_hopgate_acme_order_fail(o, NULL, NULL, "the certificate could "
@@ -1237,6 +1256,9 @@ ngx_hopgate_acme_order_next(ngx_hopgate_acme_call_t *call,
         }
 
         ngx_hopgate_acme_order_authz(o, json);
+        return;
+
+    case NGX_HOPGATE_ACME_ORDER_PUBLISH:
         return;
 
     case NGX_HOPGATE_ACME_ORDER_CHALLENGE:

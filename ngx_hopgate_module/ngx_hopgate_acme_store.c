@@ -290,13 +290,28 @@ ngx_hopgate_acme_store_check(ngx_str_t *chain, ngx_str_t *key)
 
 ngx_int_t
 ngx_hopgate_acme_store_put(ngx_str_t *domain, ngx_str_t *chain,
-    ngx_str_t *key, ngx_log_t *log)
+    ngx_str_t *key, ngx_log_t *log, ngx_uint_t share)
 {
-    u_char                   crt[NGX_MAX_PATH], kpath[NGX_MAX_PATH];
-    time_t                   nb, na;
-    ngx_int_t                rc;
-    ngx_slab_pool_t         *shpool;
-    ngx_hopgate_acme_shm_t  *shm;
+    u_char                      crt[NGX_MAX_PATH], kpath[NGX_MAX_PATH];
+    time_t                      nb, na;
+    ngx_int_t                   rc;
+    ngx_uint_t                  same;
+    ngx_slab_pool_t            *shpool;
+    ngx_hopgate_acme_shm_t     *shm;
+    ngx_hopgate_acme_domain_t  *d;
+
+    shm = ngx_hopgate_acme_shm(&shpool);
+
+    /* the database gives back what we wrote: nothing to do then */
+    ngx_shmtx_lock(&shpool->mutex);
+    d = ngx_hopgate_acme_domain_find(shm, domain->data, domain->len);
+    same = d && d->cert && d->cert_len == chain->len
+           && ngx_memcmp(d->cert, chain->data, chain->len) == 0;
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    if (same) {
+        return NGX_OK;
+    }
 
     if (ngx_hopgate_acme_cert_times(chain->data, chain->len, &nb, &na)
         != NGX_OK
@@ -323,12 +338,14 @@ ngx_hopgate_acme_store_put(ngx_str_t *domain, ngx_str_t *chain,
         return NGX_ERROR;
     }
 
-    shm = ngx_hopgate_acme_shm(&shpool);
-
     ngx_shmtx_lock(&shpool->mutex);
     rc = ngx_hopgate_acme_store_set(shpool, shm, domain, chain, key, nb, na,
                                     log);
     ngx_shmtx_unlock(&shpool->mutex);
+
+    if (rc == NGX_OK && share) {
+        ngx_hopgate_acme_pg_certificate(domain, chain, key);
+    }
 
     if (rc == NGX_OK) {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
@@ -366,6 +383,8 @@ ngx_hopgate_acme_store_drop(ngx_hopgate_acme_domain_t *d,
 
     (void) ngx_atomic_fetch_add(&shm->generation, 1);
 
+    ngx_hopgate_acme_pg_uncertificate(&d->sn.str);
+
     if (ngx_hopgate_acme_store_path(path, sizeof(path), &d->sn.str, ".crt")
         == NGX_OK)
     {
@@ -381,7 +400,8 @@ ngx_hopgate_acme_store_drop(ngx_hopgate_acme_domain_t *d,
 
 
 ngx_int_t
-ngx_hopgate_acme_store_account(ngx_str_t *pem, ngx_log_t *log)
+ngx_hopgate_acme_store_account(ngx_str_t *pem, ngx_log_t *log,
+    ngx_uint_t share)
 {
     u_char                   path[NGX_MAX_PATH];
     ngx_int_t                rc;
@@ -402,6 +422,10 @@ ngx_hopgate_acme_store_account(ngx_str_t *pem, ngx_log_t *log)
                                      &shm->account_key_len, pem->data,
                                      pem->len);
     ngx_shmtx_unlock(&shpool->mutex);
+
+    if (rc == NGX_OK && share) {
+        ngx_hopgate_acme_pg_account(pem);
+    }
 
     return rc;
 }
@@ -439,6 +463,7 @@ ngx_hopgate_acme_store_load(ngx_slab_pool_t *shpool,
 
     dir = opendir((char *) path);
     if (dir == NULL) {
+        ngx_hopgate_acme_conf = NULL;
         return NGX_OK;
     }
 
@@ -507,6 +532,9 @@ ngx_hopgate_acme_store_load(ngx_slab_pool_t *shpool,
                       "hopgate acme: %ui certificates loaded from \"%V\"",
                       loaded, &amcf->state);
     }
+
+    /* the master keeps no pointer into a configuration it may free */
+    ngx_hopgate_acme_conf = NULL;
 
     return NGX_OK;
 }

@@ -34,7 +34,7 @@
 #include "ngx_hopgate_pg.h"
 
 
-#define NGX_HOPGATE_PG_SCHEMA_VERSION  1
+#define NGX_HOPGATE_PG_SCHEMA_VERSION  2
 #define NGX_HOPGATE_PG_CACHE_MAX       10000
 #define NGX_HOPGATE_PG_HEARTBEAT       10000     /* ms, LISTEN connection */
 #define NGX_HOPGATE_PG_CHANNEL         "hopgate_registry"
@@ -221,6 +221,36 @@ static const char  ngx_hopgate_pgreg_migrations[] =
 
     "  INSERT INTO hopgate_schema_migrations (version, description)"
     "  VALUES (1, 'domains with hashed keys; change notifications');"
+    " END IF;"
+    "END $migration$;"
+
+    /* ACME (ngx_hopgate_acme_pg.c): what every edge shares */
+    "DO $migration$ BEGIN"
+    " IF NOT EXISTS (SELECT 1 FROM hopgate_schema_migrations"
+    "                WHERE version = 2) THEN"
+
+    "  CREATE SEQUENCE hopgate_acme_revision;"
+
+    "  CREATE TABLE hopgate_acme_certificates ("
+    "    domain text PRIMARY KEY,"
+    "    chain text NOT NULL,"
+    "    key text NOT NULL,"
+    "    not_after timestamptz NOT NULL,"
+    "    revision bigint NOT NULL DEFAULT nextval('hopgate_acme_revision'),"
+    "    updated_at timestamptz NOT NULL DEFAULT now());"
+
+    "  CREATE TABLE hopgate_acme_challenges ("
+    "    token text PRIMARY KEY,"
+    "    key_authorization text NOT NULL,"
+    "    expires timestamptz NOT NULL);"
+
+    "  CREATE TABLE hopgate_acme_accounts ("
+    "    directory text PRIMARY KEY,"
+    "    key text NOT NULL,"
+    "    created_at timestamptz NOT NULL DEFAULT now());"
+
+    "  INSERT INTO hopgate_schema_migrations (version, description)"
+    "  VALUES (2, 'ACME certificates, challenges and accounts');"
     " END IF;"
     "END $migration$;"
 
