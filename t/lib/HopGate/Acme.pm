@@ -235,7 +235,7 @@ sub acme_init {
         or die "openssl failed\n";
 
     dns_start();
-    pebble_start();
+    pebble_start(http_port => $o{http_port});
 
     $ENV{TEST_NGINX_HTTPS_PORT} ||= free_port();
     $ENV{TEST_NGINX_ACME_DIR} = "https://127.0.0.1:$st{acme_port}/dir";
