@@ -37,6 +37,8 @@ static char *ngx_http_hopgate_acme_fallback(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_hopgate_acme_backoff(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_hopgate_acme_key_type(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_hopgate_acme_certificates(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_hopgate_acme_init_zone(ngx_shm_zone_t *shm_zone,
@@ -56,13 +58,6 @@ static ngx_hopgate_registry_t      *ngx_hopgate_acme_registry;
 static ngx_hopgate_admin_call_t    *ngx_hopgate_acme_listing;
 static time_t                       ngx_hopgate_acme_listed_at;
 static ngx_uint_t                   ngx_hopgate_acme_leading;
-
-
-static ngx_conf_enum_t  ngx_http_hopgate_acme_key_types[] = {
-    { ngx_string("ecdsa"), NGX_HOPGATE_ACME_KEY_ECDSA },
-    { ngx_string("rsa"), NGX_HOPGATE_ACME_KEY_RSA },
-    { ngx_null_string, 0 }
-};
 
 
 static ngx_command_t  ngx_http_hopgate_acme_commands[] = {
@@ -104,10 +99,10 @@ static ngx_command_t  ngx_http_hopgate_acme_commands[] = {
 
     { ngx_string("hopgate_acme_key_type"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_hopgate_acme_key_type,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_hopgate_acme_main_conf_t, key_type),
-      &ngx_http_hopgate_acme_key_types },
+      0,
+      NULL },
 
     { ngx_string("hopgate_acme_fallback"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
@@ -466,6 +461,38 @@ ngx_http_hopgate_acme_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"hopgate_acme_backoff\" takes a first delay of "
                            "at least 1s and a longer (or equal) maximum");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_hopgate_acme_key_type(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_hopgate_acme_main_conf_t  *amcf = conf;
+
+    ngx_str_t  *value;
+
+    if (amcf->key_type != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "ecdsa") == 0) {
+        amcf->key_type = NGX_HOPGATE_ACME_KEY_ECDSA;
+
+    } else if (ngx_strcmp(value[1].data, "rsa") == 0) {
+        amcf->key_type = NGX_HOPGATE_ACME_KEY_RSA;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"hopgate_acme_key_type\" takes \"ecdsa\" "
+                           "(P-256) or \"rsa\" (2048 bits), not \"%V\"",
+                           &value[1]);
         return NGX_CONF_ERROR;
     }
 

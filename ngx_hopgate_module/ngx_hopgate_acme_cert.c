@@ -360,6 +360,9 @@ ngx_hopgate_acme_cert_cb(SSL *ssl, void *arg)
         return 1;     /* the fallback */
     }
 
+    /* the fallback may be of another key type: it must not be chosen */
+    SSL_certs_clear(ssl);
+
     if (SSL_use_cert_and_key(ssl, e->cert, e->key, e->chain, 1) != 1) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "hopgate acme: SSL_use_cert_and_key() failed for %V",
