@@ -52,6 +52,7 @@ static void ngx_hopgate_acme_listed(ngx_hopgate_admin_call_t *call);
 
 
 ngx_http_hopgate_acme_main_conf_t  *ngx_hopgate_acme_conf;
+ngx_hopgate_registry_t             *ngx_hopgate_acme_gate;  /* or NULL */
 
 static ngx_event_t                  ngx_hopgate_acme_tick_ev;
 static ngx_hopgate_registry_t      *ngx_hopgate_acme_registry;
@@ -936,6 +937,9 @@ ngx_http_hopgate_acme_init_process(ngx_cycle_t *cycle)
 
     ngx_hopgate_acme_conf = amcf;
     ngx_hopgate_acme_registry = hmcf->reg;
+
+    /* hopgate_expect_ips: the registry is the DNS gate's wrapper */
+    ngx_hopgate_acme_gate = hmcf->expect_ips ? hmcf->reg : NULL;
 
     /* with the PostgreSQL registry, the database is shared as well */
     ngx_hopgate_acme_pg_enabled =

@@ -150,6 +150,7 @@ typedef struct {
 
 extern ngx_module_t                        ngx_http_hopgate_acme_module;
 extern ngx_http_hopgate_acme_main_conf_t  *ngx_hopgate_acme_conf;
+extern ngx_hopgate_registry_t             *ngx_hopgate_acme_gate;
 
 
 /* ngx_hopgate_acme.c */

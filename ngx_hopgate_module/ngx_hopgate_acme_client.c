@@ -49,7 +49,8 @@ struct ngx_hopgate_acme_call_s {
 
 
 typedef enum {
-    NGX_HOPGATE_ACME_ORDER_NEW = 0,
+    NGX_HOPGATE_ACME_ORDER_DNS = 0,          /* hopgate_expect_ips */
+    NGX_HOPGATE_ACME_ORDER_NEW,
     NGX_HOPGATE_ACME_ORDER_AUTHZ,
     NGX_HOPGATE_ACME_ORDER_PUBLISH,          /* the token reaching edges */
     NGX_HOPGATE_ACME_ORDER_CHALLENGE,
@@ -77,6 +78,7 @@ struct ngx_hopgate_acme_order_s {
     ngx_uint_t                   polls;
     time_t                       started;
     unsigned                     renewal:1;
+    unsigned                     gating:1;   /* the DNS gate is asked */
     u_char                       name[NGX_HOPGATE_DOMAIN_MAX + 1];
 };
 
@@ -134,6 +136,9 @@ static void ngx_hopgate_acme_order_wait(ngx_event_t *ev);
 static void ngx_hopgate_acme_order_fail(ngx_hopgate_acme_order_t *o,
     ngx_hopgate_acme_response_t *resp, json_t *json, const char *why);
 static void ngx_hopgate_acme_order_free(ngx_hopgate_acme_order_t *o);
+static void ngx_hopgate_acme_order_gated(void *data,
+    ngx_hopgate_verdict_t *verdict);
+static void ngx_hopgate_acme_order_begin(ngx_hopgate_acme_order_t *o);
 
 
 static ngx_hopgate_acme_client_t  *ngx_hopgate_acme_client;
@@ -918,20 +923,93 @@ ngx_hopgate_acme_order_start(ngx_hopgate_acme_client_t *cl, u_char *name,
     o->call.url = cl->new_order;
     o->call.handler = ngx_hopgate_acme_order_next;
     o->call.data = o;
-    o->step = NGX_HOPGATE_ACME_ORDER_NEW;
 
     ngx_queue_insert_tail(&cl->orders, &o->link);
     cl->norders++;
     ngx_hopgate_acme_order_shm_state(o, 1);
 
+    if (ngx_hopgate_acme_gate == NULL) {
+        ngx_hopgate_acme_order_begin(o);
+        return NGX_OK;
+    }
+
+    /* the domain must point at this edge first, as for agents */
+    {
+        ngx_int_t               rc;
+        ngx_hopgate_verdict_t   verdict;
+
+        o->step = NGX_HOPGATE_ACME_ORDER_DNS;
+        o->gating = 1;
+
+        rc = ngx_hopgate_acme_gate->ops->check(ngx_hopgate_acme_gate,
+                                               &o->domain, NULL, &verdict,
+                                               ngx_hopgate_acme_order_gated,
+                                               o);
+        if (rc != NGX_AGAIN) {
+            ngx_hopgate_acme_order_gated(o, &verdict);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_hopgate_acme_order_begin(ngx_hopgate_acme_order_t *o)
+{
+    ngx_hopgate_acme_client_t  *cl = ngx_hopgate_acme_client;
+
+    o->step = NGX_HOPGATE_ACME_ORDER_NEW;
+
     ngx_log_error(NGX_LOG_NOTICE, cl->log, 0,
                   "hopgate acme: %s order for %V (%ui of %ui running)",
-                  renewal ? "renewal" : "new", &o->domain, cl->norders,
+                  o->renewal ? "renewal" : "new", &o->domain, cl->norders,
                   ngx_hopgate_acme_conf->max_orders);
 
     ngx_hopgate_acme_call_send(&o->call);
+}
 
-    return NGX_OK;
+
+/* the DNS gate's answer: order, or wait and ask again (not an order) */
+static void
+ngx_hopgate_acme_order_gated(void *data, ngx_hopgate_verdict_t *verdict)
+{
+    ngx_hopgate_acme_order_t  *o = data;
+
+    time_t                      delay;
+    ngx_slab_pool_t            *shpool;
+    ngx_hopgate_acme_shm_t     *shm;
+    ngx_hopgate_acme_domain_t  *d;
+
+    o->gating = 0;
+
+    if (verdict->rc == NGX_OK) {
+        ngx_hopgate_acme_order_begin(o);
+        return;
+    }
+
+    shm = ngx_hopgate_acme_shm(&shpool);
+    delay = ngx_hopgate_acme_backoff(1, 0);
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    d = ngx_hopgate_acme_domain_find(shm, o->domain.data, o->domain.len);
+    if (d) {
+        d->failures++;
+        delay = ngx_hopgate_acme_backoff(d->failures, 0);
+        d->next_try = ngx_time() + delay;
+        ngx_snprintf(d->error, sizeof(d->error) - 1, "DNS gate: %s%Z",
+                     verdict->why ? verdict->why : "refused");
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    ngx_log_error(NGX_LOG_WARN, ngx_hopgate_acme_client->log, 0,
+                  "hopgate acme: not ordering for %V: %s (dns gate); "
+                  "asking again in %Ts", &o->domain,
+                  verdict->why ? verdict->why : "refused", delay);
+
+    ngx_hopgate_acme_order_free(o);
 }
 
 
@@ -1236,6 +1314,9 @@ ngx_hopgate_acme_order_next(ngx_hopgate_acme_call_t *call,
 
     switch (o->step) {
 
+    case NGX_HOPGATE_ACME_ORDER_DNS:
+        return;
+
     case NGX_HOPGATE_ACME_ORDER_NEW:
         if (json == NULL || resp->location.len == 0
             || ngx_hopgate_acme_str_copy(o->pool, &resp->location, &o->url)
@@ -1423,6 +1504,10 @@ ngx_hopgate_acme_order_free(ngx_hopgate_acme_order_t *o)
     cl = ngx_hopgate_acme_client;
 
     ngx_hopgate_acme_call_cancel(&o->call);
+
+    if (o->gating) {
+        ngx_hopgate_acme_gate->ops->cancel(ngx_hopgate_acme_gate, o);
+    }
 
     if (o->wait.timer_set) {
         ngx_del_timer(&o->wait);

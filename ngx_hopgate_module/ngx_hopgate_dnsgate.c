@@ -4,7 +4,8 @@
  * (A/AAAA, through nginx's asynchronous resolver) to one of the edge's
  * addresses. It wraps the registry and implements the same interface, so
  * the HELLO path does not know it is there: a check runs the resolution,
- * then hands over to the wrapped registry.
+ * then hands over to the wrapped registry. Asked with no key (ACME, before
+ * ordering a certificate for a domain), it answers for the gate alone.
  */
 
 #include <ngx_config.h>
@@ -35,6 +36,7 @@ typedef struct {
     ngx_str_t                    key;
     unsigned                     in_check:1;
     unsigned                     resolved:1;
+    unsigned                     gate_only:1;    /* no key to check */
     u_char                       text[];     /* domain, then the key */
 } ngx_hopgate_dnsgate_check_t;
 
@@ -155,9 +157,16 @@ ngx_hopgate_dnsgate_check(ngx_hopgate_registry_t *r, ngx_str_t *domain,
     ngx_str_t *key, ngx_hopgate_verdict_t *verdict,
     ngx_hopgate_verdict_pt done, void *data)
 {
+    ngx_uint_t                    gate_only;
+    ngx_str_t                     none = ngx_null_string;
     ngx_hopgate_dnsgate_t        *gate = r->backend;
     ngx_resolver_ctx_t           *rctx;
     ngx_hopgate_dnsgate_check_t  *ck;
+
+    gate_only = (key == NULL);
+    if (gate_only) {
+        key = &none;
+    }
 
     verdict->rc = NGX_DECLINED;
     verdict->code = HG_CODE_INTERNAL;
@@ -178,6 +187,7 @@ ngx_hopgate_dnsgate_check(ngx_hopgate_registry_t *r, ngx_str_t *domain,
     ck->key.data = ck->text + domain->len + 1;
     ck->key.len = key->len;
     ngx_memcpy(ck->key.data, key->data, key->len);
+    ck->gate_only = gate_only;
 
     rctx = ngx_resolve_start(gate->resolver, NULL);
     if (rctx == NULL || rctx == NGX_NO_RESOLVER) {
@@ -214,6 +224,10 @@ ngx_hopgate_dnsgate_check(ngx_hopgate_registry_t *r, ngx_str_t *domain,
 
     if (verdict->rc != NGX_OK) {
         return NGX_DECLINED;
+    }
+
+    if (gate_only) {
+        return NGX_OK;
     }
 
     return gate->next->ops->check(gate->next, domain, key, verdict, done,
@@ -299,9 +313,11 @@ ngx_hopgate_dnsgate_resolved(ngx_resolver_ctx_t *rctx)
 
     ngx_queue_remove(&ck->link);
 
-    if (ck->verdict.rc != NGX_OK) {
-        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                      "hopgate: DNS gate: %s", ck->verdict.why);
+    if (ck->verdict.rc != NGX_OK || ck->gate_only) {
+        if (ck->verdict.rc != NGX_OK) {
+            ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                          "hopgate: DNS gate: %s", ck->verdict.why);
+        }
         ck->done(ck->data, &ck->verdict);
         ngx_free(ck);
         return;

@@ -28,8 +28,10 @@ my %st;
 my $owner = $$;    # END runs in forked children too: only we clean up
 
 
-# A: 127.0.0.1 for every name; AAAA and the rest: no answer, no error
+# A: 127.0.0.1 for every name but those in %zone (an address, or undef:
+# NXDOMAIN); AAAA and the rest: no answer
 sub dns_start {
+    my (%zone) = @_;
     return $st{dns_port} if $st{dns_port};
 
     my $dns = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
@@ -51,12 +53,20 @@ sub dns_start {
             }
             my $question = substr $q, 12, $pos + 5 - 12;
             my $type = unpack 'n', substr $q, $pos + 1, 2;
-            my $answer = '';
-            if ($type == 1) {
-                $answer = pack('n n n N n', 0xc00c, 1, 1, 1, 4)
-                          . pack('C4', 127, 0, 0, 1);
+            my ($p, @labels) = (12);
+            while (my $len = ord substr $q, $p, 1) {
+                push @labels, substr $q, $p + 1, $len;
+                $p += $len + 1;
             }
-            $dns->send(pack('n n n n n n', $id, 0x8180, 1,
+            my $name = lc join '.', @labels;
+            my $addr = exists $zone{$name} ? $zone{$name} : '127.0.0.1';
+            my $answer = '';
+            if ($type == 1 && defined $addr) {
+                $answer = pack('n n n N n', 0xc00c, 1, 1, 1, 4)
+                          . pack('C4', split /\./, $addr);
+            }
+            my $rcode = defined $addr ? 0 : 3;
+            $dns->send(pack('n n n n n n', $id, 0x8180 | $rcode, 1,
                             $answer ? 1 : 0, 0, 0) . $question . $answer,
                        0, $from);
         }
@@ -234,7 +244,7 @@ sub acme_init {
            . "subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null") == 0
         or die "openssl failed\n";
 
-    dns_start();
+    dns_start(%{ $o{zone} || {} });
     pebble_start(http_port => $o{http_port});
 
     $ENV{TEST_NGINX_HTTPS_PORT} ||= free_port();
