@@ -196,6 +196,24 @@ $(BENCH_BIN): bench/engine_bench.c t/unit/testcert.c t/unit/testcert.h \
 	$(CC) $(CFLAGS_ALL) -O2 -It/unit -o $@ bench/engine_bench.c \
 	    t/unit/testcert.c $(PROTO_LIB) $(LIBS)
 
+# --- ACME certificates vs a static ssl_certificate: handshake cost ---------------
+#
+#   make bench-handshake   one nginx worker, two TLS servers with the same
+#                          pebble-issued certificate: a static ssl_certificate
+#                          and hopgate_acme_certificates; knobs in
+#                          bench/acme_handshake
+
+.PHONY: bench-handshake
+
+HANDSHAKE_BIN := $(BUILD)/bench/tls_handshake
+
+bench-handshake: deps module $(HANDSHAKE_BIN)
+	BUILD=$(abspath $(BUILD)) NGINX_BIN=$(NGINX_BIN) ./bench/acme_handshake
+
+$(HANDSHAKE_BIN): bench/tls_handshake.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ bench/tls_handshake.c -lssl -lcrypto
+
 # --- tunnel vs direct benchmark ---------------------------------------------------
 #
 #   make bench-tunnel    one nginx: direct proxy_pass vs the tunnel (wrk, curl),
@@ -211,7 +229,7 @@ bench-tunnel: deps module agent $(SESSION_GEN)
 
 # built with everything: the tests drive sessions with it
 .PHONY: tools
-tools: $(SESSION_GEN)
+tools: $(SESSION_GEN) $(HANDSHAKE_BIN)
 
 $(SESSION_GEN): bench/session_gen.c $(wildcard proto/*.h) $(GEN) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
