@@ -19,6 +19,7 @@
 #define NGX_HOPGATE_ACME_TICK         1000    /* ms */
 #define NGX_HOPGATE_ACME_LEADER_TTL   3       /* s without a heartbeat */
 #define NGX_HOPGATE_ACME_LIST_EVERY   2       /* s between listings */
+#define NGX_HOPGATE_ACME_LIST_NOTIFY  10      /* s, with NOTIFY as well */
 
 
 static ngx_int_t ngx_http_hopgate_acme_postconfiguration(ngx_conf_t *cf);
@@ -49,6 +50,7 @@ static void ngx_http_hopgate_acme_exit_process(ngx_cycle_t *cycle);
 static void ngx_hopgate_acme_tick(ngx_event_t *ev);
 static void ngx_hopgate_acme_list(void);
 static void ngx_hopgate_acme_listed(ngx_hopgate_admin_call_t *call);
+static void ngx_hopgate_acme_registry_changed(ngx_str_t *domain);
 
 
 ngx_http_hopgate_acme_main_conf_t  *ngx_hopgate_acme_conf;
@@ -968,6 +970,7 @@ ngx_hopgate_acme_resign(void)
     }
 
     ngx_hopgate_acme_leading = 0;
+    ngx_hopgate_registry_changed = NULL;
 
     if (ngx_hopgate_acme_listing) {
         if (ngx_hopgate_acme_registry->ops->admin_cancel) {
@@ -1064,6 +1067,7 @@ ngx_hopgate_acme_tick(ngx_event_t *ev)
                == NGX_OK)
         {
             ngx_hopgate_acme_leading = 1;
+            ngx_hopgate_registry_changed = ngx_hopgate_acme_registry_changed;
 
         } else {
             ngx_shmtx_lock(&shpool->mutex);
@@ -1074,7 +1078,9 @@ ngx_hopgate_acme_tick(ngx_event_t *ev)
 
     if (ngx_hopgate_acme_leading) {
         if (shm->nwanted
-            || now - ngx_hopgate_acme_listed_at >= NGX_HOPGATE_ACME_LIST_EVERY)
+            || now - ngx_hopgate_acme_listed_at
+               >= (ngx_hopgate_acme_pg_enabled ? NGX_HOPGATE_ACME_LIST_NOTIFY
+                                               : NGX_HOPGATE_ACME_LIST_EVERY))
         {
             ngx_hopgate_acme_list();
         }
@@ -1088,6 +1094,17 @@ ngx_hopgate_acme_tick(ngx_event_t *ev)
 
 
 /* ---- the registry's domains ----------------------------------------------- */
+
+/* a NOTIFY: list again on the next tick, within a second */
+static void
+ngx_hopgate_acme_registry_changed(ngx_str_t *domain)
+{
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "hopgate acme: registry change for \"%V\"", domain);
+
+    ngx_hopgate_acme_listed_at = 0;
+}
+
 
 static void
 ngx_hopgate_acme_list(void)

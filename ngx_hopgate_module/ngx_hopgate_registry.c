@@ -12,6 +12,9 @@
 #include "ngx_hopgate_registry.h"
 
 
+void  (*ngx_hopgate_registry_changed)(ngx_str_t *domain);
+
+
 ngx_hopgate_registry_t *
 ngx_hopgate_registry_create(ngx_conf_t *cf, ngx_str_t *spec)
 {

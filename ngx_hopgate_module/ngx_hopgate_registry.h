@@ -129,6 +129,13 @@ void *ngx_hopgate_registry_pg_create(ngx_conf_t *cf, ngx_str_t *conninfo);
 extern const ngx_hopgate_registry_ops_t  ngx_hopgate_dnsgate_ops;
 
 /*
+ * Set by ACME in the worker that runs its client (NULL otherwise): a
+ * backend that hears of a change to its domains (PostgreSQL NOTIFY) calls
+ * it, so certificates follow registrations at once.
+ */
+extern void (*ngx_hopgate_registry_changed)(ngx_str_t *domain);
+
+/*
  * Implemented by the module for backends: close this worker's live
  * sessions of a domain (its key was revoked, rotated or disabled).
  */

@@ -728,6 +728,10 @@ ngx_hopgate_pgreg_notify(ngx_hopgate_pg_t *pg, const char *channel,
 
     reg->generation++;
 
+    if (ngx_hopgate_registry_changed) {
+        ngx_hopgate_registry_changed(&domain);
+    }
+
     e = ngx_hopgate_pgreg_cache_find(reg, domain.data, domain.len);
     if (e) {
         ngx_hopgate_pgreg_cache_drop(reg, e);
