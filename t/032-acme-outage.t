@@ -31,9 +31,65 @@ if ($hang_pid == 0) {
     }
     POSIX::_exit(0);
 }
+
+# A CA that rate-limits every new order (429, Retry-After: 7), a fault
+# pebble cannot produce: plain HTTP, the JWS not checked, one request per
+# connection; each request is logged.
+my $limiter = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                    Listen => 64, ReuseAddr => 1)
+    or die "listen: $!";
+my $lport = $limiter->sockport;
+$ENV{TEST_NGINX_LIMITER_PORT} = $lport;
+our $limiter_log = HopGate::Fixture::hopgate_dir() . '/limiter.log';
+my $limiter_pid = fork;
+if ($limiter_pid == 0) {
+    my $n = 0;
+    while (my $c = $limiter->accept) {
+        my $req = '';
+        while (my $line = <$c>) {
+            $req .= $line;
+            last if $line eq "\r\n";
+        }
+        my ($method, $path) = $req =~ m{^(\S+) (\S+)};
+        my ($len) = $req =~ /Content-Length: (\d+)/i;
+        read $c, my $body, $len if $len;
+        open my $log, '>>', $limiter_log;
+        print $log "$method $path\n";
+        close $log;
+        my $base = "http://127.0.0.1:$lport";
+        my $nonce = 'nonce' . $n++;
+        my ($status, $type, $extra, $text) = (200, 'application/json', '',
+                                              '{}');
+        if ($path eq '/dir') {
+            $text = qq({"newNonce":"$base/nonce","newAccount":"$base/acct",)
+                    . qq("newOrder":"$base/order"});
+        } elsif ($path eq '/acct') {
+            ($status, $extra) = (201, "Location: $base/acct/1\r\n");
+        } elsif ($path eq '/order') {
+            ($status, $type, $extra) = (429, 'application/problem+json',
+                                        "Retry-After: 7\r\n");
+            $text = '{"type":"urn:ietf:params:acme:error:rateLimited",'
+                    . '"detail":"too many new orders"}';
+        }
+        $text = '' if $method eq 'HEAD';
+        print $c "HTTP/1.1 $status X\r\nContent-Type: $type\r\n"
+                 . "Replay-Nonce: $nonce\r\n$extra"
+                 . "Content-Length: " . length($text) . "\r\n"
+                 . "Connection: close\r\n\r\n$text";
+        close $c;
+    }
+    POSIX::_exit(0);
+}
+
 my $owner = $$;
-END { if ($$ == $owner && $hang_pid) { kill 'KILL', $hang_pid;
-                                       waitpid $hang_pid, 0 } }
+END {
+    if ($$ == $owner) {
+        for my $pid (grep { $_ } $hang_pid, $limiter_pid) {
+            kill 'KILL', $pid;
+            waitpid $pid, 0;
+        }
+    }
+}
 
 
 sub error_log_text {
@@ -164,4 +220,41 @@ GET /ping
 pong
 --- no_error_log eval
 [qr/\[alert\]/]
+--- timeout: 30
+
+
+
+=== TEST 3: a CA that answers 429 with Retry-After: the order waits as long as it says (not the 1 s backoff), counted as rate_limited
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+    hopgate_acme http://127.0.0.1:$TEST_NGINX_LIMITER_PORT/dir;
+    hopgate_acme_state $TEST_NGINX_HOPGATE_DIR/limited-state;
+    hopgate_acme_backoff 1s 8s;
+    hopgate_metrics_zone hopgate 1m;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_HTTPS_PORT ssl;
+        hopgate_acme_certificates;
+        location / { return 200 "tls\n"; }
+    }
+--- config
+    location = /metrics { hopgate_metrics; }
+    location /ping { return 200 "pong\n"; }
+--- init
+Test::More::ok(main::wait_log(qr/order for app\.test failed: HTTP 429 urn:ietf:params:acme:error:rateLimited: too many new orders; retrying in 7s \(failure 1 in a row\)/, 10),
+               'the 429 and its Retry-After are logged');
+Time::HiRes::sleep(4);
+open my $fh, '<', $main::limiter_log or die $!;
+my @orders = grep { m{^POST /order} } <$fh>;
+Test::More::is(scalar @orders, 3, 'one order each for app.test, '
+               . 'other.test and new.test in 4 s: the 1 s backoff gave way '
+               . 'to 7 s');
+my (undef, $m) = HopGate::Fixture::curl('/metrics');
+Test::More::like($m, qr/^hopgate_acme_orders_total\{result="rate_limited"\} 3$/m,
+                 'counted as rate_limited');
+Test::More::like($m, qr/^hopgate_acme_certificates\{state="failed"\} 3$/m,
+                 'the three domains are in the failed state');
+--- request
+GET /ping
+--- response_body
+pong
 --- timeout: 30
