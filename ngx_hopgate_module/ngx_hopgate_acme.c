@@ -40,6 +40,8 @@ static char *ngx_http_hopgate_acme_backoff(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_hopgate_acme_key_type(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_hopgate_acme_db_key_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_hopgate_acme_certificates(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_hopgate_acme_init_zone(ngx_shm_zone_t *shm_zone,
@@ -140,6 +142,13 @@ static ngx_command_t  ngx_http_hopgate_acme_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_hopgate_acme_main_conf_t, max_orders),
+      NULL },
+
+    { ngx_string("hopgate_acme_db_key_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_hopgate_acme_db_key_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("hopgate_acme_certificates"),
@@ -498,6 +507,58 @@ ngx_http_hopgate_acme_key_type(ngx_conf_t *cf, ngx_command_t *cmd,
                            &value[1]);
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/* the secret that seals private keys in the database: its SHA-256 */
+static char *
+ngx_http_hopgate_acme_db_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_hopgate_acme_main_conf_t  *amcf = conf;
+
+    u_char     *p, *last;
+    unsigned    len;
+    ngx_str_t  *value, text;
+
+    if (amcf->db_key_set) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_hopgate_acme_read(cf, &value[1], &text) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"hopgate_acme_db_key_file\": cannot read "
+                           "\"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    p = text.data;
+    last = text.data + text.len;
+
+    while (last > p && (last[-1] == '\n' || last[-1] == '\r'
+                        || last[-1] == ' '))
+    {
+        last--;
+    }
+
+    if (last - p < 32) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"hopgate_acme_db_key_file\": \"%V\" must hold "
+                           "a secret of at least 32 characters (e.g. "
+                           "openssl rand -hex 32)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!EVP_Digest(p, last - p, amcf->db_key, &len, EVP_sha256(), NULL)) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_explicit_memzero(text.data, text.len);
+    amcf->db_key_set = 1;
 
     return NGX_CONF_OK;
 }

@@ -126,6 +126,8 @@ typedef struct {
     time_t                       backoff_max;
     ngx_msec_t                   timeout;    /* one HTTP request */
     ngx_uint_t                   max_orders; /* at once */
+    u_char                       db_key[32]; /* hopgate_acme_db_key_file */
+    ngx_flag_t                   db_key_set;
     ngx_shm_zone_t              *zone;
     ngx_uid_t                    user;       /* the workers' */
     ngx_gid_t                    group;
@@ -179,6 +181,10 @@ ngx_int_t ngx_hopgate_acme_base64url(ngx_pool_t *pool, u_char *data,
     size_t len, ngx_str_t *out);
 ngx_int_t ngx_hopgate_acme_self_signed(ngx_pool_t *pool, ngx_str_t *cert,
     ngx_str_t *key);
+ngx_int_t ngx_hopgate_acme_seal(u_char key[32], ngx_str_t *in,
+    ngx_pool_t *pool, ngx_str_t *out);
+ngx_int_t ngx_hopgate_acme_unseal(u_char key[32], ngx_str_t *in,
+    ngx_pool_t *pool, ngx_str_t *out);
 ngx_int_t ngx_hopgate_acme_cert_times(u_char *pem, size_t len,
     time_t *not_before, time_t *not_after);
 

@@ -535,3 +535,118 @@ ngx_hopgate_acme_cert_times(u_char *pem, size_t len, time_t *not_before,
 
     return NGX_OK;
 }
+
+
+/*
+ * Private keys in the database: AES-256-GCM under the key of
+ * hopgate_acme_db_key_file, as "enc:v1:" and the base64 of the 12-byte
+ * IV, the ciphertext and the 16-byte tag. NUL-terminated.
+ */
+ngx_int_t
+ngx_hopgate_acme_seal(u_char key[32], ngx_str_t *in, ngx_pool_t *pool,
+    ngx_str_t *out)
+{
+    int              len, fin;
+    u_char          *buf;
+    ngx_str_t        raw, b64;
+    ngx_int_t        rc;
+    EVP_CIPHER_CTX  *ctx;
+
+    buf = ngx_pnalloc(pool, 12 + in->len + 16);
+    if (buf == NULL || RAND_bytes(buf, 12) != 1) {
+        return NGX_ERROR;
+    }
+
+    ctx = EVP_CIPHER_CTX_new();
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = NGX_ERROR;
+
+    if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, buf) == 1
+        && EVP_EncryptUpdate(ctx, buf + 12, &len, in->data, (int) in->len)
+           == 1
+        && EVP_EncryptFinal_ex(ctx, buf + 12 + len, &fin) == 1
+        && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16,
+                               buf + 12 + len + fin) == 1)
+    {
+        raw.data = buf;
+        raw.len = 12 + len + fin + 16;
+
+        b64.len = ngx_base64_encoded_length(raw.len);
+        out->data = ngx_pnalloc(pool, sizeof("enc:v1:") - 1 + b64.len + 1);
+
+        if (out->data) {
+            b64.data = ngx_cpymem(out->data, "enc:v1:", sizeof("enc:v1:") - 1);
+            ngx_encode_base64(&b64, &raw);
+            out->len = sizeof("enc:v1:") - 1 + b64.len;
+            out->data[out->len] = '\0';
+            rc = NGX_OK;
+        }
+    }
+
+    EVP_CIPHER_CTX_free(ctx);
+
+    return rc;
+}
+
+
+/* NGX_DECLINED: not sealed (plain PEM); NGX_ERROR: not ours, or tampered */
+ngx_int_t
+ngx_hopgate_acme_unseal(u_char key[32], ngx_str_t *in, ngx_pool_t *pool,
+    ngx_str_t *out)
+{
+    int              len, fin;
+    ngx_str_t        b64, raw;
+    ngx_int_t        rc;
+    EVP_CIPHER_CTX  *ctx;
+
+    if (in->len < sizeof("enc:v1:") - 1
+        || ngx_strncmp(in->data, "enc:v1:", sizeof("enc:v1:") - 1) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (key == NULL) {
+        return NGX_ERROR;
+    }
+
+    b64.data = in->data + sizeof("enc:v1:") - 1;
+    b64.len = in->len - (sizeof("enc:v1:") - 1);
+
+    raw.data = ngx_pnalloc(pool, ngx_base64_decoded_length(b64.len));
+    if (raw.data == NULL || ngx_decode_base64(&raw, &b64) != NGX_OK
+        || raw.len < 12 + 16)
+    {
+        return NGX_ERROR;
+    }
+
+    out->data = ngx_pnalloc(pool, raw.len + 1);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx = EVP_CIPHER_CTX_new();
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = NGX_ERROR;
+
+    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, raw.data) == 1
+        && EVP_DecryptUpdate(ctx, out->data, &len, raw.data + 12,
+                             (int) (raw.len - 12 - 16)) == 1
+        && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16,
+                               raw.data + raw.len - 16) == 1
+        && EVP_DecryptFinal_ex(ctx, out->data + len, &fin) == 1)
+    {
+        out->len = len + fin;
+        out->data[out->len] = '\0';
+        rc = NGX_OK;
+    }
+
+    EVP_CIPHER_CTX_free(ctx);
+
+    return rc;
+}

@@ -12,9 +12,10 @@
  *   - mirrors the pending challenge tokens into the zone.
  *
  * The ordering edge writes its tokens, certificates and account key there
- * as it goes (schema migration 2 in ngx_hopgate_registry_pg.c). Keys are
- * stored as PEM text: the tables need the protection the registry's own
- * credentials get (see docs/acme.md).
+ * as it goes (schema migration 2 in ngx_hopgate_registry_pg.c). Private
+ * keys are sealed with AES-256-GCM under hopgate_acme_db_key_file when it
+ * is set (every edge needs the same file); without it they are PEM text,
+ * and the tables need the protection of a secret (see docs/acme.md).
  */
 
 #include <ngx_config.h>
@@ -56,6 +57,62 @@ static void ngx_hopgate_acme_pg_written(void *data, PGresult *res,
 
 ngx_uint_t                      ngx_hopgate_acme_pg_enabled;
 static ngx_hopgate_acme_pg_t    ngx_hopgate_acme_pg;
+
+
+static u_char *
+ngx_hopgate_acme_pg_key(void)
+{
+    return ngx_hopgate_acme_conf->db_key_set ? ngx_hopgate_acme_conf->db_key
+                                             : NULL;
+}
+
+
+/* a private key as the database keeps it; NULL: out of memory */
+static u_char *
+ngx_hopgate_acme_pg_seal(ngx_str_t *pem, ngx_pool_t *pool)
+{
+    ngx_str_t  sealed;
+
+    if (ngx_hopgate_acme_pg_key() == NULL) {
+        return pem->data;
+    }
+
+    if (ngx_hopgate_acme_seal(ngx_hopgate_acme_pg_key(), pem, pool, &sealed)
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return sealed.data;
+}
+
+
+/* a private key from the database: NGX_ERROR if it cannot be opened */
+static ngx_int_t
+ngx_hopgate_acme_pg_unseal(ngx_str_t *in, ngx_pool_t *pool, ngx_str_t *out,
+    ngx_str_t *what)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_hopgate_acme_unseal(ngx_hopgate_acme_pg_key(), in, pool, out);
+
+    if (rc == NGX_DECLINED) {
+        *out = *in;
+        return NGX_OK;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, ngx_hopgate_acme_pg.log, 0,
+                      "hopgate acme: the database's key for %V cannot be "
+                      "opened: %s", what,
+                      ngx_hopgate_acme_pg_key()
+                      ? "not sealed with this edge's hopgate_acme_db_key_file"
+                      : "it is sealed and hopgate_acme_db_key_file is not "
+                        "set");
+    }
+
+    return rc;
+}
 
 
 ngx_int_t
@@ -223,7 +280,9 @@ ngx_hopgate_acme_pg_account_read(void *data, PGresult *res, const char *err)
 {
     ngx_hopgate_acme_pg_t  *ap = data;
 
-    ngx_str_t  pem;
+    ngx_int_t    rc;
+    ngx_str_t    pem, raw, what = ngx_string("the account");
+    ngx_pool_t  *pool;
 
     if (err || res == NULL) {
         ngx_log_error(NGX_LOG_ERR, ap->log, 0,
@@ -234,10 +293,23 @@ ngx_hopgate_acme_pg_account_read(void *data, PGresult *res, const char *err)
     }
 
     if (PQntuples(res) == 1) {
-        pem.data = (u_char *) PQgetvalue(res, 0, 0);
-        pem.len = PQgetlength(res, 0, 0);
+        pool = ngx_create_pool(4096, ap->log);
+        if (pool == NULL) {
+            return;
+        }
 
-        if (ngx_hopgate_acme_store_account(&pem, ap->log, 0) != NGX_OK) {
+        raw.data = (u_char *) PQgetvalue(res, 0, 0);
+        raw.len = PQgetlength(res, 0, 0);
+
+        rc = ngx_hopgate_acme_pg_unseal(&raw, pool, &pem, &what);
+        if (rc == NGX_OK) {
+            rc = ngx_hopgate_acme_store_account(&pem, ap->log, 0);
+        }
+
+        ngx_destroy_pool(pool);
+
+        if (rc != NGX_OK) {
+            /* ordering with another account would fork the state */
             return;
         }
     }
@@ -251,9 +323,10 @@ ngx_hopgate_acme_pg_certs_read(void *data, PGresult *res, const char *err)
 {
     ngx_hopgate_acme_pg_t  *ap = data;
 
-    int        i;
-    int64_t    rev;
-    ngx_str_t  domain, chain, key;
+    int          i;
+    int64_t      rev;
+    ngx_str_t    domain, chain, key, raw;
+    ngx_pool_t  *pool;
 
     if (err || res == NULL) {
         if (err) {
@@ -263,13 +336,18 @@ ngx_hopgate_acme_pg_certs_read(void *data, PGresult *res, const char *err)
         return;
     }
 
+    pool = ngx_create_pool(4096, ap->log);
+    if (pool == NULL) {
+        return;
+    }
+
     for (i = 0; i < PQntuples(res); i++) {
         domain.data = (u_char *) PQgetvalue(res, i, 0);
         domain.len = PQgetlength(res, i, 0);
         chain.data = (u_char *) PQgetvalue(res, i, 1);
         chain.len = PQgetlength(res, i, 1);
-        key.data = (u_char *) PQgetvalue(res, i, 2);
-        key.len = PQgetlength(res, i, 2);
+        raw.data = (u_char *) PQgetvalue(res, i, 2);
+        raw.len = PQgetlength(res, i, 2);
         rev = ngx_atoof((u_char *) PQgetvalue(res, i, 3),
                         PQgetlength(res, i, 3));
 
@@ -277,8 +355,14 @@ ngx_hopgate_acme_pg_certs_read(void *data, PGresult *res, const char *err)
             ap->revision = rev;
         }
 
-        (void) ngx_hopgate_acme_store_put(&domain, &chain, &key, ap->log, 0);
+        if (ngx_hopgate_acme_pg_unseal(&raw, pool, &key, &domain) == NGX_OK)
+        {
+            (void) ngx_hopgate_acme_store_put(&domain, &chain, &key, ap->log,
+                                              0);
+        }
     }
+
+    ngx_destroy_pool(pool);
 }
 
 
@@ -327,9 +411,15 @@ ngx_hopgate_acme_pg_certificate(ngx_str_t *domain, ngx_str_t *chain,
     ngx_str_t *key)
 {
     u_char       d[NGX_HOPGATE_DOMAIN_MAX + 1];
+    ngx_pool_t  *pool;
     const char  *values[3];
 
     if (!ngx_hopgate_acme_pg.started) {
+        return;
+    }
+
+    pool = ngx_create_pool(4096, ngx_hopgate_acme_pg.log);
+    if (pool == NULL) {
         return;
     }
 
@@ -337,7 +427,12 @@ ngx_hopgate_acme_pg_certificate(ngx_str_t *domain, ngx_str_t *chain,
     ngx_cpystrn(d, domain->data, ngx_min(domain->len + 1, sizeof(d)));
     values[0] = (char *) d;
     values[1] = (char *) chain->data;
-    values[2] = (char *) key->data;
+    values[2] = (char *) ngx_hopgate_acme_pg_seal(key, pool);
+
+    if (values[2] == NULL) {
+        ngx_destroy_pool(pool);
+        return;
+    }
 
     ngx_hopgate_acme_pg_send("INSERT INTO hopgate_acme_certificates"
                              " (domain, chain, key, not_after)"
@@ -347,6 +442,9 @@ ngx_hopgate_acme_pg_certificate(ngx_str_t *domain, ngx_str_t *chain,
                              " revision = nextval('hopgate_acme_revision'),"
                              " updated_at = now()", 3, values,
                              ngx_hopgate_acme_pg_written);
+
+    /* the query copied its parameters */
+    ngx_destroy_pool(pool);
 }
 
 
@@ -409,18 +507,28 @@ ngx_hopgate_acme_pg_token(ngx_str_t *token, ngx_str_t *keyauth)
 void
 ngx_hopgate_acme_pg_account(ngx_str_t *pem)
 {
+    ngx_pool_t  *pool;
     const char  *values[2];
 
     if (!ngx_hopgate_acme_pg.started) {
         return;
     }
 
-    values[0] = (char *) ngx_hopgate_acme_conf->directory.data;
-    values[1] = (char *) pem->data;
+    pool = ngx_create_pool(4096, ngx_hopgate_acme_pg.log);
+    if (pool == NULL) {
+        return;
+    }
 
-    ngx_hopgate_acme_pg_send("INSERT INTO hopgate_acme_accounts"
-                             " (directory, key) VALUES ($1, $2)"
-                             " ON CONFLICT (directory) DO UPDATE SET"
-                             " key = EXCLUDED.key", 2, values,
-                             ngx_hopgate_acme_pg_written);
+    values[0] = (char *) ngx_hopgate_acme_conf->directory.data;
+    values[1] = (char *) ngx_hopgate_acme_pg_seal(pem, pool);
+
+    if (values[1]) {
+        ngx_hopgate_acme_pg_send("INSERT INTO hopgate_acme_accounts"
+                                 " (directory, key) VALUES ($1, $2)"
+                                 " ON CONFLICT (directory) DO UPDATE SET"
+                                 " key = EXCLUDED.key", 2, values,
+                                 ngx_hopgate_acme_pg_written);
+    }
+
+    ngx_destroy_pool(pool);
 }

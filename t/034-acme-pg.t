@@ -24,6 +24,14 @@ pg_start();
 our %edge2 = (http => HopGate::Fixture::free_port(),
               https => HopGate::Fixture::free_port());
 acme_init(http_port => $edge2{http});
+
+# both edges seal private keys in the database with the same secret
+my $secret = HopGate::Fixture::hopgate_dir() . '/db.key';
+open my $sf, '>', $secret or die $!;
+print $sf 'db-secret-' . ('5a' x 24) . "\n";
+close $sf;
+chmod 0600, $secret;
+$ENV{TEST_NGINX_ACME_HTTP} .= "\n    hopgate_acme_db_key_file $secret;";
 no_shuffle();
 no_root_location();
 
@@ -159,6 +167,15 @@ Test::More::unlike($log2, qr/order for shared\.test: created/,
                    'without ordering');
 Test::More::like(main::edge1_log(), qr/order for shared\.test: created/,
                  'edge one ordered');
+my $keys = HopGate::Postgres::pg_sql(
+    "SELECT left(key, 7) FROM hopgate_acme_certificates "
+    . "UNION ALL SELECT left(key, 7) FROM hopgate_acme_accounts");
+Test::More::is($keys, "enc:v1:\nenc:v1:", 'the certificate\'s and the '
+               . 'account\'s keys are sealed in the database');
+my $plain = HopGate::Postgres::pg_sql(
+    "SELECT count(*) FROM hopgate_acme_certificates "
+    . "WHERE key LIKE '%PRIVATE KEY%' OR chain NOT LIKE '-----BEGIN%'");
+Test::More::is($plain, "0", 'no private key in clear; chains as PEM');
 --- request
 GET /.well-known/acme-challenge/x
 --- error_code: 404

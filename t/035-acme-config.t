@@ -204,3 +204,14 @@ Test::More::like($text, qr/Public Key Algorithm: rsaEncryption/,
 GET /.well-known/acme-challenge/x
 --- error_code: 404
 --- timeout: 20
+
+
+
+=== TEST 15: hopgate_acme_db_key_file needs a real secret
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+    hopgate_acme_db_key_file $TEST_NGINX_HOPGATE_DIR/registry;
+--- config
+--- must_die
+--- error_log eval
+qr/"hopgate_acme_db_key_file": "\S+" must hold a secret of at least 32 characters/
