@@ -9,6 +9,10 @@ use HopGate::Acme;
 
 hopgate_init();
 acme_init();
+
+open my $short, '>', HopGate::Fixture::hopgate_dir() . '/short.key' or die $!;
+print $short "too-short\n";
+close $short;
 no_shuffle();
 no_root_location();
 
@@ -210,7 +214,7 @@ GET /.well-known/acme-challenge/x
 === TEST 15: hopgate_acme_db_key_file needs a real secret
 --- http_config
     $TEST_NGINX_HOPGATE_HTTP
-    hopgate_acme_db_key_file $TEST_NGINX_HOPGATE_DIR/registry;
+    hopgate_acme_db_key_file $TEST_NGINX_HOPGATE_DIR/short.key;
 --- config
 --- must_die
 --- error_log eval
