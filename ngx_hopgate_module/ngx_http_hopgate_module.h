@@ -15,8 +15,12 @@
  *   ngx_hopgate_dnsgate.c        hopgate_expect_ips: a registry wrapper
  *   ngx_hopgate_admin.c          the admin API (hopgate_admin)
  *   ngx_hopgate_pages.c          branded 502/504 pages
- *   ngx_hopgate_metrics.c        the metrics zone, hooks, /metrics (and
- *                                ngx_hopgate_status.c, ..._variables.c)
+ *   ngx_hopgate_out.c            a response body built in pool buffers
+ *   ngx_http_hopgate_metrics_module.c  the metrics module: directives,
+ *                                process hooks; its zone, hooks, output
+ *                                formats and variables in
+ *                                ngx_hopgate_metrics*.c, _status.c and
+ *                                _variables.c (see ngx_hopgate_metrics.h)
  */
 
 #ifndef NGX_HTTP_HOPGATE_MODULE_H
