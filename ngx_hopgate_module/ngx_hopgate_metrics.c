@@ -17,6 +17,9 @@
 #include "ngx_http_hopgate_module.h"
 
 
+#define NGX_HOPGATE_METRICS_TICK  1000
+
+
 static void ngx_hopgate_metrics_harvest(ngx_hopgate_session_t *s,
     hg_conn_stats_t *st);
 static void ngx_hopgate_metrics_session_ready(ngx_hopgate_session_t *s);
@@ -26,7 +29,10 @@ static ngx_hopgate_metrics_domain_t *ngx_hopgate_metrics_domain(
     ngx_str_t *name, ngx_uint_t create);
 static void ngx_hopgate_metrics_observe(ngx_hopgate_histogram_t *h,
     const uint64_t *bounds, uint64_t usec);
+static void ngx_hopgate_metrics_tick(ngx_event_t *ev);
 
+
+static ngx_event_t            ngx_hopgate_metrics_timer;
 
 /* what the worker and its listeners counted that is already in the zone */
 static uint64_t               ngx_hopgate_metrics_malformed;
@@ -543,6 +549,18 @@ ngx_hopgate_metrics_stream_close(ngx_hopgate_pump_t *p)
 
 /* ---- each second -------------------------------------------------------- */
 
+void
+ngx_hopgate_metrics_start(ngx_cycle_t *cycle)
+{
+    ngx_hopgate_metrics_timer.handler = ngx_hopgate_metrics_tick;
+    ngx_hopgate_metrics_timer.log = cycle->log;
+    ngx_hopgate_metrics_timer.data = ngx_hopgate_metrics;
+    ngx_hopgate_metrics_timer.cancelable = 1;
+
+    ngx_add_timer(&ngx_hopgate_metrics_timer, NGX_HOPGATE_METRICS_TICK);
+}
+
+
 static void
 ngx_hopgate_metrics_listeners_tick(ngx_hopgate_worker_t *w)
 {
@@ -584,7 +602,7 @@ ngx_hopgate_metrics_listeners_tick(ngx_hopgate_worker_t *w)
 }
 
 
-void
+static void
 ngx_hopgate_metrics_tick(ngx_event_t *ev)
 {
     hg_conn_stats_t                st;

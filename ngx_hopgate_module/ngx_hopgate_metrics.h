@@ -23,7 +23,7 @@
 #include <ngx_http.h>
 
 #include "hg.h"
-#include "ngx_hopgate_out.h"
+#include "ngx_hopgate_body.h"
 
 
 /* how a handshake ended: hopgate_handshakes_total{result} */
@@ -87,8 +87,6 @@ typedef struct {
 
 /* ---- the zone: shared by every worker, kept across reloads ------------- */
 
-#define NGX_HOPGATE_METRICS_MAGIC     0x68676d31    /* the layout: "hgm1" */
-#define NGX_HOPGATE_METRICS_TICK      1000
 #define NGX_HOPGATE_METRICS_WORKERS   512     /* worker slots */
 #define NGX_HOPGATE_METRICS_BUCKETS   12
 #define NGX_HOPGATE_METRICS_ADDR_LEN                                         \
@@ -221,7 +219,6 @@ extern ngx_hopgate_metrics_zone_t    *ngx_hopgate_metrics;
 extern ngx_hopgate_metrics_worker_t  *ngx_hopgate_metrics_slot;
 extern ngx_uint_t                     ngx_hopgate_metrics_slot_index;
 extern ngx_uint_t                     ngx_hopgate_metrics_max;
-extern ngx_event_t                    ngx_hopgate_metrics_timer;
 
 /* histogram bounds, microseconds */
 extern const uint64_t  ngx_hopgate_rtt_bounds[NGX_HOPGATE_METRICS_BUCKETS];
@@ -230,8 +227,9 @@ extern const uint64_t
 
 ngx_int_t ngx_hopgate_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-void ngx_hopgate_metrics_free_slot(ngx_hopgate_metrics_zone_t *zone,
-    ngx_uint_t slot);
+ngx_int_t ngx_hopgate_metrics_attach(ngx_cycle_t *cycle,
+    ngx_shm_zone_t *shm_zone, ngx_uint_t max_domains);
+void ngx_hopgate_metrics_detach(void);
 
 /*
  * For the handlers, under the zone's lock: forget the workers that died
@@ -239,8 +237,8 @@ void ngx_hopgate_metrics_free_slot(ngx_hopgate_metrics_zone_t *zone,
  */
 void ngx_hopgate_metrics_reap(ngx_hopgate_metrics_zone_t *zone);
 
-/* ngx_hopgate_metrics.c: each second, in every worker with a zone */
-void ngx_hopgate_metrics_tick(ngx_event_t *ev);
+/* ngx_hopgate_metrics.c: the harvest each second, in a worker with a zone */
+void ngx_hopgate_metrics_start(ngx_cycle_t *cycle);
 
 /* ngx_hopgate_metrics_prometheus.c */
 char *ngx_hopgate_prometheus_directive(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -272,8 +270,6 @@ void ngx_hopgate_metrics_registry(ngx_int_t rc, uint32_t code,
 /* ngx_hopgate_status.c */
 char *ngx_hopgate_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-ngx_int_t ngx_hopgate_status_render(ngx_http_request_t *r,
-    ngx_chain_t *out);
 
 /* ngx_hopgate_variables.c */
 ngx_int_t ngx_hopgate_variables_add(ngx_conf_t *cf);

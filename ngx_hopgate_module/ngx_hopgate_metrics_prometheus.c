@@ -77,17 +77,17 @@ ngx_hopgate_metrics_seconds(u_char *buf, uint64_t usec)
 
 
 static ngx_int_t
-ngx_hopgate_metrics_family(ngx_hopgate_out_t *out, const char *name,
+ngx_hopgate_metrics_family(ngx_hopgate_body_t *out, const char *name,
     const char *type, const char *help)
 {
-    return ngx_hopgate_out_printf(out, "# HELP %s %s\n# TYPE %s %s\n",
+    return ngx_hopgate_body_printf(out, "# HELP %s %s\n# TYPE %s %s\n",
                                   name, help, name, type);
 }
 
 
 /* labels: `extra` is `,name="value"` or "" */
 static ngx_int_t
-ngx_hopgate_metrics_histogram(ngx_hopgate_out_t *out, const char *name,
+ngx_hopgate_metrics_histogram(ngx_hopgate_body_t *out, const char *name,
     ngx_hopgate_histogram_t *h, const uint64_t *bounds, const char *labels)
 {
     u_char      le[32], sum[32];
@@ -105,7 +105,7 @@ ngx_hopgate_metrics_histogram(ngx_hopgate_out_t *out, const char *name,
             ngx_cpystrn(le, (u_char *) "+Inf", sizeof(le));
         }
 
-        if (ngx_hopgate_out_printf(out, "%s_bucket{%s%sle=\"%s\"} %uL\n",
+        if (ngx_hopgate_body_printf(out, "%s_bucket{%s%sle=\"%s\"} %uL\n",
                                    name, labels, *labels ? "," : "", le,
                                    total)
             != NGX_OK)
@@ -118,17 +118,17 @@ ngx_hopgate_metrics_histogram(ngx_hopgate_out_t *out, const char *name,
     *ngx_hopgate_metrics_seconds(sum, h->sum) = '\0';
 
     if (*labels) {
-        return ngx_hopgate_out_printf(out, "%s_sum{%s} %s\n%s_count{%s} %uL\n",
+        return ngx_hopgate_body_printf(out, "%s_sum{%s} %s\n%s_count{%s} %uL\n",
                                       name, labels, sum, name, labels, total);
     }
 
-    return ngx_hopgate_out_printf(out, "%s_sum %s\n%s_count %uL\n",
+    return ngx_hopgate_body_printf(out, "%s_sum %s\n%s_count %uL\n",
                                   name, sum, name, total);
 }
 
 
 static ngx_int_t
-ngx_hopgate_metrics_labelled(ngx_hopgate_out_t *out, const char *name,
+ngx_hopgate_metrics_labelled(ngx_hopgate_body_t *out, const char *name,
     const char *label, const char **values, ngx_atomic_t *counters,
     ngx_uint_t n)
 {
@@ -139,7 +139,7 @@ ngx_hopgate_metrics_labelled(ngx_hopgate_out_t *out, const char *name,
             continue;
         }
 
-        if (ngx_hopgate_out_printf(out, "%s{%s=\"%s\"} %uA\n", name, label,
+        if (ngx_hopgate_body_printf(out, "%s{%s=\"%s\"} %uA\n", name, label,
                                    values[i], counters[i])
             != NGX_OK)
         {
@@ -234,7 +234,7 @@ static ngx_hopgate_family_t  ngx_hopgate_edge_families[] = {
 
 
 static ngx_int_t
-ngx_hopgate_metrics_edge_family(ngx_hopgate_out_t *out,
+ngx_hopgate_metrics_edge_family(ngx_hopgate_body_t *out,
     ngx_hopgate_metrics_shctx_t *sh, ngx_hopgate_family_t *f)
 {
     u_char  *field;
@@ -259,13 +259,13 @@ ngx_hopgate_metrics_edge_family(ngx_hopgate_out_t *out,
                                             (ngx_atomic_t *) field, f->n);
     }
 
-    return ngx_hopgate_out_printf(out, "%s %uA\n", f->name,
+    return ngx_hopgate_body_printf(out, "%s %uA\n", f->name,
                                   *(ngx_atomic_t *) field);
 }
 
 
 static ngx_int_t
-ngx_hopgate_metrics_edge(ngx_hopgate_out_t *out,
+ngx_hopgate_metrics_edge(ngx_hopgate_body_t *out,
     ngx_hopgate_metrics_shctx_t *sh)
 {
     ngx_uint_t             i, j, workers;
@@ -290,7 +290,7 @@ ngx_hopgate_metrics_edge(ngx_hopgate_out_t *out,
     if (ngx_hopgate_metrics_family(out, "hopgate_worker_processes", "gauge",
             "Worker processes reporting (old ones drain after a reload).")
         != NGX_OK
-        || ngx_hopgate_out_printf(out, "hopgate_worker_processes %ui\n",
+        || ngx_hopgate_body_printf(out, "hopgate_worker_processes %ui\n",
                                   workers)
            != NGX_OK
         || ngx_hopgate_metrics_family(out, "hopgate_sessions", "gauge",
@@ -318,7 +318,7 @@ ngx_hopgate_metrics_edge(ngx_hopgate_out_t *out,
         return NGX_ERROR;
     }
 
-    return ngx_hopgate_out_printf(out, "hopgate_metrics_domains %ui\n",
+    return ngx_hopgate_body_printf(out, "hopgate_metrics_domains %ui\n",
                                   sh->ndomains);
 }
 
@@ -360,7 +360,7 @@ static const struct {
 
 
 static ngx_int_t
-ngx_hopgate_metrics_domain_sample(ngx_hopgate_out_t *out,
+ngx_hopgate_metrics_domain_sample(ngx_hopgate_body_t *out,
     ngx_uint_t family, ngx_hopgate_metrics_domain_t *d)
 {
     u_char       labels[NGX_HOPGATE_DOMAIN_MAX * 2 + 16], *p;
@@ -383,30 +383,30 @@ ngx_hopgate_metrics_domain_sample(ngx_hopgate_out_t *out,
     switch (family) {
 
     case NGX_HOPGATE_DOMAIN_SESSIONS:
-        return ngx_hopgate_out_printf(out, "%s{%s} %ui\n", name, labels,
+        return ngx_hopgate_body_printf(out, "%s{%s} %ui\n", name, labels,
                                       d->sessions);
 
     case NGX_HOPGATE_DOMAIN_STREAMS_OPENED:
-        return ngx_hopgate_out_printf(out, "%s{%s} %uA\n", name, labels,
+        return ngx_hopgate_body_printf(out, "%s{%s} %uA\n", name, labels,
                                       d->streams_opened);
 
     case NGX_HOPGATE_DOMAIN_STREAMS_FAILED:
-        return ngx_hopgate_out_printf(out, "%s{%s} %uA\n", name, labels,
+        return ngx_hopgate_body_printf(out, "%s{%s} %uA\n", name, labels,
                                       d->streams_failed);
 
     case NGX_HOPGATE_DOMAIN_BYTES:
-        return ngx_hopgate_out_printf(out,
+        return ngx_hopgate_body_printf(out,
                                       "%s{%s,direction=\"sent\"} %uA\n"
                                       "%s{%s,direction=\"received\"} %uA\n",
                                       name, labels, d->stream_bytes[0],
                                       name, labels, d->stream_bytes[1]);
 
     case NGX_HOPGATE_DOMAIN_PACKETS_SENT:
-        return ngx_hopgate_out_printf(out, "%s{%s} %uA\n", name, labels,
+        return ngx_hopgate_body_printf(out, "%s{%s} %uA\n", name, labels,
                                       d->packets_sent);
 
     case NGX_HOPGATE_DOMAIN_PACKETS_LOST:
-        return ngx_hopgate_out_printf(out, "%s{%s} %uA\n", name, labels,
+        return ngx_hopgate_body_printf(out, "%s{%s} %uA\n", name, labels,
                                       d->packets_lost);
 
     default: /* NGX_HOPGATE_DOMAIN_RTT */
@@ -418,7 +418,7 @@ ngx_hopgate_metrics_domain_sample(ngx_hopgate_out_t *out,
 
 
 static ngx_int_t
-ngx_hopgate_metrics_domains(ngx_hopgate_out_t *out,
+ngx_hopgate_metrics_domains(ngx_hopgate_body_t *out,
     ngx_hopgate_metrics_shctx_t *sh)
 {
     ngx_uint_t                     f;
@@ -480,7 +480,7 @@ ngx_hopgate_prometheus_handler(ngx_http_request_t *r)
 {
     ngx_int_t                              rc;
     ngx_str_t                              type;
-    ngx_hopgate_out_t                      out;
+    ngx_hopgate_body_t                     out;
     ngx_hopgate_metrics_zone_t            *zone;
     ngx_http_hopgate_metrics_main_conf_t  *mmcf;
 
@@ -496,7 +496,7 @@ ngx_hopgate_prometheus_handler(ngx_http_request_t *r)
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_hopgate_metrics_module);
     zone = mmcf->zone->data;
 
-    ngx_memzero(&out, sizeof(ngx_hopgate_out_t));
+    ngx_memzero(&out, sizeof(ngx_hopgate_body_t));
     out.pool = r->pool;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
@@ -516,5 +516,5 @@ ngx_hopgate_prometheus_handler(ngx_http_request_t *r)
 
     ngx_str_set(&type, "text/plain; version=0.0.4; charset=utf-8");
 
-    return ngx_hopgate_out_send(r, &out, &type);
+    return ngx_hopgate_body_send(r, &out, &type);
 }

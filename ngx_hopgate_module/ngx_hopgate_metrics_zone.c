@@ -16,6 +16,7 @@
 #include "ngx_http_hopgate_module.h"
 
 
+#define NGX_HOPGATE_METRICS_MAGIC     0x68676d31    /* the layout: "hgm1" */
 #define NGX_HOPGATE_METRICS_OTHER     "_other"
 
 
@@ -37,7 +38,10 @@ ngx_hopgate_metrics_zone_t    *ngx_hopgate_metrics;
 ngx_hopgate_metrics_worker_t  *ngx_hopgate_metrics_slot;
 ngx_uint_t                     ngx_hopgate_metrics_slot_index;
 ngx_uint_t                     ngx_hopgate_metrics_max;
-ngx_event_t                    ngx_hopgate_metrics_timer;
+
+
+static void ngx_hopgate_metrics_free_slot(ngx_hopgate_metrics_zone_t *zone,
+    ngx_uint_t slot);
 
 
 /*
@@ -116,8 +120,80 @@ ngx_hopgate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 }
 
 
-/* under the lock: the slot and the records of its sessions go */
+/* a worker takes a slot for its gauges, and counts from now on */
+ngx_int_t
+ngx_hopgate_metrics_attach(ngx_cycle_t *cycle, ngx_shm_zone_t *shm_zone,
+    ngx_uint_t max_domains)
+{
+    ngx_uint_t                    i;
+    ngx_hopgate_metrics_zone_t   *zone;
+    ngx_hopgate_metrics_shctx_t  *sh;
+
+    zone = shm_zone->data;
+    sh = zone->sh;
+
+    if (sh->magic != NGX_HOPGATE_METRICS_MAGIC) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "hopgate_metrics_zone \"%V\" was made by another "
+                      "version of the module: give the zone a new name",
+                      &shm_zone->shm.name);
+        return NGX_ERROR;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    ngx_hopgate_metrics_reap(zone);
+
+    for (i = 0; i < NGX_HOPGATE_METRICS_WORKERS; i++) {
+        if (sh->workers[i].pid == 0) {
+            ngx_memzero(&sh->workers[i], sizeof(ngx_hopgate_metrics_worker_t));
+            sh->workers[i].pid = ngx_pid;
+            sh->workers[i].worker = ngx_worker;
+            ngx_hopgate_metrics_slot = &sh->workers[i];
+            ngx_hopgate_metrics_slot_index = i;
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (ngx_hopgate_metrics_slot == NULL) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "hopgate: %d worker processes report metrics "
+                      "already; this one's sessions are not shown",
+                      NGX_HOPGATE_METRICS_WORKERS);
+    }
+
+    ngx_hopgate_metrics = zone;
+    ngx_hopgate_metrics_max = max_domains;
+
+    return NGX_OK;
+}
+
+
+/* the worker exits: its gauges and sessions leave the zone */
 void
+ngx_hopgate_metrics_detach(void)
+{
+    ngx_hopgate_metrics_zone_t  *zone = ngx_hopgate_metrics;
+
+    if (zone == NULL) {
+        return;
+    }
+
+    ngx_hopgate_metrics = NULL;
+
+    if (ngx_hopgate_metrics_slot) {
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        ngx_hopgate_metrics_free_slot(zone, ngx_hopgate_metrics_slot_index);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_hopgate_metrics_slot = NULL;
+    }
+}
+
+
+/* under the lock: the slot and the records of its sessions go */
+static void
 ngx_hopgate_metrics_free_slot(ngx_hopgate_metrics_zone_t *zone,
     ngx_uint_t slot)
 {

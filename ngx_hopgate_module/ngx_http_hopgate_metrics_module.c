@@ -272,14 +272,12 @@ ngx_http_hopgate_metrics_max_domains(ngx_conf_t *cf, void *post, void *data)
     return NGX_CONF_OK;
 }
 
+
 /* ---- process hooks ---------------------------------------------------- */
 
 static ngx_int_t
 ngx_http_hopgate_metrics_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                             i;
-    ngx_hopgate_metrics_zone_t            *zone;
-    ngx_hopgate_metrics_shctx_t           *sh;
     ngx_http_hopgate_metrics_main_conf_t  *mmcf;
 
     mmcf = ngx_http_cycle_get_module_main_conf(cycle,
@@ -292,50 +290,13 @@ ngx_http_hopgate_metrics_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    zone = mmcf->zone->data;
-    sh = zone->sh;
-
-    if (sh->magic != NGX_HOPGATE_METRICS_MAGIC) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                      "hopgate_metrics_zone \"%V\" was made by another "
-                      "version of the module: give the zone a new name",
-                      &mmcf->zone->shm.name);
+    if (ngx_hopgate_metrics_attach(cycle, mmcf->zone, mmcf->max_domains)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    ngx_hopgate_metrics_reap(zone);
-
-    for (i = 0; i < NGX_HOPGATE_METRICS_WORKERS; i++) {
-        if (sh->workers[i].pid == 0) {
-            ngx_memzero(&sh->workers[i], sizeof(ngx_hopgate_metrics_worker_t));
-            sh->workers[i].pid = ngx_pid;
-            sh->workers[i].worker = ngx_worker;
-            ngx_hopgate_metrics_slot = &sh->workers[i];
-            ngx_hopgate_metrics_slot_index = i;
-            break;
-        }
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    if (ngx_hopgate_metrics_slot == NULL) {
-        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
-                      "hopgate: %d worker processes report metrics "
-                      "already; this one's sessions are not shown",
-                      NGX_HOPGATE_METRICS_WORKERS);
-    }
-
-    ngx_hopgate_metrics = zone;
-    ngx_hopgate_metrics_max = mmcf->max_domains;
-
-    ngx_hopgate_metrics_timer.handler = ngx_hopgate_metrics_tick;
-    ngx_hopgate_metrics_timer.log = cycle->log;
-    ngx_hopgate_metrics_timer.data = zone;
-    ngx_hopgate_metrics_timer.cancelable = 1;
-
-    ngx_add_timer(&ngx_hopgate_metrics_timer, NGX_HOPGATE_METRICS_TICK);
+    ngx_hopgate_metrics_start(cycle);
 
     return NGX_OK;
 }
@@ -344,18 +305,5 @@ ngx_http_hopgate_metrics_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_hopgate_metrics_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_hopgate_metrics_zone_t  *zone = ngx_hopgate_metrics;
-
-    if (zone == NULL) {
-        return;
-    }
-
-    ngx_hopgate_metrics = NULL;
-
-    if (ngx_hopgate_metrics_slot) {
-        ngx_shmtx_lock(&zone->shpool->mutex);
-        ngx_hopgate_metrics_free_slot(zone, ngx_hopgate_metrics_slot_index);
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        ngx_hopgate_metrics_slot = NULL;
-    }
+    ngx_hopgate_metrics_detach();
 }

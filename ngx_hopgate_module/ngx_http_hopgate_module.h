@@ -15,7 +15,7 @@
  *   ngx_hopgate_dnsgate.c        hopgate_expect_ips: a registry wrapper
  *   ngx_hopgate_admin.c          the admin API (hopgate_admin)
  *   ngx_hopgate_pages.c          branded 502/504 pages
- *   ngx_hopgate_out.c            a response body built in pool buffers
+ *   ngx_hopgate_body.c           a response body built in pool buffers
  *   ngx_http_hopgate_metrics_module.c  the metrics module: directives,
  *                                process hooks; its zone, hooks, output
  *                                formats and variables in

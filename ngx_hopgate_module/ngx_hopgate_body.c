@@ -11,7 +11,7 @@
 
 
 ngx_int_t
-ngx_hopgate_out_printf(ngx_hopgate_out_t *out, const char *fmt, ...)
+ngx_hopgate_body_printf(ngx_hopgate_body_t *out, const char *fmt, ...)
 {
     u_char       *p;
     va_list       args;
@@ -54,7 +54,7 @@ ngx_hopgate_out_printf(ngx_hopgate_out_t *out, const char *fmt, ...)
 
 
 ngx_int_t
-ngx_hopgate_out_send(ngx_http_request_t *r, ngx_hopgate_out_t *out,
+ngx_hopgate_body_send(ngx_http_request_t *r, ngx_hopgate_body_t *out,
     ngx_str_t *type)
 {
     ngx_int_t  rc;
