@@ -80,6 +80,8 @@ typedef struct {
     ngx_msec_t                   registry_cache_ttl;
     ngx_msec_t                   registry_timeout;
     ngx_array_t                 *expect_ips; /* ngx_addr_t, the DNS gate */
+    ngx_array_t                  upstreams;  /* upstream_srv_conf_t *,
+                                                those with "hopgate" */
     SSL_CTX                     *ssl_ctx;
     ngx_log_t                   *log;
 } ngx_http_hopgate_main_conf_t;
@@ -94,7 +96,8 @@ typedef struct {
 
 
 typedef struct {
-    ngx_array_t                 *fallback;   /* ngx_addr_t, servers */
+    ngx_http_upstream_srv_conf_t *fallback;  /* round robin over the
+                                                server lines; NULL: none */
 } ngx_http_hopgate_upstream_conf_t;
 
 
@@ -248,6 +251,12 @@ ngx_int_t ngx_hopgate_admin_authorized(ngx_http_request_t *r,
 /* ngx_hopgate_dnsgate.c */
 ngx_int_t ngx_hopgate_dnsgate_wrap(ngx_conf_t *cf,
     ngx_http_hopgate_main_conf_t *hmcf);
+
+/* ngx_hopgate_upstream.c */
+char *ngx_http_hopgate_upstream(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_hopgate_upstream_check(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us);
 
 /* ngx_hopgate_pages.c */
 ngx_int_t ngx_hopgate_pages_init(ngx_conf_t *cf);
