@@ -272,6 +272,7 @@ void *
 ngx_hopgate_registry_pg_create(ngx_conf_t *cf, ngx_str_t *conninfo)
 {
     char                 *err;
+    size_t                len;
     PQconninfoOption     *opts;
     ngx_hopgate_pgreg_t  *reg;
 
@@ -293,6 +294,12 @@ ngx_hopgate_registry_pg_create(ngx_conf_t *cf, ngx_str_t *conninfo)
     opts = PQconninfoParse((char *) reg->conninfo.data, &err);
 
     if (opts == NULL) {
+        /* libpq ends its messages with a newline */
+        len = err ? ngx_strlen(err) : 0;
+        while (len && (err[len - 1] == '\n' || err[len - 1] == ' ')) {
+            err[--len] = '\0';
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"hopgate_registry\": invalid PostgreSQL "
                            "connection string: %s",
