@@ -51,6 +51,7 @@ typedef enum {
     NGX_HOPGATE_STREAM_AGENT_RESET,     /* the agent or its target failed */
     NGX_HOPGATE_STREAM_CLIENT_CLOSED,   /* nginx dropped the connection */
     NGX_HOPGATE_STREAM_INTERNAL,        /* out of memory and the like */
+    NGX_HOPGATE_STREAM_UNKNOWN_DOMAIN,  /* no such tunnel: a 404 */
     NGX_HOPGATE_STREAM_N
 } ngx_hopgate_stream_fail_e;
 

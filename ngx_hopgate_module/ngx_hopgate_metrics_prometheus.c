@@ -22,7 +22,7 @@ static const char  *ngx_hopgate_handshake_results[NGX_HOPGATE_HS_N] = {
 
 static const char  *ngx_hopgate_stream_reasons[NGX_HOPGATE_STREAM_N] = {
     "no_tunnel", "stream_limit", "tunnel_closed", "agent_reset",
-    "client_closed", "internal"
+    "client_closed", "internal", "unknown_domain"
 };
 
 static const char  *ngx_hopgate_session_states[NGX_HOPGATE_SS_N] = {

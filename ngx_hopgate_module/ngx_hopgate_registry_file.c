@@ -42,6 +42,10 @@ static ngx_int_t ngx_hopgate_file_check(ngx_hopgate_registry_t *r,
     ngx_hopgate_verdict_pt done, void *data);
 static ngx_int_t ngx_hopgate_file_lookup(ngx_hopgate_file_t *reg,
     ngx_str_t *domain, ngx_str_t *key, ngx_hopgate_verdict_t *verdict);
+static ngx_hopgate_entry_t *ngx_hopgate_file_find(ngx_hopgate_file_t *reg,
+    ngx_str_t *domain);
+static ngx_int_t ngx_hopgate_file_known(ngx_hopgate_registry_t *r,
+    ngx_str_t *domain, ngx_hopgate_lookup_pt done, void *data);
 
 
 static ngx_int_t ngx_hopgate_file_admin(ngx_hopgate_registry_t *r,
@@ -55,6 +59,8 @@ const ngx_hopgate_registry_ops_t  ngx_hopgate_registry_file_ops = {
     ngx_hopgate_file_check,
     NULL,
     ngx_hopgate_file_admin,
+    NULL,
+    ngx_hopgate_file_known,
     NULL
 };
 
@@ -389,26 +395,21 @@ ngx_hopgate_file_check(ngx_hopgate_registry_t *r, ngx_str_t *domain,
 }
 
 
-static ngx_int_t
-ngx_hopgate_file_lookup(ngx_hopgate_file_t *reg, ngx_str_t *domain,
-    ngx_str_t *key, ngx_hopgate_verdict_t *verdict)
+static ngx_hopgate_entry_t *
+ngx_hopgate_file_find(ngx_hopgate_file_t *reg, ngx_str_t *domain)
 {
-    u_char                digest[32];
-    ngx_uint_t            lo, hi, mid;
-    ngx_int_t             rc;
-    ngx_hopgate_entry_t  *e;
+    ngx_int_t   rc;
+    ngx_uint_t  lo, hi, mid;
 
     lo = 0;
     hi = reg->nentries;
-    e = NULL;
 
     while (lo < hi) {
         mid = lo + (hi - lo) / 2;
         rc = ngx_memn2cmp(domain->data, reg->entries[mid].domain.data,
                           domain->len, reg->entries[mid].domain.len);
         if (rc == 0) {
-            e = &reg->entries[mid];
-            break;
+            return &reg->entries[mid];
         }
 
         if (rc < 0) {
@@ -417,6 +418,32 @@ ngx_hopgate_file_lookup(ngx_hopgate_file_t *reg, ngx_str_t *domain,
             lo = mid + 1;
         }
     }
+
+    return NULL;
+}
+
+
+/* a request's question: the table in memory answers at once */
+static ngx_int_t
+ngx_hopgate_file_known(ngx_hopgate_registry_t *r, ngx_str_t *domain,
+    ngx_hopgate_lookup_pt done, void *data)
+{
+    ngx_hopgate_file_t  *reg = r->backend;
+
+    ngx_hopgate_registry_refresh(reg, ngx_cycle->log);
+
+    return ngx_hopgate_file_find(reg, domain) ? NGX_OK : NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_hopgate_file_lookup(ngx_hopgate_file_t *reg, ngx_str_t *domain,
+    ngx_str_t *key, ngx_hopgate_verdict_t *verdict)
+{
+    u_char                digest[32];
+    ngx_hopgate_entry_t  *e;
+
+    e = ngx_hopgate_file_find(reg, domain);
 
     verdict->rc = NGX_DECLINED;
 

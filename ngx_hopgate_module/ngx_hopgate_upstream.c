@@ -305,9 +305,16 @@ ngx_http_hopgate_peer_init(ngx_http_request_t *r,
     /*
      * The tunnel may be tried twice: a request whose session died under
      * it (the agent was killed) goes again on another session, if nginx
-     * deems it safe to repeat. Without a domain only fallbacks remain.
+     * deems it safe to repeat. Without a domain only fallbacks remain, or
+     * the tunnel's "no such tunnel" answer when there are none.
      */
-    pd->tunnel_tries = (rc == NGX_OK) ? 2 : 0;
+    if (rc == NGX_OK) {
+        pd->tunnel_tries = 2;
+
+    } else {
+        ngx_str_null(&pd->domain);
+        pd->tunnel_tries = pd->fallback ? 0 : 1;
+    }
 
     u->peer.get = ngx_http_hopgate_peer_get;
     u->peer.free = ngx_http_hopgate_peer_free;
@@ -329,6 +336,7 @@ ngx_http_hopgate_peer_get(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_hopgate_peer_data_t  *pd = data;
 
+    ngx_int_t                     rc;
     ngx_http_hopgate_loc_conf_t  *hlcf;
 
     if (pd->tunnel_tries) {
@@ -342,21 +350,28 @@ ngx_http_hopgate_peer_get(ngx_peer_connection_t *pc, void *data)
         hlcf = ngx_http_get_module_loc_conf(pd->request,
                                             ngx_http_hopgate_module);
 
-        if (ngx_hopgate_pump_create(pd->request, pc, &pd->domain,
-                                    hlcf->connect_timeout, &pd->session)
-            != NGX_OK)
-        {
+        rc = ngx_hopgate_pump_create(pd->request, pc, &pd->domain,
+                                     hlcf->connect_timeout, &pd->session,
+                                     pd->fallback == NULL);
+
+        if (rc == NGX_ERROR) {
             return NGX_ERROR;
         }
 
-        if (pd->session == 0 && pd->tunnel_tries) {
-            /* it waits for a session: one wait is all a request gets */
-            pd->tunnel_tries = 0;
-            pc->tries--;
+        if (rc == NGX_OK) {
+            if (pd->session == 0 && pd->tunnel_tries) {
+                /* it waits for a session: one wait is all a request gets */
+                pd->tunnel_tries = 0;
+                pc->tries--;
+            }
+
+            /* a connected socket, as the keepalive balancer hands over */
+            return NGX_DONE;
         }
 
-        /* a connected socket, as the keepalive balancer hands over */
-        return NGX_DONE;
+        /* NGX_DECLINED: no such tunnel, the fallbacks are next */
+        pc->tries -= 1 + pd->tunnel_tries;
+        pd->tunnel_tries = 0;
     }
 
     pd->tunnel = 0;

@@ -1,7 +1,7 @@
 # The server lines of a hopgate upstream are fallbacks balanced by nginx's
 # own round robin: weight, max_fails/fail_timeout, down and backup work as
 # in any upstream. No agent runs here: every request's tunnel try fails
-# (nobody.test has no session) and the fallbacks answer. The fallbacks are
+# (other.test is registered, but has no session) and the fallbacks answer. The fallbacks are
 # extra server blocks of the same nginx, each saying who it is.
 use FindBin;
 use lib "$FindBin::Bin/lib";
@@ -26,7 +26,7 @@ EOF
         proxy_pass http://fallbacks;
     }
 EOF
-    $block->set_value('more_headers', "Host: nobody.test\n")
+    $block->set_value('more_headers', "Host: other.test\n")
         unless defined $block->more_headers;
 });
 
@@ -82,8 +82,8 @@ __DATA__
 --- response_body eval
 [("B\n") x 4]
 --- response_headers_like eval
-["X-Upstream: ^nobody\\.test, 127\\.0\\.0\\.1:\\d+, 127\\.0\\.0\\.1:\\d+\$",
- ("X-Upstream: ^nobody\\.test, 127\\.0\\.0\\.1:\\d+\$") x 3]
+["X-Upstream: ^other\\.test, 127\\.0\\.0\\.1:\\d+, 127\\.0\\.0\\.1:\\d+\$",
+ ("X-Upstream: ^other\\.test, 127\\.0\\.0\\.1:\\d+\$") x 3]
 
 
 
@@ -143,7 +143,31 @@ B
 
 
 
-=== TEST 8: a request through the tunnel does not use the fallbacks
+=== TEST 8: a domain that is not registered goes to the fallbacks at once
+--- http_config
+    upstream fallbacks {
+        hopgate;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- config
+    location / {
+        hopgate_connect_timeout 10s;
+        proxy_pass http://fallbacks;
+        add_header X-Upstream $upstream_addr;
+    }
+--- more_headers
+Host: nobody.test
+--- request
+GET /t
+--- response_body
+A
+--- response_headers_like
+X-Upstream: ^127\.0\.0\.1:\d+$
+--- timeout: 2
+
+
+
+=== TEST 9: a request through the tunnel does not use the fallbacks
 --- http_config
     upstream fallbacks {
         hopgate;
