@@ -126,7 +126,7 @@ struct ngx_hopgate_domain_s {
 
 
 struct ngx_hopgate_session_s {
-    ngx_rbtree_node_t            cid_node;   /* key: the cid as a number */
+    ngx_rbtree_node_t            cid_node;   /* key: the cid's random end */
     ngx_rbtree_node_t            addr_node;  /* key: hash of the peer */
     ngx_queue_t                  domain_link;
     hg_conn_t                   *conn;
@@ -142,6 +142,8 @@ struct ngx_hopgate_session_s {
     u_char                       addr_text[NGX_SOCKADDR_STRLEN];
     size_t                       addr_len;
     u_char                       agent_version[64];
+    u_char                       agent_id[64];
+    ngx_int_t                    worker_hint; /* the worker it aimed at */
     u_char                       domain_name[NGX_HOPGATE_DOMAIN_MAX + 1];
     size_t                       domain_len;
     ngx_hopgate_metrics_session_t  metrics;
@@ -235,8 +237,10 @@ ngx_hopgate_domain_t *ngx_hopgate_domain_get(ngx_str_t *name,
 ngx_hopgate_session_t *ngx_hopgate_domain_pick(ngx_hopgate_domain_t *d,
     uint64_t avoid);
 void ngx_hopgate_sessions_goaway(ngx_hopgate_worker_t *w);
+void ngx_hopgate_sessions_close(ngx_hopgate_worker_t *w);
 hg_time_t ngx_hopgate_now(void);
 int ngx_hopgate_random(void *ctx, uint8_t *buf, size_t len);
+int ngx_hopgate_cid_taken(void *ctx, const uint8_t *cid);
 void ngx_hopgate_engine_log(void *ctx, int level, const char *msg);
 
 /* ngx_hopgate_pump.c */

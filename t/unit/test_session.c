@@ -1,7 +1,9 @@
 /*
  * Session behaviour of the engine in the simulator: handshake and HELLO,
  * rejection with a reason, streams and their limits, idle timeout and
- * keepalive, GOAWAY drain, CLOSE reasons, NAT rebinding.
+ * keepalive, GOAWAY drain, CLOSE reasons, NAT rebinding; the connection
+ * id taken only from HELLO_ACK, stateless resets with tokens, ids drawn
+ * again on a collision.
  */
 
 #include <stdio.h>
@@ -315,6 +317,191 @@ test_rebinding(void)
 }
 
 
+/* ---- the connection id and the stateless reset -------------------------- */
+
+static uint64_t  mangled;
+static uint64_t  agent_cid_mismatch;
+static uint64_t  agent_with_cid;
+static uint64_t  agent_before_ready_with_cid;
+
+
+/*
+ * Down: every edge datagram gets a rewritten id in its prefix. Up: count
+ * what the agent writes there.
+ */
+static void
+rewrite_edge_cid(sim_t *sim, int dir, uint8_t *dgram, size_t len)
+{
+    const uint8_t  *cid;
+
+    if (len < HG_PREFIX_LEN) {
+        return;
+    }
+
+    if (dir == 1) {
+        if (dgram[0] & HG_PREFIX_FLAG_CID) {
+            dgram[1 + HG_CID_LEN - 1] ^= 0x5a;
+            mangled++;
+        }
+        return;
+    }
+
+    if (!(dgram[0] & HG_PREFIX_FLAG_CID)) {
+        return;
+    }
+
+    agent_with_cid++;
+
+    if (!sim->agents[0].ready) {
+        agent_before_ready_with_cid++;
+    }
+
+    cid = sim->agents[0].edge ? hg_conn_cid(sim->agents[0].edge) : NULL;
+    if (cid == NULL || memcmp(dgram + 1, cid, HG_CID_LEN) != 0) {
+        agent_cid_mismatch++;
+    }
+}
+
+
+static void
+test_cid_from_hello_ack(void)
+{
+    sim_t       sim;
+    sim_bulk_t  b;
+
+    if (setup(&sim, 9, NULL) < 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    mangled = agent_cid_mismatch = agent_with_cid = 0;
+    agent_before_ready_with_cid = 0;
+    sim.mangle = rewrite_edge_cid;
+
+    sim_bulk_init(&b, 0, 1, 2 * 1024 * 1024, 256 * 1024);
+    sim_bulk_attach(&sim, &b);
+
+    tap_ok(sim_run(&sim, sim_bulk_done, sim.now + 30 * HG_SEC),
+           "a transfer completes while every edge prefix carries a "
+           "rewritten id");
+    tap_ok(sim_bulk_verify(&b) == 0, "intact %s", b.error);
+    tap_ok(mangled > 100, "%llu edge datagrams were rewritten",
+           (unsigned long long) mangled);
+    tap_ok(agent_with_cid > 100 && agent_cid_mismatch == 0,
+           "the agent wrote the id HELLO_ACK gave it into all %llu of its "
+           "datagrams (%llu wrong)", (unsigned long long) agent_with_cid,
+           (unsigned long long) agent_cid_mismatch);
+    tap_is_int(agent_before_ready_with_cid, 0,
+               "and no id at all before HELLO_ACK");
+
+    sim_bulk_free(&b);
+    sim_free(&sim);
+}
+
+
+static void
+test_stateless_reset(void)
+{
+    sim_t           sim;
+    uint8_t         reset[HG_RESET_LEN + 8];
+    size_t          n;
+    const uint8_t  *cid;
+
+    if (setup(&sim, 10, NULL) < 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    tap_ok(sim_run(&sim, all_ready, sim.now + 5 * HG_SEC), "ready");
+    cid = hg_conn_cid(sim.agents[0].edge);
+
+    tap_is_int(hg_listener_reset(sim.listener, cid, HG_RESET_LEN, reset), 0,
+               "no reset for a trigger no longer than the reset");
+
+    n = hg_listener_reset(sim.listener, cid, 100, reset);
+    tap_is_int(n, HG_RESET_LEN, "a reset is %d bytes", HG_RESET_LEN);
+
+    /* a wrong token, then the bare prefix the old protocol sent */
+    reset[n - 1] ^= 1;
+    hg_conn_recv(sim.agents[0].conn, reset, n, NULL, 0, sim.now);
+    hg_conn_recv(sim.agents[0].conn, reset, HG_PREFIX_LEN, NULL, 0,
+                 sim.now);
+    reset[n - 1] ^= 1;
+    tap_ok(hg_conn_is_ready(sim.agents[0].conn),
+           "a reset without the id's token is ignored");
+
+    hg_conn_recv(sim.agents[0].conn, reset, n, NULL, 0, sim.now);
+    tap_ok(hg_conn_is_closed(sim.agents[0].conn),
+           "one with the token ends the session at once, quiet or not");
+
+    sim_run(&sim, NULL, sim.now + 10 * HG_MS);
+    tap_is_int(sim.agents[0].close_code, HG_CODE_RESET,
+               "closed with HG_CODE_RESET");
+
+    sim_free(&sim);
+}
+
+
+static int   taken_calls;
+static int   taken_answer;
+
+
+static int
+cid_taken(void *ctx, const uint8_t *cid)
+{
+    (void) ctx;
+    (void) cid;
+
+    return taken_calls++ < taken_answer;
+}
+
+
+static void
+test_cid_collision(void)
+{
+    sim_t        sim;
+    hg_config_t  cfg;
+    uint8_t      prefix[HG_CID_LEN];
+
+    sim_config(&cfg);
+    cfg.cb.cid_taken = cid_taken;
+    taken_calls = 0;
+    taken_answer = 2;
+
+    if (setup(&sim, 11, &cfg) < 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    tap_ok(sim_run(&sim, all_ready, sim.now + 5 * HG_SEC),
+           "ready after two drawn ids were in use");
+    tap_is_int(hg_listener_stats(sim.listener)->cid_collisions, 2,
+               "the listener drew the id three times");
+
+    sim_free(&sim);
+
+    taken_calls = 0;
+    taken_answer = 1000;
+
+    if (setup(&sim, 12, &cfg) < 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    sim_run(&sim, NULL, sim.now + 2 * HG_SEC);
+    tap_ok(!sim.agents[0].ready && hg_listener_stats(sim.listener)->accepted
+           == 0, "no session when no free id can be drawn");
+
+    memset(prefix, 7, sizeof(prefix));
+    tap_ok(hg_listener_new(&cfg, sim.server_ctx, prefix,
+                           HG_CID_LEN - HG_CID_RANDOM_MIN + 1, sim.now)
+           == NULL, "a listener leaves at least %d random bytes",
+           HG_CID_RANDOM_MIN);
+
+    sim_free(&sim);
+}
+
+
 int
 main(void)
 {
@@ -326,6 +513,9 @@ main(void)
     test_goaway();
     test_close_reason();
     test_rebinding();
+    test_cid_from_hello_ack();
+    test_stateless_reset();
+    test_cid_collision();
 
     return tap_done();
 }
