@@ -64,16 +64,17 @@ __DATA__
 
 === TEST 1: a domain added to the file opens a tunnel at the next handshake
 --- init
+my $key = HopGate::Fixture::test_key('new');
 my $refused = HopGate::Fixture::start_agent(domain => 'new.test',
-                                            key => 'the new key');
+                                            key => $key);
 Test::More::is(HopGate::Fixture::agent_wait($refused,
                                             qr/domain is not registered/, 1),
                1, 'before the edit the domain is unknown');
 
-main::append('new.test ' . Digest::SHA::sha256_hex('the new key'));
+main::append('new.test ' . Digest::SHA::sha256_hex($key));
 
 my $agent = HopGate::Fixture::start_agent(domain => 'new.test',
-                                          key => 'the new key');
+                                          key => $key);
 Test::More::is(HopGate::Fixture::agent_wait($agent, qr/connected to/, 1),
                1, 'after it the agent connects');
 Test::More::like(main::error_log(),
@@ -125,8 +126,9 @@ qr/registry not reloaded: \S+edited-\d+\.registry:3: expected "domain sha256-hex
 
 === TEST 4: a domain added a second time is warned about, and its last line counts
 --- init
-main::append('app.test ' . Digest::SHA::sha256_hex('the replaced key'));
-my $agent = HopGate::Fixture::start_agent(key => 'the replaced key');
+my $key = HopGate::Fixture::test_key('replaced');
+main::append('app.test ' . Digest::SHA::sha256_hex($key));
+my $agent = HopGate::Fixture::start_agent(key => $key);
 Test::More::is(HopGate::Fixture::agent_wait($agent, qr/connected to/, 1),
                1, 'the key of the last line opens the tunnel');
 --- request
