@@ -288,6 +288,9 @@ ngx_hopgate_pages_render(ngx_http_request_t *r, ngx_http_hopgate_ctx_t *ctx,
     *(u_char *) ngx_escape_html(domain, name.data, name.len) = '\0';
 
     id = ngx_http_get_indexed_variable(r, ngx_hopgate_request_id_index);
+    if (id == NULL || id->not_found) {
+        id = &ngx_http_variable_null_value;
+    }
 
     ngx_gmtime(ngx_time(), &tm);
 
@@ -329,8 +332,7 @@ ngx_hopgate_pages_render(ngx_http_request_t *r, ngx_http_hopgate_ctx_t *ctx,
                      "<small>HopGate</small></main></body></html>\n",
                      ngx_hopgate_hops[page->hop], domain,
                      tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                     tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
-                     (id && !id->not_found) ? id : &ngx_http_variable_null_value);
+                     tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec, id);
 
     ctx->page.len = p - ctx->page.data;
 

@@ -251,8 +251,9 @@ ngx_http_hopgate_route(ngx_http_request_t *r,
         ngx_str_null(&route);
     }
 
+    /* like a domain that is not registered: no such tunnel */
     if (ngx_hopgate_domain_normalize(&route, pd->buf, &len) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "hopgate: \"%V\" is not a domain to route by", &route);
         return NGX_DECLINED;
     }
@@ -341,11 +342,6 @@ ngx_http_hopgate_peer_get(ngx_peer_connection_t *pc, void *data)
 
     if (pd->tunnel_tries) {
         pd->tunnel_tries--;
-        pd->tunnel = 1;
-
-        pc->sockaddr = &ngx_http_hopgate_sockaddr;
-        pc->socklen = sizeof(ngx_http_hopgate_sockaddr);
-        pc->name = &pd->domain;
 
         hlcf = ngx_http_get_module_loc_conf(pd->request,
                                             ngx_http_hopgate_module);
@@ -359,6 +355,12 @@ ngx_http_hopgate_peer_get(ngx_peer_connection_t *pc, void *data)
         }
 
         if (rc == NGX_OK) {
+            /* only a try nginx goes on with has an address: it frees it */
+            pd->tunnel = 1;
+            pc->sockaddr = &ngx_http_hopgate_sockaddr;
+            pc->socklen = sizeof(ngx_http_hopgate_sockaddr);
+            pc->name = &pd->domain;
+
             if (pd->session == 0 && pd->tunnel_tries) {
                 /* it waits for a session: one wait is all a request gets */
                 pd->tunnel_tries = 0;

@@ -182,3 +182,22 @@ Host: app.test
 GET /hello
 --- response_body
 hello from the local app
+
+
+
+=== TEST 10: a domain that is not registered while every fallback is down: 502
+--- http_config
+    upstream fallbacks {
+        hopgate;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1 down;
+    }
+--- more_headers
+Host: nobody.test
+--- request
+GET /t
+--- error_code: 502
+--- error_log
+no live upstreams
+--- no_error_log
+[alert]
+[crit]
