@@ -388,11 +388,7 @@ ngx_hopgate_dnsgate_lookup(ngx_hopgate_registry_t *r, ngx_str_t *domain,
 {
     ngx_hopgate_dnsgate_t  *gate = r->backend;
 
-    if (gate->next->ops->lookup == NULL) {
-        return NGX_ERROR;
-    }
-
-    return gate->next->ops->lookup(gate->next, domain, done, data);
+    return ngx_hopgate_registry_lookup(gate->next, domain, done, data);
 }
 
 
@@ -401,7 +397,5 @@ ngx_hopgate_dnsgate_lookup_cancel(ngx_hopgate_registry_t *r, void *data)
 {
     ngx_hopgate_dnsgate_t  *gate = r->backend;
 
-    if (gate->next->ops->lookup_cancel) {
-        gate->next->ops->lookup_cancel(gate->next, data);
-    }
+    ngx_hopgate_registry_lookup_cancel(gate->next, data);
 }
