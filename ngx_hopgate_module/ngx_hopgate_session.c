@@ -308,6 +308,10 @@ ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     ngx_hopgate_worker_t   *w = ngx_hopgate_worker;
     ngx_hopgate_session_t  *s;
 
+    if (ngx_hopgate_halfopen_admit(from, fromlen) != NGX_OK) {
+        return;
+    }
+
     replylen = sizeof(reply);
 
     rc = hg_listener_accept(l->engine, buf, len, from, fromlen,
@@ -333,7 +337,8 @@ ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     }
 
     s = ngx_calloc(sizeof(ngx_hopgate_session_t), ngx_cycle->log);
-    if (s == NULL) {
+    if (s == NULL || ngx_hopgate_halfopen_add(s, from, fromlen) != NGX_OK) {
+        ngx_free(s);
         hg_conn_free(conn);
         return;
     }
@@ -351,6 +356,11 @@ ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     s->timer.handler = ngx_hopgate_session_timer;
     s->timer.data = s;
     s->timer.log = ngx_cycle->log;
+    /*
+     * a session does not keep an exiting worker alive: the worker goes
+     * when its requests are done, and tells the agent then (CLOSE)
+     */
+    s->timer.cancelable = 1;
     s->run.handler = ngx_hopgate_session_timer;
     s->run.data = s;
     s->run.log = ngx_cycle->log;
@@ -484,6 +494,7 @@ ngx_hopgate_session_events(ngx_hopgate_session_t *s)
         switch (ev.type) {
 
         case HG_EV_HANDSHAKE_DONE:
+            ngx_hopgate_halfopen_established(s);
             ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                            "hopgate: DTLS up with %*s", s->addr_len,
                            s->addr_text);
@@ -819,6 +830,7 @@ ngx_hopgate_session_destroy(ngx_hopgate_session_t *s)
     }
 
     hg_conn_free(s->conn);
+    ngx_hopgate_halfopen_freed(s);
     ngx_free(s);
 
     w->nsessions--;

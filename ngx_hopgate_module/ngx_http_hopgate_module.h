@@ -45,6 +45,7 @@ typedef struct ngx_hopgate_session_s   ngx_hopgate_session_t;
 typedef struct ngx_hopgate_pump_s      ngx_hopgate_pump_t;
 typedef struct ngx_hopgate_domain_s    ngx_hopgate_domain_t;
 typedef struct ngx_hopgate_listener_s  ngx_hopgate_listener_t;
+typedef struct ngx_hopgate_halfopen_s  ngx_hopgate_halfopen_t;
 
 
 /* the module's request context: branded pages, the request's tunnel */
@@ -147,6 +148,7 @@ struct ngx_hopgate_session_s {
     u_char                       domain_name[NGX_HOPGATE_DOMAIN_MAX + 1];
     size_t                       domain_len;
     ngx_hopgate_metrics_session_t  metrics;
+    ngx_hopgate_halfopen_t      *halfopen;   /* counted until DTLS is up */
     unsigned                     ready:1;
     unsigned                     checking:1; /* the registry is deciding */
     unsigned                     draining:1; /* the agent said GOAWAY */
@@ -242,6 +244,13 @@ hg_time_t ngx_hopgate_now(void);
 int ngx_hopgate_random(void *ctx, uint8_t *buf, size_t len);
 int ngx_hopgate_cid_taken(void *ctx, const uint8_t *cid);
 void ngx_hopgate_engine_log(void *ctx, int level, const char *msg);
+
+/* ngx_hopgate_halfopen.c */
+ngx_int_t ngx_hopgate_halfopen_admit(struct sockaddr *sa, socklen_t len);
+ngx_int_t ngx_hopgate_halfopen_add(ngx_hopgate_session_t *s,
+    struct sockaddr *sa, socklen_t len);
+void ngx_hopgate_halfopen_established(ngx_hopgate_session_t *s);
+void ngx_hopgate_halfopen_freed(ngx_hopgate_session_t *s);
 
 /* ngx_hopgate_pump.c */
 ngx_int_t ngx_hopgate_pump_create(ngx_http_request_t *r,

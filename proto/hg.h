@@ -328,7 +328,12 @@ int hg_conn_accept(hg_conn_t *c, uint64_t session_id, uint32_t worker_index,
     uint32_t worker_count, const char *const *edges, size_t nedges);
 int hg_conn_reject(hg_conn_t *c, uint32_t code, const char *text);
 
-/* no new streams either way; open ones finish; CLOSE when the last ends */
+/*
+ * GOAWAY: the peer may open no new stream; open ones finish. We may still
+ * open streams (the edge, for requests its worker already holds). The
+ * agent's session sends CLOSE when its last stream ends; the edge's stays
+ * until hg_conn_close (its shell knows when no request can come).
+ */
 int hg_conn_goaway(hg_conn_t *c, uint32_t code, const char *reason);
 /* immediate CLOSE (sent once, then the connection drains briefly) */
 int hg_conn_close(hg_conn_t *c, uint32_t code, const char *reason);

@@ -118,7 +118,7 @@ hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
 
     hg_ackq_init(&c->ackq, cfg->max_ack_delay, cfg->max_ack_ranges);
 
-    c->ev_cap = 64;
+    c->ev_cap = 8;
     c->events = calloc(c->ev_cap, sizeof(hg_event_t));
 
     if (c->events == NULL || hg_cstreams_init(c) != 0) {
@@ -550,8 +550,13 @@ hg_conn_timeout(hg_conn_t *c, hg_time_t now)
         return;
     }
 
-    if (now >= hg_dtls_deadline(c->dtls)) {
-        hg_dtls_timeout(c->dtls, now);
+    if (now >= hg_dtls_deadline(c->dtls)
+        && hg_dtls_timeout(c->dtls, now) != HG_OK)
+    {
+        hg_conn_enter_closing(c, HG_CODE_HANDSHAKE_TIMEOUT,
+                              hg_dtls_error(c->dtls), 0, now);
+        hg_conn_set_closed(c);
+        return;
     }
 
     if (!hg_dtls_established(c->dtls)) {

@@ -39,7 +39,7 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
 {
     hg_conn_t                *c = arg;
     size_t                    i;
-    int                       eliciting;
+    unsigned                  eliciting;
     hg_codec_packet_t         pkt;
     hg_codec_frame_t          frames[HG_RECV_FRAMES], scratch;
     const hg_codec_frame_t   *f;
@@ -81,11 +81,7 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
             continue;
         }
 
-        if (f->kind != HOPGATE__FRAME__BODY_ACK
-            && f->kind != HOPGATE__FRAME__BODY_CLOSE)
-        {
-            eliciting = 1;
-        }
+        eliciting |= hg_ackq_frame_need(f->kind);
 
         if (hg_frame_dispatch(c, f) != HG_OK) {
             c->stats.malformed++;

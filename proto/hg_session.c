@@ -109,11 +109,18 @@ hg_conn_goaway(hg_conn_t *c, uint32_t code, const char *reason)
 }
 
 
+/*
+ * The agent's GOAWAY ends its session with the last stream: only the edge
+ * opens streams, and it may not any more. The edge's GOAWAY (a reload)
+ * asks the agent for a replacement but leaves the session up: requests
+ * the worker already holds still need it, and only the shell knows when
+ * none is left, so the shell closes it.
+ */
 void
 hg_conn_maybe_finish_goaway(hg_conn_t *c, hg_time_t now)
 {
-    if (c->local_goaway && c->state == HG_CS_READY
-        && hg_conn_open_streams(c) == 0)
+    if (c->local_goaway && c->role == HG_ROLE_CLIENT
+        && c->state == HG_CS_READY && hg_conn_open_streams(c) == 0)
     {
         hg_conn_enter_closing(c, c->goaway_code, c->goaway_reason, 1, now);
     }

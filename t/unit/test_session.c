@@ -223,7 +223,6 @@ test_goaway(void)
 {
     sim_t       sim;
     sim_bulk_t  b;
-    int64_t     id;
 
     if (setup(&sim, 6, NULL) < 0) {
         tap_ok(0, "simulator set up");
@@ -233,21 +232,65 @@ test_goaway(void)
     sim_bulk_init(&b, 0, 2, 8 * 1024 * 1024, 0);
     sim_bulk_attach(&sim, &b);
 
-    /* let the transfer start, then ask the edge to go away */
+    /* let the transfer start, then the edge goes away (a reload) */
     sim_run(&sim, NULL, sim.now + 150 * HG_MS);
     tap_ok(b.opened == 2 && !sim_bulk_done(&sim), "transfer in progress");
 
     hg_conn_goaway(sim.agents[0].edge, HG_CODE_GOING_AWAY, "reload");
-    id = hg_stream_open(sim.agents[0].edge, NULL);
-    tap_is_int(id, HG_ERR_STATE, "no new stream after GOAWAY");
+    tap_ok(hg_conn_can_open_stream(sim.agents[0].edge),
+           "the edge may still open streams after its GOAWAY (requests "
+           "its worker already holds)");
 
-    tap_ok(sim_run(&sim, goaway_done, sim.now + 30 * HG_SEC),
-           "open streams finish, then the session closes");
+    tap_ok(sim_run(&sim, sim_bulk_done, sim.now + 30 * HG_SEC),
+           "open streams finish");
     tap_ok(sim_bulk_verify(&b) == 0, "drained streams are intact %s",
            b.error);
+
+    sim_run(&sim, NULL, sim.now + 2 * HG_SEC);
+    tap_ok(!sim.agents[0].closed && hg_conn_is_ready(sim.agents[0].edge),
+           "an edge's session stays after GOAWAY until its shell closes it");
+
+    hg_conn_close(sim.agents[0].edge, HG_CODE_GOING_AWAY, "reload done");
+    tap_ok(sim_run(&sim, goaway_done, sim.now + 5 * HG_SEC),
+           "then it closes");
     tap_is_int(sim.agents[0].close_code, HG_CODE_GOING_AWAY,
-               "the agent sees the GOAWAY code on close");
-    tap_is_str(sim.agents[0].close_text, "reload", "and its reason");
+               "the agent sees the code on close");
+    tap_is_str(sim.agents[0].close_text, "reload done", "and the reason");
+
+    sim_bulk_free(&b);
+    sim_free(&sim);
+}
+
+
+static void
+test_agent_goaway(void)
+{
+    sim_t       sim;
+    sim_bulk_t  b;
+
+    if (setup(&sim, 7, NULL) < 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    sim_bulk_init(&b, 0, 2, 8 * 1024 * 1024, 0);
+    sim_bulk_attach(&sim, &b);
+
+    sim_run(&sim, NULL, sim.now + 150 * HG_MS);
+    tap_ok(b.opened == 2 && !sim_bulk_done(&sim), "transfer in progress");
+
+    /* the agent drains (SIGTERM) */
+    hg_conn_goaway(sim.agents[0].conn, HG_CODE_GOING_AWAY, "agent stops");
+    sim_run(&sim, NULL, sim.now + 100 * HG_MS);
+    tap_ok(!hg_conn_can_open_stream(sim.agents[0].edge),
+           "after the agent's GOAWAY the edge opens no stream");
+    tap_is_int(hg_stream_open(sim.agents[0].edge, NULL), HG_ERR_STATE,
+               "hg_stream_open refuses");
+
+    tap_ok(sim_run(&sim, goaway_done, sim.now + 30 * HG_SEC),
+           "open streams finish, then the agent's session closes");
+    tap_ok(sim_bulk_verify(&b) == 0, "drained streams are intact %s",
+           b.error);
 
     sim_bulk_free(&b);
     sim_free(&sim);
@@ -511,6 +554,7 @@ main(void)
     test_stream_limit();
     test_idle_timeout();
     test_goaway();
+    test_agent_goaway();
     test_close_reason();
     test_rebinding();
     test_cid_from_hello_ack();
