@@ -287,7 +287,13 @@ typedef struct {
     uint64_t           session_id;    /* READY */
 } hg_event_t;
 
-/* HG_OK with *ev filled, or HG_AGAIN when the queue is empty */
+/*
+ * HG_OK with *ev filled, or HG_AGAIN when the queue is empty. Events come
+ * in the order they happened. One that is already waiting is not queued
+ * twice (a second STREAM_READABLE merges into the first; read until
+ * HG_AGAIN), and a stream raises nothing after STREAM_CLOSED. The queue
+ * cannot overflow: no event is ever dropped.
+ */
 int hg_conn_next_event(hg_conn_t *c, hg_event_t *ev);
 
 /* server: answer HG_EV_HELLO (may be called later, asynchronously) */
@@ -313,7 +319,11 @@ int hg_conn_can_open_stream(const hg_conn_t *c);
 
 /* ---- streams ------------------------------------------------------------- */
 
-/* opens a bidirectional stream; returns its id or HG_ERR_LIMIT/STATE */
+/*
+ * Opens a bidirectional stream; returns its id, HG_ERR_LIMIT/STATE, or
+ * HG_ERR_NOMEM (nothing was opened: the room for its events is reserved
+ * here, so that no event is ever lost later).
+ */
 int64_t hg_stream_open(hg_conn_t *c, const hg_stream_meta_t *meta);
 
 /*

@@ -121,10 +121,7 @@ hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
 
     hg_ackq_init(&c->ackq, cfg->max_ack_delay, cfg->max_ack_ranges);
 
-    c->ev_cap = 64;
-    c->events = calloc(c->ev_cap, sizeof(hg_event_t));
-
-    if (c->events == NULL || hg_cstreams_init(c) != 0) {
+    if (hg_conn_events_reserve(c, 0) != HG_OK || hg_cstreams_init(c) != 0) {
         hg_conn_free(c);
         return NULL;
     }
@@ -849,35 +846,82 @@ hg_conn_cid(const hg_conn_t *c)
 
 /* ---- events ------------------------------------------------------------- */
 
+/* see hg_conn.h for why the queue cannot overflow */
+int
+hg_conn_events_reserve(hg_conn_t *c, size_t nstreams)
+{
+    size_t            need, cap, i;
+    hg_event_slot_t  *grown;
+
+    need = HG_EV_CONN_KINDS + HG_EV_STREAM_KINDS * nstreams;
+
+    if (need <= c->ev_cap) {
+        return HG_OK;
+    }
+
+    for (cap = c->ev_cap ? c->ev_cap : 64; cap < need; cap *= 2) {
+        /* void */
+    }
+
+    grown = malloc(cap * sizeof(hg_event_slot_t));
+    if (grown == NULL) {
+        return HG_ERR_NOMEM;
+    }
+
+    for (i = 0; i < c->ev_count; i++) {
+        grown[i] = c->events[(c->ev_head + i) & (c->ev_cap - 1)];
+    }
+
+    free(c->events);
+    c->events = grown;
+    c->ev_cap = cap;
+    c->ev_head = 0;
+
+    return HG_OK;
+}
+
+
 void
 hg_conn_event(hg_conn_t *c, hg_event_type_t type, int64_t stream_id,
     uint32_t code)
 {
-    hg_event_t  *ev, *grown;
-    size_t       i, cap;
+    uint32_t         *queued, bit;
+    hg_cstream_t     *cs;
+    hg_event_slot_t  *ev;
 
-    if (c->ev_count == c->ev_cap) {
-        cap = c->ev_cap * 2;
-        grown = malloc(cap * sizeof(hg_event_t));
-        if (grown == NULL) {
-            hg_conn_log(c, HG_LOG_ERR, "event queue allocation failed");
+    bit = 1u << type;
+
+    if (stream_id >= 0) {
+        cs = hg_cstream_find(c, stream_id);
+
+        /* nothing follows STREAM_CLOSED: the bound counts on it */
+        if (cs == NULL || (cs->closed && type != HG_EV_STREAM_CLOSED)) {
             return;
         }
 
-        for (i = 0; i < c->ev_count; i++) {
-            grown[i] = c->events[(c->ev_head + i) & (c->ev_cap - 1)];
-        }
+        queued = &cs->ev_queued;
 
-        free(c->events);
-        c->events = grown;
-        c->ev_cap = cap;
-        c->ev_head = 0;
+    } else {
+        queued = &c->ev_queued;
     }
+
+    if (*queued & bit) {
+        /* one of this type waits already: the shell learns it from that */
+        return;
+    }
+
+    if (c->ev_count == c->ev_cap) {
+        /* cannot happen (room is reserved); refuse rather than overwrite */
+        hg_conn_log(c, HG_LOG_ERR, "event queue overflow: event %d lost",
+                    (int) type);
+        return;
+    }
+
+    *queued |= bit;
 
     ev = &c->events[(c->ev_head + c->ev_count) & (c->ev_cap - 1)];
     c->ev_count++;
 
-    memset(ev, 0, sizeof(*ev));
     ev->type = type;
     ev->stream_id = stream_id;
     ev->code = code;
@@ -887,7 +931,8 @@ hg_conn_event(hg_conn_t *c, hg_event_type_t type, int64_t stream_id,
 int
 hg_conn_next_event(hg_conn_t *c, hg_event_t *ev)
 {
-    hg_cstream_t  *cs;
+    hg_cstream_t     *cs;
+    hg_event_slot_t  *slot;
 
     /*
      * the stream of the STREAM_CLOSED event taken last goes now: the shell
@@ -902,9 +947,27 @@ hg_conn_next_event(hg_conn_t *c, hg_event_t *ev)
         return HG_AGAIN;
     }
 
-    *ev = c->events[c->ev_head];
+    slot = &c->events[c->ev_head];
     c->ev_head = (c->ev_head + 1) & (c->ev_cap - 1);
     c->ev_count--;
+
+    memset(ev, 0, sizeof(hg_event_t));
+    ev->type = (hg_event_type_t) slot->type;
+    ev->stream_id = slot->stream_id;
+    ev->code = slot->code;
+
+    /* from now on another event of the type may be queued */
+    cs = NULL;
+
+    if (ev->stream_id >= 0) {
+        cs = hg_cstream_find(c, ev->stream_id);
+        if (cs != NULL) {
+            cs->ev_queued &= ~(1u << ev->type);
+        }
+
+    } else {
+        c->ev_queued &= ~(1u << ev->type);
+    }
 
     switch (ev->type) {
 
@@ -934,7 +997,6 @@ hg_conn_next_event(hg_conn_t *c, hg_event_t *ev)
         break;
 
     case HG_EV_STREAM_OPENED:
-        cs = hg_cstream_find(c, ev->stream_id);
         ev->meta = cs ? &cs->s->meta : NULL;
         break;
 
