@@ -245,7 +245,11 @@ ssize_t hg_conn_send(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now);
 hg_time_t hg_conn_deadline(const hg_conn_t *c);
 void hg_conn_timeout(hg_conn_t *c, hg_time_t now);
 
-/* the address datagrams go to (updated after an authenticated rebinding) */
+/*
+ * The address datagrams go to. The server moves it when the agent's
+ * packets come from a new address (provisionally, see
+ * HG_EV_PEER_MIGRATED), the client never.
+ */
 const struct sockaddr *hg_conn_peer(const hg_conn_t *c, socklen_t *len);
 const uint8_t *hg_conn_cid(const hg_conn_t *c);      /* NULL before known */
 
@@ -264,7 +268,15 @@ typedef enum {
                                  until the next hg_conn_next_event call */
     HG_EV_STREAMS_AVAILABLE,  /* peer raised our stream limit */
     HG_EV_GOAWAY,             /* peer will accept no new streams */
-    HG_EV_PEER_MIGRATED,      /* authenticated datagram from a new address */
+    HG_EV_PEER_MIGRATED,      /* server: the address datagrams go to
+                                 (hg_conn_peer) changed; re-index the
+                                 session by it. Raised when the agent's
+                                 packets come from a new address (sent to
+                                 within the anti-amplification limit until
+                                 validated), and when the session goes
+                                 back to the last validated address (no
+                                 validation in time, or the move was a
+                                 forwarded copy) */
     HG_EV_CLOSED              /* connection over (code, text); free it */
 } hg_event_type_t;
 
@@ -377,6 +389,8 @@ typedef struct {
     uint64_t   streams_opened;
     uint64_t   pto_count;
     uint64_t   congestion_events;
+    uint64_t   paths_validated;       /* server: new peer addresses proven */
+    uint64_t   path_failures;         /* server: moves given up (no echo) */
 } hg_conn_stats_t;
 
 void hg_conn_get_stats(const hg_conn_t *c, hg_conn_stats_t *st);

@@ -84,6 +84,7 @@ hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
     c->release_id = -1;
     memcpy(&c->peer, peer, peerlen);
     c->peerlen = peerlen;
+    hg_path_init(c);
     c->now = now;
     c->created = now;
     c->last_recv = now;
@@ -241,6 +242,8 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
 
     was_established = hg_dtls_established(c->dtls);
     c->authenticated_input = 0;
+    c->path.input_newest = 0;
+    c->path.input_echo = 0;
     c->now = now;
 
     rc = hg_dtls_recv(c->dtls, dgram + HG_PREFIX_LEN, len - HG_PREFIX_LEN,
@@ -290,15 +293,8 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
         c->has_cid = 1;
     }
 
-    if (c->role == HG_ROLE_SERVER && from != NULL
-        && (fromlen != c->peerlen || memcmp(from, &c->peer, fromlen) != 0)
-        && fromlen <= sizeof(c->peer))
-    {
-        /* only an authenticated packet may move the session */
-        memcpy(&c->peer, from, fromlen);
-        c->peerlen = fromlen;
-        hg_conn_event(c, HG_EV_PEER_MIGRATED, -1, 0);
-    }
+    /* only an authenticated packet may move the session */
+    hg_path_on_datagram(c, from, fromlen, len);
 
     if (c->state == HG_CS_CLOSING && now - c->last_close_sent > 50 * HG_MS) {
         /* the peer keeps talking: it did not get our CLOSE */
@@ -446,22 +442,33 @@ hg_conn_send(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
 
     c->now = now;
 
-    n = hg_dtls_pending(c->dtls, out + HG_PREFIX_LEN, cap - HG_PREFIX_LEN);
+    /* a queued DTLS datagram may be as large as the mtu */
+    n = hg_path_allowance(c) >= c->cfg.mtu
+        ? hg_dtls_pending(c->dtls, out + HG_PREFIX_LEN, cap - HG_PREFIX_LEN)
+        : 0;
+
     if (n > 0) {
         if (!hg_dtls_established(c->dtls)) {
             c->handshake_sent = now;
         }
 
         hg_prefix_write(c, out);
-        c->stats.bytes_sent += n + HG_PREFIX_LEN;
-        return n + HG_PREFIX_LEN;
+        n += HG_PREFIX_LEN;
+        c->stats.bytes_sent += n;
+        hg_path_on_sent(c, (size_t) n);
+        return n;
     }
 
     if (!hg_dtls_established(c->dtls)) {
         return 0;
     }
 
-    return hg_packet_build(c, out, cap, now);
+    n = hg_packet_build(c, out, cap, now);
+    if (n > 0) {
+        hg_path_on_sent(c, (size_t) n);
+    }
+
+    return n;
 }
 
 
@@ -536,8 +543,17 @@ hg_conn_deadline(const hg_conn_t *c)
     /* c->now: the time of the last call, which is what the pacer and the
      * loss timers were last consulted at */
     t = hg_min_time(t, hg_recovery_deadline(&c->rec, c->now));
-    t = hg_min_time(t, hg_ackq_deadline(&c->ackq));
-    t = hg_min_time(t, hg_packet_send_deadline(c, c->now));
+    t = hg_min_time(t, hg_path_deadline(c));
+
+    /*
+     * With the anti-amplification allowance used up nothing can be sent
+     * before the peer's next datagram: an ACK or a packet due now would
+     * be due again and again, and the shell would spin.
+     */
+    if (!hg_path_starved(c)) {
+        t = hg_min_time(t, hg_ackq_deadline(&c->ackq));
+        t = hg_min_time(t, hg_packet_send_deadline(c, c->now));
+    }
 
     /*
      * Once the PING is due, when it leaves is the send deadline's business
@@ -603,6 +619,8 @@ hg_conn_timeout(hg_conn_t *c, hg_time_t now)
     if (!hg_dtls_established(c->dtls)) {
         return;
     }
+
+    hg_path_timeout(c, now);
 
     if (now >= hg_recovery_deadline(&c->rec, now)) {
         probes = hg_recovery_on_timeout(&c->rec, now);

@@ -8,6 +8,8 @@
  *   hg_packet_in.c    decoding incoming packets and acting on each frame,
  *                     acknowledgement and loss of what we sent
  *   hg_conn_stream.c  the stream table and the public stream calls
+ *   hg_path.c         where the server sends: path validation and the
+ *                     anti-amplification limit after the peer moved
  *   hg_listener.c     the server's stateless front door
  *
  * Nothing here is part of the public contract (hg.h).
@@ -25,6 +27,7 @@
 #include "hg_cc.h"
 #include "hg_dtls.h"
 #include "hg_frame.h"
+#include "hg_path.h"
 #include "hg_recovery.h"
 #include "hg_stream.h"
 
@@ -115,8 +118,9 @@ struct hg_conn_s {
     unsigned             has_cid:1;
     int                  worker_hint;     /* client: steer byte, -1 none */
 
-    struct sockaddr_storage  peer;
+    struct sockaddr_storage  peer;        /* where datagrams go */
     socklen_t            peerlen;
+    hg_path_t            path;            /* and whether it is proven */
 
     hg_time_t            now;             /* of the call in progress */
     hg_time_t            created;

@@ -277,8 +277,7 @@ sim_link_pop(sim_link_t *l, hg_time_t now, uint8_t *buf, int *from, int *to)
 
 /* ---- addresses --------------------------------------------------------------- */
 
-/* endpoint n is 10.0.0.n:4000+n; the edge is endpoint 0 */
-static void
+void
 sim_addr(int n, struct sockaddr_in *sin)
 {
     memset(sin, 0, sizeof(*sin));
@@ -288,7 +287,7 @@ sim_addr(int n, struct sockaddr_in *sin)
 }
 
 
-static int
+int
 sim_addr_number(const struct sockaddr *sa)
 {
     const struct sockaddr_in  *sin = (const struct sockaddr_in *) sa;
@@ -441,6 +440,13 @@ sim_rebind(sim_t *sim, int agent)
 }
 
 
+void
+sim_inject(sim_t *sim, int from, const uint8_t *dgram, size_t len)
+{
+    sim_link_send(&sim->up, sim->now, dgram, len, from, SIM_EDGE);
+}
+
+
 /* ---- the loop ------------------------------------------------------------------ */
 
 static int
@@ -508,6 +514,10 @@ sim_deliver_edge(sim_t *sim, const uint8_t *dgram, size_t len, int from)
     sim->edge_datagrams++;
     sim_addr(from, &sin);
 
+    if (from >= 0 && from < SIM_MAX_ADDRS) {
+        sim->edge_bytes_from[from] += len;
+    }
+
     c = sim_edge_lookup(sim, dgram, len, from);
     if (c) {
         hg_conn_recv(c, dgram, len, (struct sockaddr *) &sin, sizeof(sin),
@@ -570,6 +580,10 @@ sim_flush(sim_t *sim, hg_conn_t *c, sim_link_t *link, int from, int to)
     dir = (link == &sim->down);
 
     while ((n = hg_conn_send(c, buf, sizeof(buf), sim->now)) > 0) {
+        if (dir && to >= 0 && to < SIM_MAX_ADDRS) {
+            sim->edge_bytes_to[to] += (uint64_t) n;
+        }
+
         if (!sim_dropped(sim, dir, buf, (size_t) n)) {
             sim_link_send(link, sim->now, buf, (size_t) n, from, to);
         }
