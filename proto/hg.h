@@ -241,6 +241,17 @@ int hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
  */
 ssize_t hg_conn_send(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now);
 
+/*
+ * Server: the next datagram for an address other than hg_conn_peer, that
+ * address in *to (valid until the next engine call): after the agent's
+ * packets came from a new address, one PATH_CHALLENGE to the address
+ * last validated, so that an agent still there answers even with nothing
+ * to send (the move may be a forwarded copy; RFC 9000 9.3.2). Its length,
+ * 0 when none is due, or HG_ERR. Call it until 0 before hg_conn_send.
+ */
+ssize_t hg_conn_send_probe(hg_conn_t *c, uint8_t *out, size_t cap,
+    hg_time_t now, const struct sockaddr **to, socklen_t *tolen);
+
 /* the earliest time hg_conn_timeout must be called (HG_TIME_INFINITE) */
 hg_time_t hg_conn_deadline(const hg_conn_t *c);
 void hg_conn_timeout(hg_conn_t *c, hg_time_t now);

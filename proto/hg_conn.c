@@ -244,6 +244,7 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
     c->authenticated_input = 0;
     c->path.input_newest = 0;
     c->path.input_echo = 0;
+    c->path.input_back_echo = 0;
     c->now = now;
 
     rc = hg_dtls_recv(c->dtls, dgram + HG_PREFIX_LEN, len - HG_PREFIX_LEN,
@@ -467,6 +468,37 @@ hg_conn_send(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
     if (n > 0) {
         hg_path_on_sent(c, (size_t) n);
     }
+
+    return n;
+}
+
+
+ssize_t
+hg_conn_send_probe(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now,
+    const struct sockaddr **to, socklen_t *tolen)
+{
+    ssize_t   n;
+    uint64_t  data;
+
+    if ((c->state != HG_CS_HELLO && c->state != HG_CS_READY)
+        || cap < c->cfg.mtu || !hg_path_back_due(c))
+    {
+        return 0;
+    }
+
+    c->now = now;
+
+    if (hg_path_challenge_data(c, &data) != HG_OK) {
+        return 0;
+    }
+
+    n = hg_packet_build_probe(c, out, cap, now, data);
+    if (n <= 0) {
+        return n;
+    }
+
+    hg_path_back_sent(c, data);
+    *to = hg_path_validated(c, tolen);
 
     return n;
 }

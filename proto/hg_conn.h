@@ -233,6 +233,8 @@ void hg_conn_maybe_finish_goaway(hg_conn_t *c, hg_time_t now);
 ssize_t hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap,
     hg_time_t now);
 hg_time_t hg_packet_send_deadline(const hg_conn_t *c, hg_time_t now);
+ssize_t hg_packet_build_probe(hg_conn_t *c, uint8_t *out, size_t cap,
+    hg_time_t now, uint64_t data);
 size_t hg_prefix_write(const hg_conn_t *c, uint8_t *out);
 
 /* hg_packet_in.c */

@@ -630,6 +630,21 @@ hg_add_stream_data(hg_builder_t *b)
 
 /* ---- the packet ------------------------------------------------------- */
 
+static void
+hg_builder_init(hg_builder_t *b, hg_conn_t *c, hg_time_t now)
+{
+    b->c = c;
+    b->now = now;
+    b->n = 0;
+    b->used = hg_number_room(c->rec.next_pn);
+    b->budget = c->max_payload;
+    b->eliciting = 0;
+    b->retransmission = 0;
+    b->has_ack = 0;
+    b->ack_forced = 0;
+}
+
+
 /* the initial RTT, or the handshake's, until the first sample */
 static hg_time_t
 hg_srtt(const hg_conn_t *c)
@@ -829,15 +844,7 @@ hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
         return 0;
     }
 
-    b.c = c;
-    b.now = now;
-    b.n = 0;
-    b.used = hg_number_room(c->rec.next_pn);
-    b.budget = c->max_payload;
-    b.eliciting = 0;
-    b.retransmission = 0;
-    b.has_ack = 0;
-    b.ack_forced = 0;
+    hg_builder_init(&b, c, now);
 
     /* an address not yet validated gets three times what it sent us */
     overhead = c->cfg.mtu - c->max_payload;
@@ -908,6 +915,43 @@ hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
 
         return 0;
     }
+
+    n = hg_packet_seal(&b, out, cap);
+    if (n < 0) {
+        return HG_ERR;
+    }
+
+    hg_packet_record(&b, slot, (size_t) n);
+
+    return n;
+}
+
+
+/* a packet of one PATH_CHALLENGE, for the last validated address */
+ssize_t
+hg_packet_build_probe(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now,
+    uint64_t data)
+{
+    hg_builder_t       b;
+    hg_sent_packet_t  *slot;
+    hg_codec_uints_t   f;
+    ssize_t            n;
+
+    slot = hg_recovery_next_slot(&c->rec);
+    if (slot == NULL) {
+        return 0;
+    }
+
+    hg_builder_init(&b, c, now);
+
+    f.kind = HOPGATE__FRAME__BODY_PATH_CHALLENGE;
+    f.v[0] = data;
+
+    if (!hg_builder_add_uints(&b, &f, HG_SF_PATH_CHALLENGE)) {
+        return 0;
+    }
+
+    b.rec[0].value = data;
 
     n = hg_packet_seal(&b, out, cap);
     if (n < 0) {

@@ -14,7 +14,7 @@ static int hg_path_same(const struct sockaddr *a, socklen_t alen,
     const struct sockaddr_storage *b, socklen_t blen, int port);
 static void hg_path_start(hg_conn_t *c, const struct sockaddr *to,
     socklen_t tolen, size_t received);
-static void hg_path_validated(hg_conn_t *c);
+static void hg_path_confirm(hg_conn_t *c);
 static void hg_path_back(hg_conn_t *c, const char *why);
 static void hg_path_stop(hg_path_t *p);
 static const char *hg_path_text(const struct sockaddr_storage *sa,
@@ -37,6 +37,8 @@ hg_path_stop(hg_path_t *p)
 {
     p->validating = 0;
     p->challenge_due = 0;
+    p->back_due = 0;
+    p->back_sent = 0;
     p->starved = 0;
     p->nchallenges = 0;
     p->received = 0;
@@ -52,13 +54,15 @@ void
 hg_path_on_datagram(hg_conn_t *c, const struct sockaddr *from,
     socklen_t fromlen, size_t len)
 {
-    int         newest, echo;
+    int         newest, echo, back_echo;
     hg_path_t  *p = &c->path;
 
     newest = p->input_newest;
     echo = p->input_echo;
+    back_echo = p->input_back_echo;
     p->input_newest = 0;
     p->input_echo = 0;
+    p->input_back_echo = 0;
 
     if (c->role != HG_ROLE_SERVER || from == NULL
         || fromlen > sizeof(c->peer))
@@ -72,11 +76,27 @@ hg_path_on_datagram(hg_conn_t *c, const struct sockaddr *from,
             p->starved = 0;
 
             if (echo) {
-                hg_path_validated(c);
+                hg_path_confirm(c);
             }
         }
 
         return;
+    }
+
+    if (p->validating
+        && hg_path_same(from, fromlen, &p->validated, p->validated_len, 1))
+    {
+        if (back_echo) {
+            /* the peer never left: the move was a forwarded copy */
+            hg_path_back(c, "the peer answered at");
+            return;
+        }
+
+        if (newest) {
+            /* RFC 9000 9.3.3: the other address was a detour or a forgery */
+            hg_path_back(c, "the peer is back at");
+            return;
+        }
     }
 
     /*
@@ -84,14 +104,6 @@ hg_path_on_datagram(hg_conn_t *c, const struct sockaddr *from,
      * moves the session; a late one from an address left behind does not
      */
     if (!newest) {
-        return;
-    }
-
-    if (p->validating
-        && hg_path_same(from, fromlen, &p->validated, p->validated_len, 1))
-    {
-        /* RFC 9000 9.3.3: the other address was a detour or a forgery */
-        hg_path_back(c, "the peer is back at");
         return;
     }
 
@@ -115,6 +127,11 @@ hg_path_on_response(hg_conn_t *c, uint64_t data)
     hg_path_t  *p = &c->path;
 
     if (!p->validating) {
+        return;
+    }
+
+    if (p->back_sent && data == p->back_challenge) {
+        p->input_back_echo = 1;
         return;
     }
 
@@ -144,6 +161,7 @@ hg_path_start(hg_conn_t *c, const struct sockaddr *to, socklen_t tolen,
     hg_path_stop(p);
     p->validating = 1;
     p->challenge_due = 1;
+    p->back_due = 1;
     p->received = received;
     p->started = c->now;
 
@@ -162,7 +180,7 @@ hg_path_start(hg_conn_t *c, const struct sockaddr *to, socklen_t tolen,
 
 
 static void
-hg_path_validated(hg_conn_t *c)
+hg_path_confirm(hg_conn_t *c)
 {
     int         port_only;
     char        text[80];
@@ -304,6 +322,32 @@ hg_path_challenge_sent(hg_conn_t *c, uint64_t data)
     /* the next one after a PTO, doubling: a lost challenge is not resent */
     shift = p->nchallenges - 1 < 5 ? p->nchallenges - 1 : 5;
     p->retry_at = c->now + (hg_recovery_pto(&c->rec) << shift);
+}
+
+
+int
+hg_path_back_due(const hg_conn_t *c)
+{
+    return c->path.back_due;
+}
+
+
+const struct sockaddr *
+hg_path_validated(const hg_conn_t *c, socklen_t *len)
+{
+    *len = c->path.validated_len;
+
+    return (const struct sockaddr *) &c->path.validated;
+}
+
+
+void
+hg_path_back_sent(hg_conn_t *c, uint64_t data)
+{
+    /* once: if that address is gone, the timeout says so */
+    c->path.back_challenge = data;
+    c->path.back_due = 0;
+    c->path.back_sent = 1;
 }
 
 

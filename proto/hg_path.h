@@ -9,9 +9,12 @@
  * the edge sends there at most HG_PATH_AMPLIFICATION times the bytes it
  * received from there. When no echo comes within max(3 PTO,
  * HG_PATH_TIMEOUT_MIN), or when the newest packet comes from the last
- * validated address again, the session goes back to that address. An
+ * validated address again, the session goes back to that address. That
+ * address is challenged too, once per move (RFC 9000 9.3.2), so a peer
+ * still there answers, from there, even if it had nothing to send: an
  * attacker without the keys can only forward copies of real packets, so
- * a forged move buys it three times the bytes it forwarded, and no more.
+ * a forged move buys it three times the bytes it forwarded, and about a
+ * round trip of the session's time.
  *
  * Both roles answer PATH_CHALLENGE; the agent's view of the edge never
  * moves. HG_EV_PEER_MIGRATED is raised whenever the address datagrams go
@@ -49,9 +52,13 @@ typedef struct {
     hg_time_t                abandon_at;
     hg_time_t                retry_at;        /* next challenge */
     uint64_t                 response;        /* the data to echo */
+    uint64_t                 back_challenge;  /* to the validated address */
 
     unsigned                 validating:1;
     unsigned                 challenge_due:1;
+    unsigned                 back_due:1;      /* challenge the validated
+                                                 address */
+    unsigned                 back_sent:1;
     unsigned                 response_due:1;
     unsigned                 starved:1;       /* allowance used up: wait
                                                  for the peer */
@@ -60,6 +67,8 @@ typedef struct {
     unsigned                 input_newest:1;  /* a newest non-probing
                                                  packet */
     unsigned                 input_echo:1;    /* it echoed our challenge */
+    unsigned                 input_back_echo:1;   /* or the one sent to the
+                                                     validated address */
 } hg_path_t;
 
 
@@ -89,6 +98,12 @@ int hg_path_frames_due(const hg_conn_t *c);
 /* fresh challenge data; HG_ERR (and the path abandoned) without any */
 int hg_path_challenge_data(hg_conn_t *c, uint64_t *data);
 void hg_path_challenge_sent(hg_conn_t *c, uint64_t data);
+
+/* the challenge for the validated address (see hg_conn_send_probe) */
+int hg_path_back_due(const hg_conn_t *c);
+const struct sockaddr *hg_path_validated(const hg_conn_t *c,
+    socklen_t *len);
+void hg_path_back_sent(hg_conn_t *c, uint64_t data);
 
 hg_time_t hg_path_deadline(const hg_conn_t *c);
 void hg_path_timeout(hg_conn_t *c, hg_time_t now);

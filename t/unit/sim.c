@@ -298,6 +298,20 @@ sim_addr_number(const struct sockaddr *sa)
 
 /* ---- setup ---------------------------------------------------------------- */
 
+/* SIM_LOG=1: the engines' logs on stderr, stamped with the virtual time */
+static void
+sim_log(void *ctx, int level, const char *msg)
+{
+    sim_t  *sim = ctx;
+
+    (void) level;
+
+    fprintf(stderr, "sim %llu.%06llu %s\n",
+            (unsigned long long) (sim->now / HG_SEC),
+            (unsigned long long) (sim->now % HG_SEC), msg);
+}
+
+
 static int
 sim_random(void *ctx, uint8_t *buf, size_t len)
 {
@@ -342,6 +356,10 @@ sim_init(sim_t *sim, uint64_t seed, const sim_link_cfg_t *up,
     sim->cfg = *cfg;
     sim->cfg.cb.random = sim_random;
     sim->cfg.cb.ctx = sim;
+
+    if (getenv("SIM_LOG") != NULL) {
+        sim->cfg.cb.log = sim_log;
+    }
 
     if (hg_testcert_make_tmp(&sim->certs) != 0) {
         fprintf(stderr, "sim: cannot write test certificates\n");
@@ -573,11 +591,30 @@ sim_dropped(sim_t *sim, int dir, const uint8_t *dgram, size_t len)
 static void
 sim_flush(sim_t *sim, hg_conn_t *c, sim_link_t *link, int from, int to)
 {
-    uint8_t  buf[HG_MTU_MAX + 64];
-    ssize_t  n;
-    int      dir;
+    uint8_t                 buf[HG_MTU_MAX + 64];
+    ssize_t                 n;
+    int                     dir, other;
+    socklen_t               len;
+    const struct sockaddr  *sa;
 
     dir = (link == &sim->down);
+
+    /* the edge's datagrams for another address than its peer's */
+    while (dir
+           && (n = hg_conn_send_probe(c, buf, sizeof(buf), sim->now, &sa,
+                                      &len))
+              > 0)
+    {
+        other = sim_addr_number(sa);
+
+        if (other >= 0 && other < SIM_MAX_ADDRS) {
+            sim->edge_bytes_to[other] += (uint64_t) n;
+        }
+
+        if (!sim_dropped(sim, dir, buf, (size_t) n)) {
+            sim_link_send(link, sim->now, buf, (size_t) n, from, other);
+        }
+    }
 
     while ((n = hg_conn_send(c, buf, sizeof(buf), sim->now)) > 0) {
         if (dir && to >= 0 && to < SIM_MAX_ADDRS) {

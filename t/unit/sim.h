@@ -4,6 +4,9 @@
  * the real clock, so a run is a pure function of its seed and knobs; a
  * failing test prints its seed and can be replayed exactly.
  *
+ * SIM_LOG=1 in the environment prints the engines' logs with the virtual
+ * time.
+ *
  * Topology: any number of agents (clients) and one edge (a listener plus
  * the connections it accepts). All agent->edge datagrams share the "up"
  * link and all edge->agent datagrams the "down" link, so sessions compete

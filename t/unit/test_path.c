@@ -332,6 +332,109 @@ test_forged_mid_transfer(void)
 }
 
 
+static int
+moved_to_forged(sim_t *sim)
+{
+    return sim_addr_number(hg_conn_peer(sim->agents[0].edge, NULL)) == FORGED;
+}
+
+
+/*
+ * The copy is the last the edge hears for 20 ms (the original and what
+ * follows are lost): meanwhile it sends the copy's address no more than
+ * 3x the copy, not its window's worth of the download, and the agent's
+ * next datagram takes the session back.
+ */
+static void
+test_forged_ahead(void)
+{
+    sim_t            sim;
+    sim_bulk_t       b;
+    hg_conn_stats_t  st;
+
+    if (setup(&sim, 15, &clean_link) != 0) {
+        tap_ok(0, "simulator set up");
+        sim_free(&sim);
+        return;
+    }
+
+    sim_bulk_init(&b, 0, 2, 8 * 1024 * 1024, 0);
+    attach_bulk(&sim, &b);
+    sim_run(&sim, NULL, sim.now + 300 * HG_MS);
+
+    path.unproven[FORGED] = 1;
+    path.forge = 1;
+    path.silence = 1;
+
+    tap_ok(sim_run(&sim, moved_to_forged, sim.now + HG_SEC),
+           "a copy of the agent's datagram moves the session");
+    sim_run(&sim, NULL, sim.now + 20 * HG_MS);
+    tap_is_int(edge_peer(&sim), FORGED, "while the agent is not heard");
+    tap_ok(sim.edge_bytes_to[FORGED] > 0
+           && sim.edge_bytes_to[FORGED] <= 3 * sim.edge_bytes_from[FORGED],
+           "which sends the copy's address %llu bytes for %llu",
+           (unsigned long long) sim.edge_bytes_to[FORGED],
+           (unsigned long long) sim.edge_bytes_from[FORGED]);
+
+    path.silence = 0;
+    sim_run(&sim, NULL, sim.now + 100 * HG_MS);
+    hg_conn_get_stats(sim.agents[0].edge, &st);
+
+    tap_is_int(edge_peer(&sim), sim.agents[0].addr,
+               "the agent's next datagrams take it back");
+    tap_is_int(st.path_failures, 0, "before the validation times out");
+
+    tap_ok(sim_run(&sim, sim_bulk_done, sim.now + 30 * HG_SEC)
+           && sim_bulk_verify(&b) == 0,
+           "the download completes intact %s", b.error);
+    tap_is_int(path.over_limit, 0, "the forged address got at most 3x");
+
+    sim_bulk_free(&b);
+    sim_free(&sim);
+}
+
+
+/*
+ * A copy of the agent's last word (an ACK) while the agent has nothing
+ * more to say: the edge's challenge to the validated address draws an
+ * answer from there, and the session is back in a round trip rather than
+ * at the validation's timeout.
+ */
+static void
+test_forged_answered(void)
+{
+    sim_t            sim;
+    hg_conn_stats_t  st;
+    hg_time_t        took;
+
+    if (setup(&sim, 16, &clean_link) != 0) {
+        tap_ok(0, "simulator set up");
+        sim_free(&sim);
+        return;
+    }
+
+    path.unproven[FORGED] = 1;
+    path.forge = 1;
+    hg_conn_ping(sim.agents[0].edge);
+
+    tap_ok(sim_run(&sim, moved_to_forged, sim.now + HG_SEC),
+           "a copy of the agent's ACK moves the session");
+    sim_run(&sim, NULL, sim.now + 200 * HG_MS);
+    hg_conn_get_stats(sim.agents[0].edge, &st);
+    took = path.migrated_at[1] - path.migrated_at[0];
+
+    tap_is_int(edge_peer(&sim), sim.agents[0].addr,
+               "the agent, challenged at its address, brings it back");
+    tap_ok(path.migrated == 2 && took < 2 * 20 * HG_MS + 5 * HG_MS,
+           "within a round trip or so (%llu ms)",
+           (unsigned long long) (took / HG_MS));
+    tap_is_int(st.path_failures, 0, "not at the validation's timeout");
+    tap_is_int(path.over_limit, 0, "the forged address got at most 3x");
+
+    sim_free(&sim);
+}
+
+
 /*
  * With data waiting and the window open, the edge sends an unvalidated
  * address exactly what the limit allows, counted in datagram bytes, and
@@ -514,6 +617,8 @@ main(void)
     test_rebinding("lossy, reordering path", 9, &rough_link);
     test_forged_times_out();
     test_forged_mid_transfer();
+    test_forged_ahead();
+    test_forged_answered();
     test_amplification();
     test_challenge_answered();
 
