@@ -128,17 +128,6 @@ test_setup(sim_t *sim, uint64_t seed)
 }
 
 
-/* endpoint n of the simulator is 10.0.0.n:4000+n; the edge is 0 */
-static void
-test_addr(int n, struct sockaddr_in *sin)
-{
-    memset(sin, 0, sizeof(*sin));
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons((uint16_t) (4000 + n));
-    sin->sin_addr.s_addr = htonl(0x0a000000u + (uint32_t) n);
-}
-
-
 /*
  * Datagrams go straight from one engine to the other, a millisecond of
  * virtual time per round; the edge's events are taken and ignored, the
@@ -156,8 +145,8 @@ test_wire(sim_t *sim, int rounds, int fault)
 
     agent = sim->agents[0].conn;
     edge = sim->agents[0].edge;
-    test_addr(SIM_EDGE, &edge_addr);
-    test_addr(sim->agents[0].addr, &agent_addr);
+    sim_addr(SIM_EDGE, &edge_addr);
+    sim_addr(sim->agents[0].addr, &agent_addr);
 
     for (i = 0; i < rounds; i++) {
         sim->now += HG_MS;
@@ -195,8 +184,8 @@ test_wire(sim_t *sim, int rounds, int fault)
 static int
 test_open_streams(sim_t *sim, int64_t *ids)
 {
-    int       i;
-    uint8_t   data[TEST_STREAM_DATA];
+    int         i;
+    uint8_t     data[TEST_STREAM_DATA];
     hg_conn_t  *edge = sim->agents[0].edge;
 
     for (i = 0; i < TEST_STREAMS; i++) {
