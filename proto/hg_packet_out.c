@@ -182,7 +182,7 @@ hg_add_ack(hg_builder_t *b)
 }
 
 
-/* ---- path validation ------------------------------------------------------ */
+/* ---- path validation ---------------------------------------------------- */
 
 /*
  * PATH_RESPONSE and PATH_CHALLENGE go in the next packet, whatever the

@@ -48,7 +48,7 @@ hg_path_stop(hg_path_t *p)
 }
 
 
-/* ---- input ---------------------------------------------------------------- */
+/* ---- input -------------------------------------------------------------- */
 
 void
 hg_path_on_datagram(hg_conn_t *c, const struct sockaddr *from,
@@ -145,7 +145,7 @@ hg_path_on_response(hg_conn_t *c, uint64_t data)
 }
 
 
-/* ---- moving ------------------------------------------------------------------ */
+/* ---- moving ------------------------------------------------------------- */
 
 static void
 hg_path_start(hg_conn_t *c, const struct sockaddr *to, socklen_t tolen,
@@ -238,7 +238,7 @@ hg_path_back(hg_conn_t *c, const char *why)
 }
 
 
-/* ---- output ------------------------------------------------------------------ */
+/* ---- output ------------------------------------------------------------- */
 
 size_t
 hg_path_allowance(const hg_conn_t *c)
@@ -385,7 +385,7 @@ hg_path_timeout(hg_conn_t *c, hg_time_t now)
 }
 
 
-/* ---- addresses ------------------------------------------------------------- */
+/* ---- addresses ---------------------------------------------------------- */
 
 /* the same host, and with `port` the same port */
 static int

@@ -300,7 +300,7 @@ test_nothing_lost(hg_conn_t *agent, const test_seen_t *seen)
 }
 
 
-/* ---- the tests ------------------------------------------------------------ */
+/* ---- the tests ---------------------------------------------------------- */
 
 static void
 test_no_fault(void)

@@ -159,7 +159,7 @@ edge_peer(sim_t *sim)
 }
 
 
-/* ---- rebinding ------------------------------------------------------------ */
+/* ---- rebinding ---------------------------------------------------------- */
 
 static void
 test_rebinding(const char *name, uint64_t seed, const sim_link_cfg_t *link)
@@ -214,7 +214,7 @@ test_rebinding(const char *name, uint64_t seed, const sim_link_cfg_t *link)
 }
 
 
-/* ---- forwarded copies ----------------------------------------------------- */
+/* ---- forwarded copies --------------------------------------------------- */
 
 /*
  * A copy of the agent's PING from a third address while the agent then
