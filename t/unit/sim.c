@@ -611,6 +611,10 @@ sim_flush(sim_t *sim, hg_conn_t *c, sim_link_t *link, int from, int to)
             sim->edge_bytes_to[other] += (uint64_t) n;
         }
 
+        if (sim->mangle) {
+            sim->mangle(sim, dir, buf, (size_t) n);
+        }
+
         if (!sim_dropped(sim, dir, buf, (size_t) n)) {
             sim_link_send(link, sim->now, buf, (size_t) n, from, other);
         }
@@ -619,6 +623,10 @@ sim_flush(sim_t *sim, hg_conn_t *c, sim_link_t *link, int from, int to)
     while ((n = hg_conn_send(c, buf, sizeof(buf), sim->now)) > 0) {
         if (dir && to >= 0 && to < SIM_MAX_ADDRS) {
             sim->edge_bytes_to[to] += (uint64_t) n;
+        }
+
+        if (sim->mangle) {
+            sim->mangle(sim, dir, buf, (size_t) n);
         }
 
         if (!sim_dropped(sim, dir, buf, (size_t) n)) {
