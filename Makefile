@@ -46,7 +46,7 @@ MODULE     := $(BUILD)/modules/ngx_http_hopgate_module.so
 .PHONY: all deps module agent unit test asan test-asan demo clean \
         fuzz bench fuzz-run fuzz-corpus bench-engine
 
-all: deps module agent unit
+all: deps module agent unit tools
 
 deps:
 	@./scripts/install-deps
@@ -208,6 +208,10 @@ SESSION_GEN := $(BUILD)/bench/session_gen
 bench-tunnel: deps module agent $(SESSION_GEN)
 	@command -v wrk >/dev/null || apt-get install -y wrk
 	BUILD=$(abspath $(BUILD)) NGINX_BIN=$(NGINX_BIN) ./bench/tunnel_bench
+
+# built with everything: the tests drive sessions with it
+.PHONY: tools
+tools: $(SESSION_GEN)
 
 $(SESSION_GEN): bench/session_gen.c $(wildcard proto/*.h) $(GEN) $(PROTO_LIB)
 	@mkdir -p $(dir $@)

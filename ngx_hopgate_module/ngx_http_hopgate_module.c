@@ -301,6 +301,7 @@ ngx_http_hopgate_engine_config(ngx_http_hopgate_main_conf_t *hmcf,
     cfg->max_out_of_order = hmcf->session_buffer;
     cfg->cb.random = ngx_hopgate_random;
     cfg->cb.log = ngx_hopgate_engine_log;
+    cfg->cb.cid_taken = ngx_hopgate_cid_taken;
 }
 
 
@@ -731,6 +732,9 @@ ngx_http_hopgate_exit_process(ngx_cycle_t *cycle)
     }
 
     if (ngx_hopgate_worker) {
+        /* before the registry goes: a session may still be checked */
+        ngx_hopgate_sessions_close(ngx_hopgate_worker);
+
         reg = ngx_hopgate_worker->conf->reg;
         if (reg->ops->exit_process) {
             reg->ops->exit_process(reg);

@@ -41,6 +41,7 @@ typedef struct ngx_hopgate_session_s   ngx_hopgate_session_t;
 typedef struct ngx_hopgate_pump_s      ngx_hopgate_pump_t;
 typedef struct ngx_hopgate_domain_s    ngx_hopgate_domain_t;
 typedef struct ngx_hopgate_listener_s  ngx_hopgate_listener_t;
+typedef struct ngx_hopgate_halfopen_s  ngx_hopgate_halfopen_t;
 
 
 /* the module's request context: branded pages, the request's tunnel */
@@ -113,7 +114,7 @@ struct ngx_hopgate_domain_s {
 
 
 struct ngx_hopgate_session_s {
-    ngx_rbtree_node_t            cid_node;   /* key: the cid as a number */
+    ngx_rbtree_node_t            cid_node;   /* key: the cid's random end */
     ngx_rbtree_node_t            addr_node;  /* key: hash of the peer */
     ngx_queue_t                  domain_link;
     hg_conn_t                   *conn;
@@ -129,9 +130,12 @@ struct ngx_hopgate_session_s {
     u_char                       addr_text[NGX_SOCKADDR_STRLEN];
     size_t                       addr_len;
     u_char                       agent_version[64];
+    u_char                       agent_id[64];
+    ngx_int_t                    worker_hint; /* the worker it aimed at */
     u_char                       domain_name[NGX_HOPGATE_DOMAIN_MAX + 1];
     size_t                       domain_len;
     ngx_hopgate_metrics_session_t  metrics;
+    ngx_hopgate_halfopen_t      *halfopen;   /* counted until DTLS is up */
     unsigned                     ready:1;
     unsigned                     checking:1; /* the registry is deciding */
     unsigned                     draining:1; /* the agent said GOAWAY */
@@ -218,9 +222,18 @@ ngx_hopgate_domain_t *ngx_hopgate_domain_get(ngx_str_t *name,
 ngx_hopgate_session_t *ngx_hopgate_domain_pick(ngx_hopgate_domain_t *d,
     uint64_t avoid);
 void ngx_hopgate_sessions_goaway(ngx_hopgate_worker_t *w);
+void ngx_hopgate_sessions_close(ngx_hopgate_worker_t *w);
 hg_time_t ngx_hopgate_now(void);
 int ngx_hopgate_random(void *ctx, uint8_t *buf, size_t len);
+int ngx_hopgate_cid_taken(void *ctx, const uint8_t *cid);
 void ngx_hopgate_engine_log(void *ctx, int level, const char *msg);
+
+/* ngx_hopgate_halfopen.c */
+ngx_int_t ngx_hopgate_halfopen_admit(struct sockaddr *sa, socklen_t len);
+ngx_int_t ngx_hopgate_halfopen_add(ngx_hopgate_session_t *s,
+    struct sockaddr *sa, socklen_t len);
+void ngx_hopgate_halfopen_established(ngx_hopgate_session_t *s);
+void ngx_hopgate_halfopen_freed(ngx_hopgate_session_t *s);
 
 /* ngx_hopgate_pump.c */
 ngx_int_t ngx_hopgate_pump_create(ngx_http_request_t *r,

@@ -1,8 +1,9 @@
 /*
- * A tunnel connection: lifecycle, datagram input, timers, the event queue,
- * and session control (HELLO / HELLO_ACK, GOAWAY, CLOSE, idle timeout,
- * keepalive). Packets are built in hg_packet_out.c and taken apart in
- * hg_packet_in.c; streams live in hg_conn_stream.c.
+ * A tunnel connection: lifecycle, datagram input, timers (idle timeout,
+ * keepalive, probes) and the event queue. Session control (HELLO,
+ * HELLO_ACK, GOAWAY, CLOSE) is hg_session.c's; packets are built in
+ * hg_packet_out.c and taken apart in hg_packet_in.c; streams live in
+ * hg_conn_stream.c.
  */
 
 #include <stdarg.h>
@@ -14,12 +15,8 @@
 
 
 static void hg_conn_on_established(hg_conn_t *c, hg_time_t now);
-static int hg_conn_stateless_reset(hg_conn_t *c, const hg_prefix_t *prefix,
-    hg_time_t now);
-static void hg_conn_set_closed(hg_conn_t *c);
 static hg_time_t hg_conn_keepalive_at(const hg_conn_t *c);
 static void hg_conn_probe_oldest(hg_conn_t *c);
-static size_t hg_copy_text(char *dst, size_t cap, const char *src);
 
 
 void
@@ -40,7 +37,7 @@ hg_conn_log(hg_conn_t *c, int level, const char *fmt, ...)
 }
 
 
-static size_t
+size_t
 hg_copy_text(char *dst, size_t cap, const char *src)
 {
     size_t  n;
@@ -121,7 +118,7 @@ hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
 
     hg_ackq_init(&c->ackq, cfg->max_ack_delay, cfg->max_ack_ranges);
 
-    c->ev_cap = 64;
+    c->ev_cap = 8;
     c->events = calloc(c->ev_cap, sizeof(hg_event_t));
 
     if (c->events == NULL || hg_cstreams_init(c) != 0) {
@@ -239,7 +236,7 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
     }
 
     if (prefix.flags & HG_PREFIX_FLAG_RESET) {
-        return hg_conn_stateless_reset(c, &prefix, now);
+        return hg_session_reset(c, dgram, len, &prefix, now);
     }
 
     was_established = hg_dtls_established(c->dtls);
@@ -264,17 +261,11 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
     }
 
     /*
-     * The edge's id is adopted from its first datagram, even during the
-     * handshake, so our later handshake datagrams reach the worker that
-     * owns the session; once established only an authenticated datagram
-     * may change it.
+     * The agent never takes the edge's id from a prefix: nothing
+     * authenticates the prefix, and one rewritten byte would send our
+     * datagrams astray. HELLO_ACK carries the id (hg_session.c); until
+     * then our datagrams are found by their address.
      */
-    if (c->role == HG_ROLE_CLIENT && !c->has_cid
-        && (prefix.flags & HG_PREFIX_FLAG_CID))
-    {
-        memcpy(c->cid, prefix.cid, HG_CID_LEN);
-        c->has_cid = 1;
-    }
 
     if (!c->authenticated_input) {
         if (rc != HG_OK) {
@@ -285,13 +276,6 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
 
     c->last_recv = now;
     hg_dtls_peer_confirmed(c->dtls);
-
-    if (c->role == HG_ROLE_CLIENT && (prefix.flags & HG_PREFIX_FLAG_CID)
-        && (!c->has_cid || memcmp(c->cid, prefix.cid, HG_CID_LEN) != 0))
-    {
-        memcpy(c->cid, prefix.cid, HG_CID_LEN);
-        c->has_cid = 1;
-    }
 
     if (c->role == HG_ROLE_SERVER && from != NULL
         && (fromlen != c->peerlen || memcmp(from, &c->peer, fromlen) != 0)
@@ -312,39 +296,6 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
 }
 
 
-/*
- * The edge says it has no such session. Anyone could say so, so it counts
- * only for our own id and only when the edge has also been silent for a
- * while: a live session keeps hearing authenticated packets.
- */
-static int
-hg_conn_stateless_reset(hg_conn_t *c, const hg_prefix_t *prefix,
-    hg_time_t now)
-{
-    hg_time_t  quiet;
-
-    if (c->role != HG_ROLE_CLIENT || !c->has_cid
-        || memcmp(prefix->cid, c->cid, HG_CID_LEN) != 0)
-    {
-        return HG_ERR;
-    }
-
-    quiet = 3 * hg_recovery_pto(&c->rec);
-    if (quiet < HG_SEC) {
-        quiet = HG_SEC;
-    }
-
-    if (now - c->last_recv < quiet) {
-        return HG_ERR;
-    }
-
-    hg_conn_log(c, HG_LOG_INFO, "stateless reset from the edge");
-    hg_conn_enter_closing(c, HG_CODE_RESET, "the edge lost the session", 0,
-                          now);
-    hg_conn_set_closed(c);
-
-    return HG_OK;
-}
 
 
 static void
@@ -599,8 +550,13 @@ hg_conn_timeout(hg_conn_t *c, hg_time_t now)
         return;
     }
 
-    if (now >= hg_dtls_deadline(c->dtls)) {
-        hg_dtls_timeout(c->dtls, now);
+    if (now >= hg_dtls_deadline(c->dtls)
+        && hg_dtls_timeout(c->dtls, now) != HG_OK)
+    {
+        hg_conn_enter_closing(c, HG_CODE_HANDSHAKE_TIMEOUT,
+                              hg_dtls_error(c->dtls), 0, now);
+        hg_conn_set_closed(c);
+        return;
     }
 
     if (!hg_dtls_established(c->dtls)) {
@@ -653,115 +609,6 @@ hg_conn_probe_oldest(hg_conn_t *c)
 }
 
 
-/* ---- session control -------------------------------------------------- */
-
-int
-hg_conn_accept(hg_conn_t *c, uint64_t session_id, uint32_t worker_index,
-    uint32_t worker_count, const char *const *edges, size_t nedges)
-{
-    size_t  i;
-
-    if (c->role != HG_ROLE_SERVER || c->state != HG_CS_HELLO
-        || c->hello.domain == NULL)
-    {
-        return HG_ERR_STATE;
-    }
-
-    if (nedges) {
-        c->edges = calloc(nedges, sizeof(char *));
-        if (c->edges == NULL) {
-            return HG_ERR_NOMEM;
-        }
-
-        for (i = 0; i < nedges; i++) {
-            c->edges[i] = strdup(edges[i]);
-            if (c->edges[i] == NULL) {
-                return HG_ERR_NOMEM;
-            }
-            c->nedges++;
-        }
-    }
-
-    c->session_id = session_id;
-    c->worker_index = worker_index;
-    c->worker_count = worker_count;
-    c->ack_code = HG_CODE_OK;
-    c->hello_ack_due = 1;
-    c->state = HG_CS_READY;
-
-    return HG_OK;
-}
-
-
-int
-hg_conn_reject(hg_conn_t *c, uint32_t code, const char *text)
-{
-    if (c->role != HG_ROLE_SERVER || c->state != HG_CS_HELLO
-        || code == HG_CODE_OK)
-    {
-        return HG_ERR_STATE;
-    }
-
-    c->ack_code = code;
-    hg_copy_text(c->ack_text, sizeof(c->ack_text), text);
-    c->hello_ack_due = 1;
-
-    hg_conn_enter_closing(c, code, text, 1, c->last_recv);
-
-    return HG_OK;
-}
-
-
-int
-hg_conn_goaway(hg_conn_t *c, uint32_t code, const char *reason)
-{
-    if (c->state != HG_CS_READY) {
-        return hg_conn_close(c, code, reason);
-    }
-
-    if (!c->local_goaway) {
-        c->local_goaway = 1;
-        c->goaway_due = 1;
-        c->goaway_code = code;
-        hg_copy_text(c->goaway_reason, sizeof(c->goaway_reason), reason);
-    }
-
-    hg_conn_maybe_finish_goaway(c, c->last_recv);
-
-    return HG_OK;
-}
-
-
-void
-hg_conn_maybe_finish_goaway(hg_conn_t *c, hg_time_t now)
-{
-    if (c->local_goaway && c->state == HG_CS_READY
-        && hg_conn_open_streams(c) == 0)
-    {
-        hg_conn_enter_closing(c, c->goaway_code, c->goaway_reason, 1, now);
-    }
-}
-
-
-int
-hg_conn_close(hg_conn_t *c, uint32_t code, const char *reason)
-{
-    if (c->state == HG_CS_CLOSED || c->state == HG_CS_CLOSING) {
-        return HG_OK;
-    }
-
-    if (!hg_dtls_established(c->dtls)) {
-        hg_conn_enter_closing(c, code, reason, 0, c->last_recv);
-        hg_conn_set_closed(c);
-        return HG_OK;
-    }
-
-    hg_conn_enter_closing(c, code, reason, 1, c->last_recv);
-
-    return HG_OK;
-}
-
-
 void
 hg_conn_enter_closing(hg_conn_t *c, uint32_t code, const char *reason,
     int send_close, hg_time_t now)
@@ -791,7 +638,7 @@ hg_conn_enter_closing(hg_conn_t *c, uint32_t code, const char *reason,
 }
 
 
-static void
+void
 hg_conn_set_closed(hg_conn_t *c)
 {
     c->state = HG_CS_CLOSED;

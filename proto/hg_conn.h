@@ -1,10 +1,11 @@
 /*
  * The connection's internals, shared by the files that implement it:
  *
- *   hg_conn.c         lifecycle, datagram input, timers, events, session
- *                     control (HELLO, GOAWAY, CLOSE)
+ *   hg_conn.c         lifecycle, datagram input, timers, events
+ *   hg_session.c      session control: HELLO, HELLO_ACK, GOAWAY, CLOSE,
+ *                     the stateless reset
  *   hg_packet_out.c   building outgoing packets: frame choice, encoding,
- *                     recovery records
+ *                     recovery records (hg_builder.h)
  *   hg_packet_in.c    decoding incoming packets and acting on each frame,
  *                     acknowledgement and loss of what we sent
  *   hg_conn_stream.c  the stream table and the public stream calls
@@ -23,6 +24,7 @@
 #include "hg.h"
 #include "hg_ackq.h"
 #include "hg_cc.h"
+#include "hg_codec.h"
 #include "hg_dtls.h"
 #include "hg_frame.h"
 #include "hg_recovery.h"
@@ -82,7 +84,8 @@ struct hg_conn_s {
     hg_dtls_t           *dtls;
 
     uint8_t              cid[HG_CID_LEN];
-    unsigned             has_cid:1;
+    uint8_t              reset_token[HG_RESET_TOKEN_LEN];
+    unsigned             has_cid:1;     /* client: from HELLO_ACK */
     int                  worker_hint;     /* client: steer byte, -1 none */
 
     struct sockaddr_storage  peer;
@@ -187,7 +190,16 @@ void hg_conn_set_remote_params(hg_conn_t *c, uint32_t max_streams,
 void hg_conn_enter_closing(hg_conn_t *c, uint32_t code, const char *reason,
     int send_close, hg_time_t now);
 void hg_conn_log(hg_conn_t *c, int level, const char *fmt, ...);
+void hg_conn_set_closed(hg_conn_t *c);
+size_t hg_copy_text(char *dst, size_t cap, const char *src);
+
+/* hg_session.c */
 void hg_conn_maybe_finish_goaway(hg_conn_t *c, hg_time_t now);
+int hg_session_reset(hg_conn_t *c, const uint8_t *dgram, size_t len,
+    const hg_prefix_t *prefix, hg_time_t now);
+int hg_session_frame(hg_conn_t *c, hg_codec_kind_t kind,
+    const hg_codec_bytes_t *body);
+void hg_session_frame_lost(hg_conn_t *c, hg_sent_frame_type_t type);
 
 /* hg_packet_out.c */
 ssize_t hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap,

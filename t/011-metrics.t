@@ -118,7 +118,9 @@ Test::More::is(HopGate::Fixture::agent_wait($agent, qr/connected to worker/,
                                             4, 15), 4,
                "the agent has a session in each of the 4 workers");
 
-for my $o ([key => 'not the key'], [domain => 'nowhere.test']) {
+for my $o ([key => HopGate::Fixture::test_key('wrong')],
+           [domain => 'nowhere.test'])
+{
     my $bad = HopGate::Fixture::start_agent(keep => 1, @$o);
     Test::More::is(HopGate::Fixture::stop_agent($bad, 'ZERO', 10), 3,
                    "an agent with a wrong $o->[0] is refused");

@@ -201,8 +201,9 @@ wrong-token-do-not-log-me
     # another block
 --- init
 my $app = HopGate::Fixture::start_agent();
-my $other = HopGate::Fixture::start_agent(keep => 1, domain => 'other.test',
-                                          key => 'the other key');
+my $other = HopGate::Fixture::start_agent(
+    keep => 1, domain => 'other.test',
+    key => HopGate::Fixture::test_key('other'));
 HopGate::Fixture::agent_wait($_, qr/connected to worker/, 2) for $app, $other;
 
 my $s = main::wait_status(sub { @{ $_[0] } == 4 });

@@ -570,6 +570,10 @@ sim_flush(sim_t *sim, hg_conn_t *c, sim_link_t *link, int from, int to)
     dir = (link == &sim->down);
 
     while ((n = hg_conn_send(c, buf, sizeof(buf), sim->now)) > 0) {
+        if (sim->mangle) {
+            sim->mangle(sim, dir, buf, (size_t) n);
+        }
+
         if (!sim_dropped(sim, dir, buf, (size_t) n)) {
             sim_link_send(link, sim->now, buf, (size_t) n, from, to);
         }

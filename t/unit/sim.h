@@ -130,6 +130,9 @@ struct sim_s {
     /* or decide per datagram (1: drop); dir 0 up, 1 down */
     int            (*drop)(sim_t *sim, int dir, const uint8_t *dgram,
                            size_t len);
+    /* and may rewrite it on the way (before the drop decision) */
+    void           (*mangle)(sim_t *sim, int dir, uint8_t *dgram,
+                             size_t len);
     hg_testcert_t    certs;
     hg_time_t        stalled_since;
 };

@@ -28,7 +28,8 @@ use Digest::SHA;
 use FindBin;
 use HopGate::Pattern qw(pattern_sha256 pattern_chunk);
 
-our @EXPORT = qw(hopgate_init hopgate_key hopgate_dir app_port edge_port
+our @EXPORT = qw(hopgate_init hopgate_key test_key hopgate_dir app_port
+                 edge_port
                  start_agent stop_agent agent_wait agent_log agent_running
                  stop_agents agent_binary nginx_port servroot
                  nginx_pids worker_pids rss_kb curl curl_sha http_get
@@ -65,6 +66,9 @@ sub hopgate_dir { $state{dir} }
 
 sub hopgate_key { $state{key} }
 
+# a well-formed client key ("hg_" and 64 hex digits) named by a label
+sub test_key { 'hg_' . Digest::SHA::sha256_hex("test key: $_[0]") }
+
 sub app_port { $state{app_port} }
 
 sub edge_port { $state{edge_port} }
@@ -100,13 +104,13 @@ sub hopgate_init {
            . "-subj /CN=other 2>/dev/null") == 0
         or die "openssl failed\n";
 
-    $state{key} = 'hg-test-key-' . join '', map { sprintf '%02x',
-                                                  int rand 256 } 1 .. 16;
+    $state{key} = 'hg_' . join '', map { sprintf '%02x', int rand 256 }
+                                 1 .. 32;
     open my $fh, '>', "$dir/registry" or die "$dir/registry: $!";
     print $fh "# domain sha256-of-key\n";
     close $fh;
     register_domain('app.test', $state{key});
-    register_domain('other.test', 'the other key');
+    register_domain('other.test', test_key('other'));
 
     guard_init();
 
