@@ -19,6 +19,7 @@ my $script = abs_path(__FILE__ =~ s{/HopGate/Relay\.pm$}{}r)
              . '/hopgate-relay';
 my $dir;
 my @running;
+my $started = 0;
 
 
 # Options: to (required), loss, duplicate, reorder, reorder_delay, delay,
@@ -27,12 +28,14 @@ my @running;
 sub start {
     my (%o) = @_;
     $dir //= tempdir('hopgate-relay-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-    my $log = "$dir/relay-" . (@running + 1) . ".log";
+    # a name never used before: a stopped relay's log must not be read
+    # for the next one's port
+    my $log = "$dir/relay-" . ++$started . ".log";
 
     my @args = ('--to', $o{to}, '--log', $log);
     for my $knob (qw(loss duplicate reorder reorder_delay delay seed
                      listen rebind_after rebind_at forward_copy_after
-                     forward_copy_lead))
+                     forward_copy_lead corrupt_cid))
     {
         next unless defined $o{$knob};
         push @args, '--' . ($knob =~ tr/_/-/r), $o{$knob};
