@@ -96,8 +96,9 @@ agent_stream_opened(agent_session_t *s, int64_t id,
         return;
     }
 
-    agent_log(AGENT_LOG_DEBUG, "stream %lld opened for %s (request %s)",
-              (long long) id, st->meta.client_addr, st->meta.request_id);
+    agent_log(AGENT_LOG_DEBUG, "stream %lld opened for %s (%s, request %s)",
+              (long long) id, st->meta.client_addr, st->meta.scheme,
+              st->meta.request_id);
 }
 
 

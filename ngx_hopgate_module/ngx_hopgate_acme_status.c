@@ -19,7 +19,7 @@ static const char  *ngx_hopgate_acme_results[NGX_HOPGATE_ACME_NRESULTS] = {
 
 
 ngx_int_t
-ngx_hopgate_acme_metrics(ngx_hopgate_out_t *out, ngx_uint_t max_domains)
+ngx_hopgate_acme_metrics(ngx_hopgate_body_t *out, ngx_uint_t max_domains)
 {
     time_t                      now, soonest, left;
     ngx_int_t                   rc;
@@ -35,13 +35,13 @@ ngx_hopgate_acme_metrics(ngx_hopgate_out_t *out, ngx_uint_t max_domains)
 
     shm = ngx_hopgate_acme_shm(&shpool);
 
-    rc = ngx_hopgate_out_printf(out,
+    rc = ngx_hopgate_body_printf(out,
         "# HELP hopgate_acme_orders_total ACME orders finished, by "
         "result.\n"
         "# TYPE hopgate_acme_orders_total counter\n");
 
     for (i = 0; rc == NGX_OK && i < NGX_HOPGATE_ACME_NRESULTS; i++) {
-        rc = ngx_hopgate_out_printf(out,
+        rc = ngx_hopgate_body_printf(out,
                  "hopgate_acme_orders_total{result=\"%s\"} %uA\n",
                  ngx_hopgate_acme_results[i], shm->results[i]);
     }
@@ -65,19 +65,19 @@ ngx_hopgate_acme_metrics(ngx_hopgate_out_t *out, ngx_uint_t max_domains)
         }
     }
 
-    rc = ngx_hopgate_out_printf(out,
+    rc = ngx_hopgate_body_printf(out,
         "# HELP hopgate_acme_certificates Registered domains by the state "
         "of their certificate.\n"
         "# TYPE hopgate_acme_certificates gauge\n");
 
     for (i = 0; rc == NGX_OK && i < NGX_HOPGATE_ACME_NSTATES; i++) {
-        rc = ngx_hopgate_out_printf(out,
+        rc = ngx_hopgate_body_printf(out,
                  "hopgate_acme_certificates{state=\"%s\"} %ui\n",
                  ngx_hopgate_acme_state_name(i), states[i]);
     }
 
     if (rc == NGX_OK) {
-        rc = ngx_hopgate_out_printf(out,
+        rc = ngx_hopgate_body_printf(out,
             "# HELP hopgate_acme_orders_running ACME orders under way "
             "(at most hopgate_acme_max_orders).\n"
             "# TYPE hopgate_acme_orders_running gauge\n"
@@ -106,7 +106,7 @@ ngx_hopgate_acme_metrics(ngx_hopgate_out_t *out, ngx_uint_t max_domains)
         left = d->not_after - now;
 
         if (n++ < max_domains) {
-            rc = ngx_hopgate_out_printf(out,
+            rc = ngx_hopgate_body_printf(out,
                      "hopgate_acme_certificate_expiry_seconds"
                      "{domain=\"%V\"} %T\n", &d->sn.str, left);
             continue;
@@ -118,7 +118,7 @@ ngx_hopgate_acme_metrics(ngx_hopgate_out_t *out, ngx_uint_t max_domains)
     }
 
     if (rc == NGX_OK && other) {
-        rc = ngx_hopgate_out_printf(out,
+        rc = ngx_hopgate_body_printf(out,
                  "hopgate_acme_certificate_expiry_seconds"
                  "{domain=\"_other\"} %T\n", soonest);
     }

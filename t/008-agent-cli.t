@@ -527,7 +527,7 @@ Test::More::ok(HopGate::Fixture::agent_wait($agent,
 GET /hello
 --- error_code: 502
 --- response_body_like chomp
-tunnel offline
+local service unavailable
 
 
 

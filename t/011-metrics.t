@@ -216,6 +216,16 @@ Test::More::is($m->value('hopgate_streams_opened_total'), 0,
 Test::More::is($m->value('hopgate_domain_streams_failed_total',
                          domain => '_other'), 1,
                "a domain without sessions makes no series of its own");
+
+($code) = HopGate::Fixture::http_get('/hello', 'nobody.test');
+Test::More::is($code, 404, "a domain that is not registered: 404");
+$m = main::scrape();
+Test::More::is($m->value('hopgate_streams_failed_total',
+                         reason => 'unknown_domain'), 1,
+               "counted as unknown_domain");
+Test::More::is($m->value('hopgate_streams_failed_total',
+                         reason => 'no_tunnel'), 1,
+               "not as no_tunnel");
 --- request
 GET /metrics
 --- response_body_like: hopgate_streams_failed_total\{reason="no_tunnel"\} 1

@@ -130,3 +130,26 @@ hello from the local app
 --- must_die
 --- error_log
 "hopgate_expect_ips" takes IP addresses, not "edge.example.com"
+
+
+
+=== TEST 4: behind the gate, a request for a domain that is not registered is a 404 at once, and a registered one waits for its agent
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+    resolver 127.0.0.1:$TEST_NGINX_DNS_PORT ipv6=off valid=1s;
+    hopgate_expect_ips 127.0.0.1;
+--- config
+    location / {
+        hopgate_connect_timeout 300ms;
+        proxy_pass http://tunnels;
+    }
+--- init
+my ($code) = HopGate::Fixture::http_get('/hello', 'elsewhere.test');
+Test::More::is($code, 502, 'elsewhere.test is registered: it waits, 502');
+--- request
+GET /hello
+--- more_headers
+Host: nobody.test
+--- error_code: 404
+--- response_body_like: no such tunnel
+--- timeout: 1
