@@ -213,7 +213,7 @@ ngx_hopgate_acme_state_name(ngx_uint_t state)
 }
 
 
-/* ---- configuration -------------------------------------------------------- */
+/* ---- configuration ------------------------------------------------------- */
 
 static void *
 ngx_http_hopgate_acme_create_main_conf(ngx_conf_t *cf)
@@ -793,7 +793,7 @@ ngx_http_hopgate_acme_postconfiguration(ngx_conf_t *cf)
 }
 
 
-/* ---- the shared zone ------------------------------------------------------ */
+/* ---- the shared zone ----------------------------------------------------- */
 
 static ngx_int_t
 ngx_http_hopgate_acme_init_zone(ngx_shm_zone_t *shm_zone, void *data)
@@ -931,7 +931,7 @@ ngx_hopgate_acme_renew_at(ngx_hopgate_acme_domain_t *d)
 }
 
 
-/* ---- processes ------------------------------------------------------------ */
+/* ---- processes ----------------------------------------------------------- */
 
 static ngx_msec_t
 ngx_hopgate_acme_timeout(void)
@@ -1154,7 +1154,7 @@ ngx_hopgate_acme_tick(ngx_event_t *ev)
 }
 
 
-/* ---- the registry's domains ----------------------------------------------- */
+/* ---- the registry's domains ---------------------------------------------- */
 
 /* a NOTIFY: list again on the next tick, within a second */
 static void

@@ -144,7 +144,7 @@ static void ngx_hopgate_acme_order_begin(ngx_hopgate_acme_order_t *o);
 static ngx_hopgate_acme_client_t  *ngx_hopgate_acme_client;
 
 
-/* ---- lifecycle ------------------------------------------------------------ */
+/* ---- lifecycle ----------------------------------------------------------- */
 
 ngx_int_t
 ngx_hopgate_acme_client_start(ngx_cycle_t *cycle)
@@ -385,7 +385,7 @@ ngx_hopgate_acme_client_tick(void)
 }
 
 
-/* ---- signed requests ------------------------------------------------------ */
+/* ---- signed requests ----------------------------------------------------- */
 
 static ngx_int_t
 ngx_hopgate_acme_nonce_pop(ngx_hopgate_acme_client_t *cl, ngx_str_t *nonce,
@@ -838,7 +838,7 @@ ngx_hopgate_acme_client_fail(ngx_hopgate_acme_client_t *cl,
 }
 
 
-/* ---- orders --------------------------------------------------------------- */
+/* ---- orders -------------------------------------------------------------- */
 
 static void
 ngx_hopgate_acme_order_shm_state(ngx_hopgate_acme_order_t *o,

@@ -386,7 +386,7 @@ ngx_hopgate_acme_http_header(char *ptr, size_t size, size_t nmemb,
 }
 
 
-/* ---- libcurl on nginx's event loop -------------------------------------- */
+/* ---- libcurl on nginx's event loop --------------------------------------- */
 
 static void
 ngx_hopgate_acme_http_watch(ngx_event_t *ev, ngx_uint_t event,

@@ -168,8 +168,8 @@ ngx_hopgate_acme_jwk(EVP_PKEY *pkey, ngx_pool_t *pool, ngx_str_t *jwk,
         return NGX_ERROR;
     }
 
-    jwk->len = sizeof("{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"\",\"y\":\"\"}")
-               - 1 + x.len + y.len;
+    jwk->len = sizeof("{\"crv\":\"P-256\",\"kty\":\"EC\","
+                      "\"x\":\"\",\"y\":\"\"}") - 1 + x.len + y.len;
     jwk->data = ngx_pnalloc(pool, jwk->len + 1);
     if (jwk->data == NULL) {
         return NGX_ERROR;

@@ -21,6 +21,8 @@
  *                                formats and variables in
  *                                ngx_hopgate_metrics*.c, _status.c and
  *                                _variables.c (see ngx_hopgate_metrics.h)
+ *   ngx_hopgate_acme*.c          the ACME module: certificates for
+ *                                registered domains (see ngx_hopgate_acme.h)
  */
 
 #ifndef NGX_HTTP_HOPGATE_MODULE_H
