@@ -931,6 +931,18 @@ ngx_hopgate_acme_renew_at(ngx_hopgate_acme_domain_t *d)
 }
 
 
+/* a certificate of another CA than hopgate_acme's (staging, say) */
+ngx_uint_t
+ngx_hopgate_acme_foreign(ngx_hopgate_acme_domain_t *d)
+{
+    ngx_str_t  *dir;
+
+    dir = &ngx_hopgate_acme_conf->directory;
+
+    return d->ca != ngx_crc32_short(dir->data, dir->len);
+}
+
+
 /* ---- processes ----------------------------------------------------------- */
 
 static ngx_msec_t

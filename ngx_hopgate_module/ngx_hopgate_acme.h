@@ -68,6 +68,8 @@ typedef struct {
     size_t                       key_len;
     time_t                       not_before;
     time_t                       not_after;
+    uint32_t                     ca;         /* crc32 of the issuer's
+                                                directory URL */
     time_t                       next_try;   /* not before, after a failure */
     ngx_uint_t                   failures;   /* in a row */
     unsigned                     registered:1;
@@ -163,6 +165,7 @@ ngx_hopgate_acme_domain_t *ngx_hopgate_acme_domain_add(
     ngx_slab_pool_t *shpool, ngx_hopgate_acme_shm_t *shm, u_char *name,
     size_t len);
 time_t ngx_hopgate_acme_renew_at(ngx_hopgate_acme_domain_t *d);
+ngx_uint_t ngx_hopgate_acme_foreign(ngx_hopgate_acme_domain_t *d);
 const char *ngx_hopgate_acme_state_name(ngx_uint_t state);
 
 /* ngx_hopgate_acme_jws.c */
@@ -226,7 +229,7 @@ ngx_int_t ngx_hopgate_acme_store_load(ngx_slab_pool_t *shpool,
     ngx_hopgate_acme_shm_t *shm, ngx_http_hopgate_acme_main_conf_t *amcf,
     ngx_log_t *log);
 ngx_int_t ngx_hopgate_acme_store_put(ngx_str_t *domain, ngx_str_t *chain,
-    ngx_str_t *key, ngx_log_t *log, ngx_uint_t share);
+    ngx_str_t *key, ngx_str_t *directory, ngx_log_t *log, ngx_uint_t share);
 void ngx_hopgate_acme_store_drop(ngx_hopgate_acme_domain_t *d,
     ngx_slab_pool_t *shpool, ngx_log_t *log);
 ngx_int_t ngx_hopgate_acme_store_account(ngx_str_t *pem, ngx_log_t *log,
@@ -240,7 +243,7 @@ void ngx_hopgate_acme_pg_stop(void);
 void ngx_hopgate_acme_pg_tick(void);
 ngx_uint_t ngx_hopgate_acme_pg_may_order(void);
 void ngx_hopgate_acme_pg_certificate(ngx_str_t *domain, ngx_str_t *chain,
-    ngx_str_t *key);
+    ngx_str_t *key, ngx_str_t *directory);
 void ngx_hopgate_acme_pg_uncertificate(ngx_str_t *domain);
 void ngx_hopgate_acme_pg_token(ngx_str_t *token, ngx_str_t *keyauth);
 void ngx_hopgate_acme_pg_account(ngx_str_t *pem);

@@ -78,6 +78,7 @@ struct ngx_hopgate_acme_order_s {
     ngx_uint_t                   polls;
     time_t                       started;
     unsigned                     renewal:1;
+    unsigned                     replacing:1;    /* from another CA */
     unsigned                     gating:1;   /* the DNS gate is asked */
     u_char                       name[NGX_HOPGATE_DOMAIN_MAX + 1];
 };
@@ -355,13 +356,15 @@ ngx_hopgate_acme_client_tick(void)
             continue;
         }
 
-        if (d->version && now < ngx_hopgate_acme_renew_at(d)) {
+        if (d->version && now < ngx_hopgate_acme_renew_at(d)
+            && !ngx_hopgate_acme_foreign(d))
+        {
             continue;
         }
 
         lens[n] = d->sn.str.len;
         ngx_memcpy(names[n], d->name, lens[n]);
-        renewal[n] = d->version != 0;
+        renewal[n] = d->version == 0 ? 0 : ngx_hopgate_acme_foreign(d) ? 2 : 1;
         d->state = NGX_HOPGATE_ACME_ORDERING;
         n++;
     }
@@ -885,7 +888,8 @@ ngx_hopgate_acme_order_start(ngx_hopgate_acme_client_t *cl, u_char *name,
     o->domain.data = o->name;
     o->domain.len = len;
     o->started = ngx_time();
-    o->renewal = renewal;
+    o->renewal = renewal != 0;
+    o->replacing = renewal == 2;
 
     o->wait.handler = ngx_hopgate_acme_order_wait;
     o->wait.data = o;
@@ -962,9 +966,11 @@ ngx_hopgate_acme_order_begin(ngx_hopgate_acme_order_t *o)
     o->step = NGX_HOPGATE_ACME_ORDER_NEW;
 
     ngx_log_error(NGX_LOG_NOTICE, cl->log, 0,
-                  "hopgate acme: %s order for %V (%ui of %ui running)",
+                  "hopgate acme: %s order for %V (%ui of %ui running)%s",
                   o->renewal ? "renewal" : "new", &o->domain, cl->norders,
-                  ngx_hopgate_acme_conf->max_orders);
+                  ngx_hopgate_acme_conf->max_orders,
+                  o->replacing ? ": its certificate is from another CA"
+                               : "");
 
     ngx_hopgate_acme_call_send(&o->call);
 }
@@ -1279,6 +1285,7 @@ ngx_hopgate_acme_order_issued(ngx_hopgate_acme_order_t *o,
 
     if (ngx_hopgate_acme_key_pem(o->key, o->pool, &key) != NGX_OK
         || ngx_hopgate_acme_store_put(&o->domain, &resp->body, &key,
+                                      &ngx_hopgate_acme_conf->directory,
                                       ngx_hopgate_acme_client->log, 1)
            != NGX_OK)
     {

@@ -233,7 +233,8 @@ ngx_hopgate_acme_pg_tick(void)
         ngx_sprintf(rev, "%L%Z", ap->revision);
         values[0] = (char *) rev;
 
-        ngx_hopgate_acme_pg_send("SELECT domain, chain, key, revision"
+        ngx_hopgate_acme_pg_send("SELECT domain, chain, key, revision,"
+                                 " directory"
                                  " FROM hopgate_acme_certificates"
                                  " WHERE revision > $1"
                                  " ORDER BY revision LIMIT 100", 1, values,
@@ -325,7 +326,7 @@ ngx_hopgate_acme_pg_certs_read(void *data, PGresult *res, const char *err)
 
     int          i;
     int64_t      rev;
-    ngx_str_t    domain, chain, key, raw;
+    ngx_str_t    domain, chain, key, raw, directory;
     ngx_pool_t  *pool;
 
     if (err || res == NULL) {
@@ -355,10 +356,13 @@ ngx_hopgate_acme_pg_certs_read(void *data, PGresult *res, const char *err)
             ap->revision = rev;
         }
 
+        directory.data = (u_char *) PQgetvalue(res, i, 4);
+        directory.len = PQgetlength(res, i, 4);
+
         if (ngx_hopgate_acme_pg_unseal(&raw, pool, &key, &domain) == NGX_OK)
         {
-            (void) ngx_hopgate_acme_store_put(&domain, &chain, &key, ap->log,
-                                              0);
+            (void) ngx_hopgate_acme_store_put(&domain, &chain, &key,
+                                              &directory, ap->log, 0);
         }
     }
 
@@ -408,11 +412,11 @@ ngx_hopgate_acme_pg_written(void *data, PGresult *res, const char *err)
 
 void
 ngx_hopgate_acme_pg_certificate(ngx_str_t *domain, ngx_str_t *chain,
-    ngx_str_t *key)
+    ngx_str_t *key, ngx_str_t *directory)
 {
     u_char       d[NGX_HOPGATE_DOMAIN_MAX + 1];
     ngx_pool_t  *pool;
-    const char  *values[3];
+    const char  *values[4];
 
     if (!ngx_hopgate_acme_pg.started) {
         return;
@@ -428,6 +432,7 @@ ngx_hopgate_acme_pg_certificate(ngx_str_t *domain, ngx_str_t *chain,
     values[0] = (char *) d;
     values[1] = (char *) chain->data;
     values[2] = (char *) ngx_hopgate_acme_pg_seal(key, pool);
+    values[3] = (char *) directory->data;     /* a directive's: NUL-ended */
 
     if (values[2] == NULL) {
         ngx_destroy_pool(pool);
@@ -435,12 +440,13 @@ ngx_hopgate_acme_pg_certificate(ngx_str_t *domain, ngx_str_t *chain,
     }
 
     ngx_hopgate_acme_pg_send("INSERT INTO hopgate_acme_certificates"
-                             " (domain, chain, key, not_after)"
-                             " VALUES ($1, $2, $3, now())"
+                             " (domain, chain, key, directory)"
+                             " VALUES ($1, $2, $3, $4)"
                              " ON CONFLICT (domain) DO UPDATE SET"
                              " chain = EXCLUDED.chain, key = EXCLUDED.key,"
+                             " directory = EXCLUDED.directory,"
                              " revision = nextval('hopgate_acme_revision'),"
-                             " updated_at = now()", 3, values,
+                             " updated_at = now()", 4, values,
                              ngx_hopgate_acme_pg_written);
 
     /* the query copied its parameters */

@@ -5,6 +5,7 @@
  *   STATE/account.key            the ACME account's key (PEM, 0600)
  *   STATE/certs/DOMAIN.crt       the chain the CA sent (PEM)
  *   STATE/certs/DOMAIN.key       its private key (PEM, 0600)
+ *   STATE/certs/DOMAIN.ca        the directory URL of the CA that issued it
  *
  * The directory is 0700 and the workers'. A fresh start (not a reload)
  * loads it into the zone, so a restart orders nothing while certificates
@@ -200,7 +201,8 @@ ngx_hopgate_acme_store_blob(ngx_slab_pool_t *shpool, u_char **blob,
 static ngx_int_t
 ngx_hopgate_acme_store_set(ngx_slab_pool_t *shpool,
     ngx_hopgate_acme_shm_t *shm, ngx_str_t *domain, ngx_str_t *chain,
-    ngx_str_t *key, time_t not_before, time_t not_after, ngx_log_t *log)
+    ngx_str_t *key, time_t not_before, time_t not_after, uint32_t ca,
+    ngx_log_t *log)
 {
     u_char                     *cert, *pkey;
     ngx_hopgate_acme_domain_t  *d;
@@ -237,6 +239,7 @@ ngx_hopgate_acme_store_set(ngx_slab_pool_t *shpool,
     d->key_len = key->len;
     d->not_before = not_before;
     d->not_after = not_after;
+    d->ca = ca;
     d->version = shm->next_version++;
     d->state = NGX_HOPGATE_ACME_VALID;
     d->failures = 0;
@@ -290,9 +293,11 @@ ngx_hopgate_acme_store_check(ngx_str_t *chain, ngx_str_t *key)
 
 ngx_int_t
 ngx_hopgate_acme_store_put(ngx_str_t *domain, ngx_str_t *chain,
-    ngx_str_t *key, ngx_log_t *log, ngx_uint_t share)
+    ngx_str_t *key, ngx_str_t *directory, ngx_log_t *log, ngx_uint_t share)
 {
     u_char                      crt[NGX_MAX_PATH], kpath[NGX_MAX_PATH];
+    u_char                      capath[NGX_MAX_PATH];
+    uint32_t                    ca;
     time_t                      nb, na;
     ngx_int_t                   rc;
     ngx_uint_t                  same;
@@ -326,6 +331,8 @@ ngx_hopgate_acme_store_put(ngx_str_t *domain, ngx_str_t *chain,
     if (ngx_hopgate_acme_store_path(crt, sizeof(crt), domain, ".crt")
         != NGX_OK
         || ngx_hopgate_acme_store_path(kpath, sizeof(kpath), domain, ".key")
+           != NGX_OK
+        || ngx_hopgate_acme_store_path(capath, sizeof(capath), domain, ".ca")
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -333,18 +340,21 @@ ngx_hopgate_acme_store_put(ngx_str_t *domain, ngx_str_t *chain,
 
     /* the key first: a certificate on disk always has its key */
     if (ngx_hopgate_acme_store_write(kpath, key, log) != NGX_OK
+        || ngx_hopgate_acme_store_write(capath, directory, log) != NGX_OK
         || ngx_hopgate_acme_store_write(crt, chain, log) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
+    ca = ngx_crc32_short(directory->data, directory->len);
+
     ngx_shmtx_lock(&shpool->mutex);
     rc = ngx_hopgate_acme_store_set(shpool, shm, domain, chain, key, nb, na,
-                                    log);
+                                    ca, log);
     ngx_shmtx_unlock(&shpool->mutex);
 
     if (rc == NGX_OK && share) {
-        ngx_hopgate_acme_pg_certificate(domain, chain, key);
+        ngx_hopgate_acme_pg_certificate(domain, chain, key, directory);
     }
 
     if (rc == NGX_OK) {
@@ -396,6 +406,12 @@ ngx_hopgate_acme_store_drop(ngx_hopgate_acme_domain_t *d,
     {
         (void) ngx_delete_file(path);
     }
+
+    if (ngx_hopgate_acme_store_path(path, sizeof(path), &d->sn.str, ".ca")
+        == NGX_OK)
+    {
+        (void) ngx_delete_file(path);
+    }
 }
 
 
@@ -441,7 +457,9 @@ ngx_hopgate_acme_store_load(ngx_slab_pool_t *shpool,
     u_char                     norm[NGX_HOPGATE_DOMAIN_MAX + 1];
     size_t                     len, clen, klen, nlen;
     time_t                     nb, na;
-    u_char                    *cert, *key, *data;
+    u_char                    *cert, *key, *data, *ca;
+    size_t                     calen;
+    uint32_t                   crc;
     DIR                       *dir;
     ngx_str_t                  domain, raw, chain, pkey;
     ngx_uint_t                 loaded;
@@ -494,6 +512,17 @@ ngx_hopgate_acme_store_load(ngx_slab_pool_t *shpool,
         cert = ngx_hopgate_acme_store_read(name, &clen, log);
         ngx_hopgate_acme_store_path(name, sizeof(name), &domain, ".key");
         key = ngx_hopgate_acme_store_read(name, &klen, log);
+        ngx_hopgate_acme_store_path(name, sizeof(name), &domain, ".ca");
+        ca = ngx_hopgate_acme_store_read(name, &calen, log);
+
+        /* which CA issued it: a certificate of another is replaced */
+        if (ca) {
+            crc = ngx_crc32_short(ca, calen);
+            ngx_free(ca);
+
+        } else {
+            crc = ngx_crc32_short(amcf->directory.data, amcf->directory.len);
+        }
 
         if (cert && key
             && ngx_hopgate_acme_cert_times(cert, clen, &nb, &na) == NGX_OK
@@ -506,7 +535,7 @@ ngx_hopgate_acme_store_load(ngx_slab_pool_t *shpool,
 
             if (ngx_hopgate_acme_store_check(&chain, &pkey) == NGX_OK
                 && ngx_hopgate_acme_store_set(shpool, shm, &domain, &chain,
-                                              &pkey, nb, na, log)
+                                              &pkey, nb, na, crc, log)
                    == NGX_OK)
             {
                 /* it was registered when issued; the registry may say not */

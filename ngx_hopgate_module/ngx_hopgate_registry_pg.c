@@ -290,7 +290,7 @@ static const char  ngx_hopgate_pgreg_migrations[] =
     "    domain text PRIMARY KEY,"
     "    chain text NOT NULL,"
     "    key text NOT NULL,"
-    "    not_after timestamptz NOT NULL,"
+    "    directory text NOT NULL,"
     "    revision bigint NOT NULL DEFAULT nextval('hopgate_acme_revision'),"
     "    updated_at timestamptz NOT NULL DEFAULT now());"
 

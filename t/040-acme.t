@@ -241,3 +241,41 @@ GET /.well-known/acme-challenge/x
 --- error_log
 shop.test is no longer registered: its certificate is no longer served
 --- timeout: 20
+
+
+
+=== TEST 6: another CA's directory (staging, then production): the certificates from the old one are replaced, and served meanwhile
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+    hopgate_acme https://localhost:$TEST_NGINX_ACME_PORT/dir;
+    hopgate_acme_ca $TEST_NGINX_HOPGATE_DIR/pebble.pem;
+    hopgate_acme_state $TEST_NGINX_HOPGATE_DIR/acme-state;
+    hopgate_acme_backoff 1s 8s;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_HTTPS_PORT ssl;
+        hopgate_acme_certificates;
+        location / { return 200 "tls\n"; }
+    }
+--- config
+    location /.well-known/acme-challenge/ { hopgate_acme_challenge; }
+--- init
+my (undef, $issuer, $serial) = HopGate::Acme::cert_of('app.test');
+Test::More::like($issuer, qr/Pebble/, 'app.test is served the old CA\'s '
+                 . 'certificate at first');
+my $start = Time::HiRes::time();
+my $now = $serial;
+while (Time::HiRes::time() - $start < 10 && $now eq $serial) {
+    Time::HiRes::sleep(0.25);
+    (undef, undef, $now) = HopGate::Acme::cert_of('app.test');
+}
+Test::More::isnt($now, $serial, 'then a new one, from the directory now '
+                 . 'configured');
+open my $ca, '<', HopGate::Acme::acme_state() . '/certs/app.test.ca' or die;
+Test::More::is(scalar <$ca>, "https://localhost:$ENV{TEST_NGINX_ACME_PORT}/dir",
+               'the state dir records which directory issued it');
+--- request
+GET /.well-known/acme-challenge/x
+--- error_code: 404
+--- error_log eval
+qr/renewal order for app\.test \(\d of 4 running\): its certificate is from another CA/
+--- timeout: 20

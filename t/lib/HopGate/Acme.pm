@@ -12,6 +12,7 @@ package HopGate::Acme;
 #                            directory), hopgate_acme_ca, the state dir
 #   TEST_NGINX_HTTPS_PORT    a free port for the test's `listen ... ssl`
 #   TEST_NGINX_DNS_PORT      the DNS server's UDP port
+#   TEST_NGINX_ACME_PORT     pebble's ACME port
 use strict;
 use warnings;
 use Exporter 'import';
@@ -249,6 +250,7 @@ sub acme_init {
 
     $ENV{TEST_NGINX_HTTPS_PORT} ||= free_port();
     $ENV{TEST_NGINX_ACME_DIR} = "https://127.0.0.1:$st{acme_port}/dir";
+    $ENV{TEST_NGINX_ACME_PORT} = $st{acme_port};
     $ENV{TEST_NGINX_ACME_HTTP} = join "\n    ",
         "hopgate_acme https://127.0.0.1:$st{acme_port}/dir;",
         "hopgate_acme_ca $dir/pebble.pem;",
