@@ -28,6 +28,7 @@ static char *ngx_http_hopgate_check_streams(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_http_hopgate_check_buffer(ngx_conf_t *cf, void *post,
     void *data);
+static void ngx_http_hopgate_ssl_cleanup(void *data);
 static ngx_int_t ngx_http_hopgate_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_hopgate_init_process(ngx_cycle_t *cycle);
 static void ngx_http_hopgate_exit_process(ngx_cycle_t *cycle);
@@ -313,6 +314,7 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_uint_t                  i;
     const char                 *why;
     hg_config_t                 cfg;
+    ngx_pool_cleanup_t         *cln;
     ngx_http_hopgate_listen_t  *hl;
 
     ngx_conf_init_size_value(hmcf->mtu, HG_MTU_DEFAULT);
@@ -380,6 +382,15 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* the context goes with the cycle: a reload makes a new one */
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_hopgate_ssl_cleanup;
+    cln->data = hmcf;
+
     hmcf->ssl_ctx = hg_tls_server_ctx((char *) hmcf->certificate.data,
                                       (char *) hmcf->certificate_key.data,
                                       err, sizeof(err));
@@ -398,6 +409,18 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_hopgate_ssl_cleanup(void *data)
+{
+    ngx_http_hopgate_main_conf_t  *hmcf = data;
+
+    if (hmcf->ssl_ctx) {
+        SSL_CTX_free(hmcf->ssl_ctx);
+        hmcf->ssl_ctx = NULL;
+    }
 }
 
 
