@@ -238,6 +238,10 @@ ngx_http_hopgate_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (ngx_hopgate_admin_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_hopgate_pages_init(cf);
 }
 

@@ -234,6 +234,7 @@ void ngx_hopgate_pump_detach(ngx_hopgate_pump_t *p);
 
 
 /* ngx_hopgate_admin.c */
+ngx_int_t ngx_hopgate_admin_init(ngx_conf_t *cf);
 char *ngx_hopgate_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_hopgate_admin_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
