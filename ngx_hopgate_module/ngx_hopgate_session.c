@@ -584,6 +584,9 @@ ngx_hopgate_session_decide(ngx_hopgate_session_t *s,
     ngx_hopgate_domain_t   *d;
     ngx_hopgate_session_t  *other;
 
+    /* the key has been judged: it is wiped, whatever the verdict */
+    hg_conn_forget_key(s->conn);
+
     domain.data = s->domain_name;
     domain.len = s->domain_len;
 
@@ -737,6 +740,8 @@ ngx_hopgate_session_destroy(ngx_hopgate_session_t *s)
         ngx_delete_posted_event(&s->run);
     }
 
+    /* the registry may not have answered */
+    hg_conn_forget_key(s->conn);
     hg_conn_free(s->conn);
     ngx_free(s);
 

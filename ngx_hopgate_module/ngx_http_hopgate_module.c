@@ -404,6 +404,12 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /*
+     * OpenSSL keeps a record's plaintext in its read buffer until the next
+     * record overwrites it; a HELLO carries the agent's key
+     */
+    SSL_CTX_set_options(hmcf->ssl_ctx, SSL_OP_CLEANSE_PLAINTEXT);
+
     hl = hmcf->listen.elts;
     for (i = 0; i < hmcf->listen.nelts; i++) {
         hl[i].index = i;
