@@ -13,7 +13,10 @@
  * can still finish its sessions. A datagram whose connection id belongs
  * to another worker process (another worker, an old worker during reload,
  * or no steering at all) is passed to that process over an abstract unix
- * datagram socket named after the process tag inside the id.
+ * datagram socket named after the process tag inside the id. Any local
+ * process can send to such a name, so a worker takes a datagram there only
+ * from a sibling: the kernel says who sent it (SCM_CREDENTIALS), and the
+ * sender must be one of this nginx's worker processes, with our uid.
  */
 
 #include <ngx_config.h>
@@ -42,6 +45,8 @@ static ngx_int_t ngx_hopgate_forward_init(ngx_cycle_t *cycle,
     ngx_hopgate_worker_t *w);
 static void ngx_hopgate_forward_name(struct sockaddr_un *sun,
     socklen_t *len, const uint8_t *tag);
+static ngx_int_t ngx_hopgate_forward_sender(ngx_hopgate_worker_t *w,
+    struct msghdr *msg);
 static void ngx_hopgate_noop_handler(ngx_event_t *ev);
 
 
@@ -447,7 +452,7 @@ ngx_hopgate_forward_name(struct sockaddr_un *sun, socklen_t *len,
 static ngx_int_t
 ngx_hopgate_forward_init(ngx_cycle_t *cycle, ngx_hopgate_worker_t *w)
 {
-    int                  fd;
+    int                  fd, on;
     ngx_uint_t           tries;
     socklen_t            len;
     ngx_connection_t    *c;
@@ -457,6 +462,15 @@ ngx_hopgate_forward_init(ngx_cycle_t *cycle, ngx_hopgate_worker_t *w)
     if (fd == -1) {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
                       "socket(AF_UNIX) failed");
+        return NGX_ERROR;
+    }
+
+    /* every datagram then comes with its sender's pid and uid */
+    on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) == -1) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
+                      "setsockopt(SO_PASSCRED) failed");
+        close(fd);
         return NGX_ERROR;
     }
 
@@ -549,16 +563,31 @@ ngx_hopgate_forward_recv(ngx_event_t *rev)
 
     u_char                   msg[2 + sizeof(ngx_sockaddr_t)
                                  + NGX_HOPGATE_DGRAM_MAX];
+    u_char                   control[CMSG_SPACE(sizeof(struct ucred))];
     ssize_t                  n;
     size_t                   salen;
     ngx_uint_t               i, budget;
+    struct iovec             iov;
+    struct msghdr            mh;
     ngx_sockaddr_t           sa;
     ngx_hopgate_listener_t  *l;
 
     for (budget = NGX_HOPGATE_RECV_BUDGET; budget; budget--) {
-        n = recv(c->fd, msg, sizeof(msg), 0);
+        iov.iov_base = msg;
+        iov.iov_len = sizeof(msg);
+        ngx_memzero(&mh, sizeof(struct msghdr));
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = control;
+        mh.msg_controllen = sizeof(control);
+
+        n = recvmsg(c->fd, &mh, 0);
         if (n == -1) {
             return;
+        }
+
+        if (ngx_hopgate_forward_sender(w, &mh) != NGX_OK) {
+            continue;
         }
 
         salen = n >= 2 ? msg[1] : 0;
@@ -587,4 +616,79 @@ ngx_hopgate_forward_recv(ngx_event_t *rev)
     }
 
     ngx_post_event(rev, &ngx_posted_events);
+}
+
+
+/*
+ * NGX_OK if the datagram comes from a worker of this nginx: ngx_processes[]
+ * lists our siblings (the master tells every worker of each new one, old
+ * generations included, and closes the channel of one that exits); the
+ * slot of the last one seen is tried first.
+ */
+static ngx_int_t
+ngx_hopgate_forward_sender(ngx_hopgate_worker_t *w, struct msghdr *msg)
+{
+    ngx_int_t        i;
+    struct ucred     cred;
+    struct cmsghdr  *cmsg;
+
+    cmsg = CMSG_FIRSTHDR(msg);
+
+    if (cmsg == NULL || (msg->msg_flags & MSG_CTRUNC)
+        || cmsg->cmsg_level != SOL_SOCKET
+        || cmsg->cmsg_type != SCM_CREDENTIALS
+        || cmsg->cmsg_len != CMSG_LEN(sizeof(struct ucred)))
+    {
+        cred.pid = 0;
+        cred.uid = (uid_t) -1;
+        goto refused;
+    }
+
+    ngx_memcpy(&cred, CMSG_DATA(cmsg), sizeof(struct ucred));
+
+    if (cred.uid != geteuid() || cred.pid == ngx_pid || cred.pid <= 0) {
+        goto refused;
+    }
+
+    i = w->forward_slot;
+
+    if (ngx_processes[i].pid != cred.pid
+        || ngx_processes[i].channel[0] == -1)
+    {
+        for (i = 0; i < NGX_MAX_PROCESSES; i++) {
+            if (ngx_processes[i].pid == cred.pid
+                && ngx_processes[i].channel[0] != -1
+                && i != ngx_process_slot)
+            {
+                break;
+            }
+        }
+
+        if (i == NGX_MAX_PROCESSES) {
+            goto refused;
+        }
+
+        w->forward_slot = i;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "hopgate: a datagram forwarded by worker %P", cred.pid);
+
+    return NGX_OK;
+
+refused:
+
+    w->forward_refused++;
+
+    /* anyone can send these: at most a line a second */
+    if (w->forward_logged != ngx_time()) {
+        w->forward_logged = ngx_time();
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "hopgate: ignored a datagram on the forwarding socket "
+                      "from pid %P uid %d, not a worker of this nginx "
+                      "(%ui so far)", (ngx_pid_t) cred.pid, (int) cred.uid,
+                      w->forward_refused);
+    }
+
+    return NGX_DECLINED;
 }

@@ -174,6 +174,9 @@ typedef struct {
     hg_config_t                   engine;
     uint8_t                       tag[NGX_HOPGATE_TAG_LEN];
     ngx_connection_t             *forward;   /* unix datagram socket */
+    ngx_int_t                     forward_slot;  /* the last sender's */
+    ngx_uint_t                    forward_refused;
+    time_t                        forward_logged;
     ngx_uint_t                    nsessions;
     uint64_t                      next_session;
     uint64_t                      picks;
