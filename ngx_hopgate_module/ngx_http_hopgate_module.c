@@ -694,7 +694,11 @@ ngx_http_hopgate_init_module(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    /* the sockets are open and bound now: steer them */
+    /* the sockets are open and bound now: configure and steer them */
+    if (ngx_hopgate_listen_configure(cycle, hmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_hopgate_steer_attach(cycle, hmcf);
 }
 

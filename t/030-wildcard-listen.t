@@ -1,0 +1,115 @@
+# A multi-homed edge with a wildcard hopgate_listen: an agent that dials
+# one of the edge's addresses gets its replies from that address, not
+# from the one the routing table would pick (its connected socket drops
+# those). Here the edge has 127.0.0.1 and 127.0.0.2; the agent, on
+# 127.0.0.1, dials 127.0.0.2, and replies to 127.0.0.1 would leave from
+# 127.0.0.1. Runs in a network namespace of its own.
+BEGIN {
+    # a private network namespace: only this test's loopback
+    if (!$ENV{HOPGATE_TEST_NETNS}) {
+        $ENV{HOPGATE_TEST_NETNS} = 1;
+        exec 'unshare', '--net', '--', 'sh', '-c',
+             'ip link set lo up && exec "$0" "$@"', $^X, $0, @ARGV;
+        die "unshare: $!";
+    }
+}
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::Nginx::Socket 'no_plan';
+use HopGate::Fixture;
+
+hopgate_init();
+master_on();
+workers(2);
+no_shuffle();
+no_root_location();
+
+my $port = HopGate::Fixture::edge_port();
+my $dir = HopGate::Fixture::hopgate_dir();
+
+for my $listen ('0.0.0.0:%d reuseport', '0.0.0.0:%d') {
+    my $name = $listen =~ /reuseport/ ? 'TEST_NGINX_WILDCARD_HTTP'
+                                      : 'TEST_NGINX_WILDCARD_SHARED_HTTP';
+    $ENV{$name} = join "\n    ",
+        'hopgate_listen ' . sprintf($listen, $port) . ';',
+        "hopgate_certificate $dir/edge.pem;",
+        "hopgate_certificate_key $dir/edge.key;",
+        "hopgate_registry file:$dir/registry;",
+        'upstream tunnels { hopgate; }';
+}
+
+
+# an agent that dials $server, and 20 requests and a download through it
+sub tunnel_works {
+    my ($server) = @_;
+    my $agent = HopGate::Fixture::start_agent(server => $server);
+    if (!Test::More::cmp_ok(
+            HopGate::Fixture::agent_wait($agent, qr/connected to worker/, 1,
+                                         15),
+            '>=', 1, "the agent connects to $server"))
+    {
+        Test::More::diag(HopGate::Fixture::agent_log($agent) =~ s/^/  /mgr);
+        HopGate::Fixture::stop_agents();
+        return;
+    }
+    my $ok = 0;
+    for (1 .. 20) {
+        my ($code) = HopGate::Fixture::http_get('/hello');
+        $ok++ if $code eq '200';
+    }
+    Test::More::is($ok, 20, '20 requests through the tunnel succeed');
+    my ($code, $sha, $size) = HopGate::Fixture::curl_sha('/bytes/4000000');
+    Test::More::is("$code $size", '200 4000000', 'and a 4 MB download');
+    Test::More::is($sha, HopGate::Fixture::pattern_sha256(4000000),
+                   'intact');
+    HopGate::Fixture::stop_agents();
+}
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: wildcard listener, reuseport: the agent dials the second address
+--- http_config
+    $TEST_NGINX_WILDCARD_HTTP
+--- config
+    location / {
+        hopgate_route app.test;
+        proxy_pass http://tunnels;
+    }
+    location = /ok { return 200 "ok\n"; }
+--- init
+main::tunnel_works('127.0.0.2:' . HopGate::Fixture::edge_port());
+--- request
+GET /ok
+--- response_body
+ok
+--- no_error_log
+[alert]
+[crit]
+[emerg]
+--- timeout: 60
+
+
+
+=== TEST 2: wildcard listener shared by the workers: forwarded datagrams too
+--- http_config
+    $TEST_NGINX_WILDCARD_SHARED_HTTP
+--- config
+    location / {
+        hopgate_route app.test;
+        proxy_pass http://tunnels;
+    }
+    location = /ok { return 200 "ok\n"; }
+--- init
+main::tunnel_works('127.0.0.2:' . HopGate::Fixture::edge_port());
+--- request
+GET /ok
+--- response_body
+ok
+--- no_error_log
+[alert]
+[crit]
+[emerg]
+--- timeout: 60
