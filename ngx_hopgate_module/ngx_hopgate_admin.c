@@ -584,7 +584,8 @@ ngx_hopgate_admin_body(ngx_http_request_t *r)
             }
             p += n;
 
-        } else {
+        } else if (b->last != b->pos) {
+            /* not the empty last buffer of a chunked body (pos NULL) */
             p = ngx_cpymem(p, b->pos, b->last - b->pos);
         }
     }

@@ -168,12 +168,14 @@ my $agent = HopGate::Fixture::start_agent();
 Test::More::cmp_ok(HopGate::Fixture::agent_wait($agent,
                                                 qr/connected to worker/),
                    '>=', 1, 'the agent is connected');
-my $ok = 0;
-for (1 .. 40) {
-    my ($code) = HopGate::Fixture::http_get('/bytes/65536');
-    $ok++ if $code eq '200';
+my ($ok, @bad) = (0);
+for my $i (1 .. 40) {
+    my ($code, $body) = HopGate::Fixture::http_get('/bytes/65536');
+    if ($code eq '200' && length $body == 65536) { $ok++ }
+    else { push @bad, "#$i: $code, " . length($body) . ' bytes' }
 }
-Test::More::is($ok, 40, '40 downloads through the tunnel succeed');
+Test::More::is($ok, 40, '40 downloads through the tunnel succeed')
+    or Test::More::diag(join '; ', @bad);
 my @forwarded = main::error_log() =~ /a datagram forwarded by worker \d+/g;
 Test::More::cmp_ok(scalar @forwarded, '>', 10,
                    scalar(@forwarded) . ' datagrams were forwarded');
