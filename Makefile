@@ -7,6 +7,8 @@
 #   make asan-module  the nginx module with ASan + UBSan, and a wrapper
 #                   that runs nginx with libasan preloaded (t/asan-module.t)
 #   make demo       a private nginx + local app + agent, one request through
+#   make install    the module to /usr/lib/nginx/modules, the agent to
+#                   /usr/local/bin (PREFIX, MODULE_DIR, DESTDIR)
 #   make clean
 
 BUILD      ?= build
@@ -45,10 +47,10 @@ MODULE     := $(BUILD)/modules/ngx_http_hopgate_module.so
 
 .SECONDARY:
 
-.PHONY: all deps module agent unit test asan test-asan demo clean \
+.PHONY: all deps module agent unit test asan test-asan demo clean install \
         fuzz bench fuzz-run fuzz-corpus bench-engine asan-module
 
-all: deps module agent unit
+all: deps module agent unit tools
 
 deps:
 	@./scripts/install-deps
@@ -93,7 +95,12 @@ $(BUILD)/unit/%.o: t/unit/%.c $(wildcard t/unit/*.h) $(wildcard proto/*.h) $(GEN
 	$(CC) $(CFLAGS_ALL) -It/unit -c -o $@ $<
 
 $(BUILD)/unit/test_%: $(BUILD)/unit/test_%.o $(UNIT_SOBJS) $(PROTO_LIB)
-	$(CC) -o $@ $< $(UNIT_SOBJS) $(PROTO_LIB) $(LIBS) $(LDFLAGS) -lm
+	$(CC) -o $@ $< $(UNIT_SOBJS) $(PROTO_LIB) $(LIBS) $(LDFLAGS) \
+	    $(UNIT_LDFLAGS) -lm
+
+# test_events injects allocation failures into the engine it links
+$(BUILD)/unit/test_events: UNIT_LDFLAGS = \
+    -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 
 # --- the nginx module -----------------------------------------------------------
 
@@ -241,9 +248,22 @@ bench-tunnel: deps module agent $(SESSION_GEN)
 	@command -v wrk >/dev/null || apt-get install -y wrk
 	BUILD=$(abspath $(BUILD)) NGINX_BIN=$(NGINX_BIN) ./bench/tunnel_bench
 
+# built with everything: the tests drive sessions with it
+.PHONY: tools
+tools: $(SESSION_GEN)
+
 $(SESSION_GEN): bench/session_gen.c $(wildcard proto/*.h) $(GEN) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ bench/session_gen.c $(PROTO_LIB) $(LIBS)
+
+# the module where Debian's nginx looks for modules, the agent on PATH;
+# install(1) replaces files by a new inode, so running nginx is safe
+PREFIX     ?= /usr/local
+MODULE_DIR ?= /usr/lib/nginx/modules
+
+install: module agent
+	install -D -m 0644 $(MODULE) $(DESTDIR)$(MODULE_DIR)/ngx_http_hopgate_module.so
+	install -D -m 0755 $(AGENT) $(DESTDIR)$(PREFIX)/bin/hopgate-agent
 
 clean:
 	rm -rf $(BUILD) t/servroot

@@ -7,6 +7,7 @@
  *                     backoff, GOAWAY, drain
  *   agent_stream.c    each tunnel stream as a TCP connection to the
  *                     local target, pumped both ways with backpressure
+ *   agent_target.c    the local target: its address, a probe at start
  *   agent_log.c       log lines, including one per stream
  *   agent_admin.c     `hopgate-agent admin`, a client of the admin API
  *   agent_metrics.c   --metrics: GET /metrics on a local TCP port
@@ -31,7 +32,12 @@
 #define AGENT_DRAIN_TIMEOUT   (10 * HG_SEC)
 #define AGENT_BACKOFF_FIRST   (250 * HG_MS)
 #define AGENT_BACKOFF_MAX     (30 * HG_SEC)
+/* after the edge went away, a refused dial is tried again this soon ... */
+#define AGENT_RESTART_RETRY   (200 * HG_MS)
+/* ... for this long: an edge restart takes seconds, not minutes */
+#define AGENT_RESTART_WINDOW  (60 * HG_SEC)
 #define AGENT_STABLE_PERIOD   (60 * HG_SEC)
+#define AGENT_IDENTITY_TRIES  3           /* certificate name mismatches */
 
 #define AGENT_EXIT_OK         0
 #define AGENT_EXIT_ERROR      1
@@ -49,7 +55,8 @@ typedef enum {
     AGENT_FD_SESSION = 1,
     AGENT_FD_STREAM,
     AGENT_FD_SIGNAL,
-    AGENT_FD_METRICS
+    AGENT_FD_METRICS,
+    AGENT_FD_PROBE
 } agent_fd_kind_t;
 
 typedef struct {
@@ -57,6 +64,16 @@ typedef struct {
     void             *ptr;
 } agent_fd_t;
 
+
+/*
+ * Why a session ended, when the agent decided it rather than the engine
+ * (which reports its own ends as HG_EV_CLOSED with a code).
+ */
+typedef enum {
+    AGENT_FAIL_NONE = 0,
+    AGENT_FAIL_REFUSED            /* ICMP port unreachable: nothing listens
+                                     on the edge's UDP port */
+} agent_failure_t;
 
 typedef enum {
     AGENT_SS_CONNECTING = 0,      /* handshake and HELLO */
@@ -71,6 +88,7 @@ struct agent_session_s {
     int                     fd;               /* connected UDP socket */
     hg_conn_t              *conn;
     agent_session_state_t   state;
+    agent_failure_t         failure;          /* set: freed at the tick */
     int                     aimed_at;         /* worker hint, -1 none */
     int                     worker;           /* from HELLO_ACK */
     uint32_t                worker_count;
@@ -105,8 +123,8 @@ struct agent_stream_s {
     unsigned                blocked_up:1;     /* tunnel send buffer full */
     hg_time_t               opened;
     hg_stream_meta_t        meta;
-    uint64_t                bytes_up;         /* target -> tunnel */
-    uint64_t                bytes_down;       /* tunnel -> target */
+    uint64_t                bytes_resp;       /* target -> tunnel */
+    uint64_t                bytes_req;        /* tunnel -> target */
     uint8_t                *pending;          /* tunnel bytes not yet written */
     size_t                  pending_off;
     size_t                  pending_len;
@@ -133,6 +151,8 @@ struct agent_s {
     char                    server_port[16];
     struct sockaddr_storage target;
     socklen_t               targetlen;
+    int                     probe_fd;         /* connect() to the target */
+    agent_fd_t              probe_tag;
     char                    agent_id[32];
 
     agent_session_t        *sessions[AGENT_MAX_SESSIONS];
@@ -141,7 +161,10 @@ struct agent_s {
     hg_time_t               redial_at;        /* HG_TIME_INFINITE: none */
     hg_time_t               backoff;
     hg_time_t               stable_since;
+    hg_time_t               edge_lost_at;     /* a ready session ended by
+                                                 the edge going away */
     unsigned                failures;         /* consecutive */
+    unsigned                identity_failures; /* consecutive */
     int                     draining;         /* SIGTERM received */
     agent_stream_t         *graveyard;        /* freed after the epoll batch */
     hg_time_t               drain_deadline;
@@ -151,6 +174,9 @@ struct agent_s {
     uint64_t                streams_total;
     uint64_t                reconnects;
     uint64_t                target_errors;
+    uint64_t                target_wakeups;   /* readable target sockets */
+    uint64_t                target_read;      /* bytes from local targets */
+    uint64_t                target_written;   /* bytes to local targets */
     time_t                  started;          /* wall clock */
     agent_metrics_conn_t   *metrics;          /* the listener, or NULL */
 };
@@ -165,8 +191,16 @@ int agent_rewatch(agent_t *a, int fd, uint32_t events, agent_fd_t *tag);
 void agent_unwatch(agent_t *a, int fd);
 
 /* main.c */
-int agent_set_target(agent_t *a, const char *to);
 int agent_setup_tls(agent_t *a, const agent_config_t *cfg);
+void agent_check_key_file(const agent_config_t *cfg);
+void agent_split_host(const char *hostport, char *host, size_t len);
+int agent_is_ip(const char *host);
+
+/* agent_target.c */
+int agent_set_target(agent_t *a, const char *to);
+void agent_target_probe(agent_t *a);
+void agent_target_probe_io(agent_t *a);
+void agent_target_probe_stop(agent_t *a);
 
 /* agent_session.c */
 int agent_sessions_start(agent_t *a);

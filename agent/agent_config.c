@@ -6,10 +6,16 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <arpa/inet.h>
+
+#include <openssl/crypto.h>
 
 #include "agent_config.h"
 #include "hg.h"
@@ -21,8 +27,21 @@ typedef enum {
     OPT_BOOL,
     OPT_MTU,
     OPT_LEVEL,
-    OPT_HOSTPORT
+    OPT_HOSTPORT,
+    OPT_TARGET,                 /* HOST:PORT, or a PORT on 127.0.0.1 */
+    OPT_NAME,                   /* a host name or an IP address */
+    OPT_DOMAIN,
+    OPT_KEY,
+    OPT_KEY_FILE                /* a file holding the key */
 } opt_type_t;
+
+/* where a value came from: a later layer wins */
+#define LAYER_FILE  1
+#define LAYER_ENV   2
+#define LAYER_FLAG  3
+
+/* a key file holds one line; anything much longer is not one */
+#define KEY_FILE_MAX  4096
 
 typedef struct {
     const char   *name;         /* --name and the config file key */
@@ -31,33 +50,40 @@ typedef struct {
     size_t        offset;
     const char   *arg;          /* placeholder in --help; NULL: a switch */
     const char   *help;
+    const char   *env_note;     /* after the variable in --help */
 } opt_def_t;
 
 #define OFF(f)  offsetof(agent_config_t, f)
 
 static const opt_def_t  agent_opts[] = {
     { "server", "HOP_CLIENT_SERVER_ADDR", OPT_HOSTPORT, OFF(server),
-      "HOST:PORT", "the edge's hopgate_listen address (UDP)" },
-    { "domain", "HOP_CLIENT_DOMAIN", OPT_STRING, OFF(domain),
-      "DOMAIN", "the domain this agent serves" },
-    { "key", "HOP_CLIENT_API_KEY", OPT_STRING, OFF(key),
-      "KEY", "the domain's client API key" },
-    { "to", "HOP_CLIENT_LOCAL_TARGET", OPT_HOSTPORT, OFF(to),
-      "HOST:PORT", "the local target requests are sent to" },
+      "HOST:PORT", "the edge's hopgate_listen address (UDP)", NULL },
+    { "server-name", "HOP_CLIENT_SERVER_NAME", OPT_NAME, OFF(server_name),
+      "NAME", "certificate name to check (default: --server's host)", NULL },
+    { "domain", "HOP_CLIENT_DOMAIN", OPT_DOMAIN, OFF(domain),
+      "DOMAIN", "the domain this agent serves", NULL },
+    { "key-file", "HOP_CLIENT_KEY_FILE", OPT_KEY_FILE, OFF(key_file),
+      "FILE", "read the domain's client API key from FILE", NULL },
+    { "key", "HOP_CLIENT_API_KEY", OPT_KEY, OFF(key),
+      "KEY", "or: the key itself (shows in ps; prefer --key-file)", NULL },
+    { "to", "HOP_CLIENT_LOCAL_TARGET", OPT_TARGET, OFF(to),
+      "[HOST:]PORT", "the local target (a PORT alone: on 127.0.0.1)", NULL },
     { "ca", "HOP_CLIENT_CA", OPT_STRING, OFF(ca),
-      "FILE", "verify the edge's certificate against this CA bundle" },
+      "FILE", "verify the edge's certificate against this CA bundle", NULL },
     { "pin", "HOP_CLIENT_PIN", OPT_PIN, OFF(pin),
-      "SHA256", "or: accept only this SHA-256 of the edge's public key" },
+      "SHA256", "or: accept only this SHA-256 of the edge's public key", NULL },
     { "insecure", "HOP_CLIENT_INSECURE", OPT_BOOL, OFF(insecure),
-      NULL, "skip certificate verification (testing only)" },
+      NULL, "skip certificate verification (testing only)", NULL },
     { "mtu", "HOP_CLIENT_MTU", OPT_MTU, OFF(mtu),
-      "BYTES", "UDP payload budget, 1200..1452 (default 1200)" },
+      "BYTES", "UDP payload budget, 1200..1452 (default 1200)", NULL },
     { "log-level", "HOP_CLIENT_LOG_LEVEL", OPT_LEVEL, OFF(log_level),
-      "LEVEL", "error, warn, info (default) or debug" },
+      "LEVEL", "error, warn, info (default) or debug",
+      "(or HOP_CLIENT_DEBUG=1)" },
     { "metrics", "HOP_CLIENT_METRICS", OPT_HOSTPORT, OFF(metrics),
-      "HOST:PORT", "serve Prometheus metrics at http://HOST:PORT/metrics" },
+      "HOST:PORT", "serve Prometheus metrics at http://HOST:PORT/metrics",
+      NULL },
     { "config", "HOP_CLIENT_CONFIG", OPT_STRING, OFF(config),
-      "FILE", "read settings from FILE (key = value lines)" },
+      "FILE", "read settings from FILE (key = value lines)", NULL },
 };
 
 #define NOPTS  (sizeof(agent_opts) / sizeof(agent_opts[0]))
@@ -162,15 +188,226 @@ valid_pin(const char *v)
 }
 
 
+/* a name for the certificate check: DNS labels, or an IP literal */
 static int
-apply(agent_config_t *cfg, const opt_def_t *o, const char *value,
+valid_name(const char *v)
+{
+    struct in6_addr  ip;
+    size_t           len;
+
+    if (inet_pton(AF_INET, v, &ip) == 1 || inet_pton(AF_INET6, v, &ip) == 1)
+    {
+        return 1;
+    }
+
+    len = strlen(v);
+
+    return len > 0 && len <= 253 && v[0] != '.' && v[0] != '-'
+           && strspn(v, "abcdefghijklmnopqrstuvwxyz"
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == len;
+}
+
+
+/*
+ * Client keys are what the admin API hands out: "hg_" and 64 hex digits.
+ * The key itself never appears in a message: it is a secret.
+ */
+static int
+check_key(const char *key, const char *source, char *err, size_t errlen)
+{
+    size_t  len, plen;
+
+    len = strlen(key);
+    plen = sizeof(AGENT_KEY_PREFIX) - 1;
+
+    if (len > AGENT_KEY_MAX) {
+        set_err(err, errlen, "%s is %zu characters long; a key has at most "
+                "%d", source, len, AGENT_KEY_MAX);
+        return -1;
+    }
+
+    if (len != plen + AGENT_KEY_HEX
+        || strncmp(key, AGENT_KEY_PREFIX, plen) != 0
+        || strspn(key + plen, "0123456789abcdefABCDEF") != AGENT_KEY_HEX)
+    {
+        set_err(err, errlen, "%s is not a client key: expected %s and %d "
+                "hex digits, as the admin API gives them", source,
+                AGENT_KEY_PREFIX, AGENT_KEY_HEX);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* --key and --key-file on one layer: which one was meant is unclear */
+static int
+key_conflict(agent_config_t *cfg, int layer, int from_file,
     const char *source, char *err, size_t errlen)
 {
-    char   **str;
+    if (cfg->key_layer != layer || (cfg->key_file != NULL) == from_file) {
+        return 0;
+    }
+
+    set_err(err, errlen, "%s: the key is also given %s; set only one",
+            source, from_file ? "directly" : "by a key file");
+
+    return -1;
+}
+
+
+static int
+set_key(agent_config_t *cfg, const char *key, const char *file,
+    unsigned mode, int layer)
+{
+    char  *k, *f;
+
+    k = strdup(key);
+    f = file ? strdup(file) : NULL;
+
+    if (k == NULL || (file && f == NULL)) {
+        free(k);
+        free(f);
+        return -1;
+    }
+
+    free(cfg->key);
+    free(cfg->key_file);
+    cfg->key = k;
+    cfg->key_file = f;
+    cfg->key_file_mode = mode;
+    cfg->key_layer = layer;
+
+    return 0;
+}
+
+
+/* one line, the trailing newline stripped; read once per configuration */
+static int
+read_key_file(agent_config_t *cfg, const char *path, const char *source,
+    int layer, char *err, size_t errlen)
+{
+    char         buf[KEY_FILE_MAX + 1], what[512];
+    int          fd;
+    size_t       len;
+    ssize_t      n;
+    struct stat  st;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+        set_err(err, errlen, "%s: cannot open \"%s\": %s", source, path,
+                strerror(errno));
+        return -1;
+    }
+
+    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+        set_err(err, errlen, "%s: \"%s\" is not a regular file", source,
+                path);
+        close(fd);
+        return -1;
+    }
+
+    len = 0;
+
+    while (len < sizeof(buf) - 1
+           && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) != 0)
+    {
+        if (n == -1) {
+            if (errno == EINTR) {
+                continue;
+            }
+            set_err(err, errlen, "%s: cannot read \"%s\": %s", source, path,
+                    strerror(errno));
+            close(fd);
+            return -1;
+        }
+        len += (size_t) n;
+    }
+
+    close(fd);
+    buf[len] = '\0';
+
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) {
+        buf[--len] = '\0';
+    }
+
+    snprintf(what, sizeof(what), "the key in \"%s\" (%s)", path, source);
+
+    if (len == 0) {
+        set_err(err, errlen, "%s: \"%s\" is empty", source, path);
+        return -1;
+    }
+
+    if (strlen(buf) != len) {
+        set_err(err, errlen, "%s is not a client key: it contains a NUL "
+                "byte", what);
+        return -1;
+    }
+
+    if (check_key(buf, what, err, errlen) != 0) {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        return -1;
+    }
+
+    n = set_key(cfg, buf, path, (unsigned) (st.st_mode & 07777), layer);
+    OPENSSL_cleanse(buf, sizeof(buf));
+
+    return n == 0 ? 0 : -1;
+}
+
+
+static int
+apply(agent_config_t *cfg, const opt_def_t *o, const char *value,
+    const char *source, int layer, char *err, size_t errlen)
+{
+    char   **str, target[300];
     char    *end;
     long     n;
 
     switch (o->type) {
+
+    case OPT_KEY:
+        if (key_conflict(cfg, layer, 0, source, err, errlen) != 0
+            || check_key(value, source, err, errlen) != 0)
+        {
+            return -1;
+        }
+        return set_key(cfg, value, NULL, 0, layer);
+
+    case OPT_KEY_FILE:
+        if (key_conflict(cfg, layer, 1, source, err, errlen) != 0) {
+            return -1;
+        }
+        return read_key_file(cfg, value, source, layer, err, errlen);
+
+    case OPT_TARGET:
+        if (*value != '\0' && strspn(value, "0123456789") == strlen(value))
+        {
+            snprintf(target, sizeof(target), "127.0.0.1:%.10s", value);
+            value = target;
+        }
+        if (!valid_hostport(value)) {
+            set_err(err, errlen, "%s wants HOST:PORT or PORT, not \"%s\"",
+                    source, value);
+            return -1;
+        }
+        goto store;
+
+    case OPT_NAME:
+        if (!valid_name(value)) {
+            set_err(err, errlen, "%s wants a host name or an IP address, "
+                    "not \"%s\"", source, value);
+            return -1;
+        }
+        goto store;
+
+    case OPT_DOMAIN:
+        if (*value == '\0' || strlen(value) > 253) {
+            set_err(err, errlen, "%s wants a domain name of 1 to 253 "
+                    "characters", source);
+            return -1;
+        }
+        goto store;
 
     case OPT_PIN:
         if (!valid_pin(value)) {
@@ -308,7 +545,7 @@ load_file(agent_config_t *cfg, const char *path, char *err, size_t errlen)
         }
 
         snprintf(where, sizeof(where), "%s:%u: %s", path, lineno, o->name);
-        if (apply(cfg, o, v, where, err, errlen) != 0) {
+        if (apply(cfg, o, v, where, LAYER_FILE, err, errlen) != 0) {
             fclose(f);
             return -1;
         }
@@ -332,7 +569,8 @@ load_env(agent_config_t *cfg, char *err, size_t errlen)
             continue;
         }
 
-        if (apply(cfg, &agent_opts[i], v, agent_opts[i].env, err, errlen)
+        if (apply(cfg, &agent_opts[i], v, agent_opts[i].env, LAYER_ENV,
+                  err, errlen)
             != 0)
         {
             return -1;
@@ -409,7 +647,7 @@ scan_args(agent_config_t *cfg, int argc, char **argv, int apply_values,
 
         if (apply_values) {
             snprintf(flag, sizeof(flag), "--%s", o->name);
-            if (apply(cfg, o, value, flag, err, errlen) != 0) {
+            if (apply(cfg, o, value, flag, LAYER_FLAG, err, errlen) != 0) {
                 return -1;
             }
         }
@@ -428,7 +666,8 @@ check_required(const agent_config_t *cfg, char *err, size_t errlen)
     } required[] = {
         { OFF(server), "--server (or HOP_CLIENT_SERVER_ADDR)" },
         { OFF(domain), "--domain (or HOP_CLIENT_DOMAIN)" },
-        { OFF(key), "--key (or HOP_CLIENT_API_KEY)" },
+        { OFF(key), "--key-file or --key (or HOP_CLIENT_KEY_FILE, "
+                    "HOP_CLIENT_API_KEY)" },
         { OFF(to), "--to (or HOP_CLIENT_LOCAL_TARGET)" },
     };
 
@@ -509,11 +748,17 @@ agent_config_free(agent_config_t *cfg)
 {
     size_t  i;
 
+    if (cfg->key != NULL) {
+        OPENSSL_cleanse(cfg->key, strlen(cfg->key));
+    }
+
     for (i = 0; i < NOPTS; i++) {
-        if (agent_opts[i].type == OPT_STRING
-            || agent_opts[i].type == OPT_PIN
-            || agent_opts[i].type == OPT_HOSTPORT)
-        {
+        switch (agent_opts[i].type) {
+        case OPT_BOOL:
+        case OPT_MTU:
+        case OPT_LEVEL:
+            break;
+        default:
             free(*(char **) ((char *) cfg + agent_opts[i].offset));
         }
     }
@@ -528,8 +773,8 @@ agent_usage(const char *prog)
     size_t  i;
     char    flag[64];
 
-    printf("usage: %s --server HOST:PORT --domain DOMAIN --key KEY "
-           "--to HOST:PORT [options]\n\n"
+    printf("usage: %s --server HOST:PORT --domain DOMAIN --key-file FILE "
+           "--to [HOST:]PORT [options]\n\n"
            "Serves DOMAIN's requests from a HopGate edge (nginx with the "
            "hopgate module)\nby forwarding each tunnelled connection to "
            "the local target.\n\noptions (flags > environment > config "
@@ -539,12 +784,11 @@ agent_usage(const char *prog)
         snprintf(flag, sizeof(flag), "--%s%s%s", agent_opts[i].name,
                  agent_opts[i].arg ? " " : "",
                  agent_opts[i].arg ? agent_opts[i].arg : "");
-        printf("  %-24s %s\n  %-24s [%s]\n", flag, agent_opts[i].help, "",
-               agent_opts[i].env);
+        printf("  %-24s %s\n  %-24s [%s]%s%s\n", flag, agent_opts[i].help,
+               "", agent_opts[i].env, agent_opts[i].env_note ? " " : "",
+               agent_opts[i].env_note ? agent_opts[i].env_note : "");
     }
 
-    printf("  %-24s %s\n  %-24s [%s]\n", "", "debug logging (like "
-           "--log-level debug)", "", "HOP_CLIENT_DEBUG=1");
     printf("  %-24s %s\n", "-h, --help", "show this help");
     printf("  %-24s %s\n", "-V, --version", "print the version");
     printf("\nexit codes: 0 clean shutdown, 1 error, 2 bad usage, "

@@ -14,11 +14,20 @@
 #define AGENT_LOG_INFO   2
 #define AGENT_LOG_DEBUG  3
 
+/* the engine keeps the key in a 256-byte buffer: longer ones are refused */
+#define AGENT_KEY_MAX    255
+#define AGENT_KEY_PREFIX "hg_"          /* then 64 hex digits */
+#define AGENT_KEY_HEX    64
+
 
 typedef struct {
     char    *server;            /* HOST:PORT of the edge's hopgate_listen */
+    char    *server_name;       /* the name to check, or NULL: the host */
     char    *domain;
     char    *key;
+    char    *key_file;          /* where the key was read from, or NULL */
+    unsigned key_file_mode;     /* its permission bits */
+    int      key_layer;         /* the layer that set the key */
     char    *to;                /* HOST:PORT of the local target */
     char    *ca;
     char    *pin;

@@ -139,12 +139,12 @@ agent_log_stream(const agent_stream_t *st, const char *outcome)
     }
 
     agent_log(outcome ? AGENT_LOG_WARN : AGENT_LOG_INFO,
-              "stream %lld %s %s %s up=%llu down=%llu %.1fms client=%s "
+              "stream %lld %s %s %s req=%llu resp=%llu %.1fms client=%s "
               "request=%s%s%s",
               (long long) st->id, st->method[0] ? st->method : "-",
               st->path[0] ? st->path : "-", status,
-              (unsigned long long) st->bytes_up,
-              (unsigned long long) st->bytes_down, (double) took / HG_MS,
+              (unsigned long long) st->bytes_req,
+              (unsigned long long) st->bytes_resp, (double) took / HG_MS,
               st->meta.client_addr[0] ? st->meta.client_addr : "-",
               st->meta.request_id[0] ? st->meta.request_id : "-",
               outcome ? " " : "", outcome ? outcome : "");

@@ -186,6 +186,10 @@ agent_loop_run(agent_t *a)
             case AGENT_FD_METRICS:
                 agent_metrics_io(tag->ptr, events[i].events);
                 break;
+
+            case AGENT_FD_PROBE:
+                agent_target_probe_io(tag->ptr);
+                break;
             }
         }
 

@@ -2,8 +2,8 @@
  * The agent's own metrics (--metrics HOST:PORT): a tiny HTTP/1.0 responder
  * on the event loop that answers GET /metrics in the Prometheus text
  * format (0.0.4): sessions by state and per edge worker, each worker's
- * RTT, open streams, and counters of reconnects, streams and local-target
- * errors. One request per connection; a client that sends nothing for a
+ * RTT, open streams, and counters of reconnects, streams, and of the
+ * local targets' errors, bytes and wake-ups. One request per connection; a client that sends nothing for a
  * few seconds is dropped, and a handful of connections at a time is all
  * it takes.
  */
@@ -432,6 +432,19 @@ agent_metrics_body(agent_t *a, agent_text_t *t)
                  "Streams the local target refused or reset.");
     agent_text(t, "hopgate_agent_target_errors_total %llu\n",
                (unsigned long long) a->target_errors);
+
+    agent_family(t, "hopgate_agent_target_bytes_total", "counter",
+                 "Bytes read from (response) and written to (request) "
+                 "local targets.");
+    agent_text(t, "hopgate_agent_target_bytes_total{direction=\"resp\"} "
+               "%llu\nhopgate_agent_target_bytes_total{direction=\"req\"} "
+               "%llu\n", (unsigned long long) a->target_read,
+               (unsigned long long) a->target_written);
+
+    agent_family(t, "hopgate_agent_target_wakeups_total", "counter",
+                 "Times a local target's socket woke the agent to be read.");
+    agent_text(t, "hopgate_agent_target_wakeups_total %llu\n",
+               (unsigned long long) a->target_wakeups);
 }
 
 

@@ -24,6 +24,7 @@
 #include <netinet/in.h>
 
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include "agent.h"
 
@@ -34,6 +35,9 @@
 static void agent_session_events(agent_session_t *s);
 static void agent_session_free(agent_session_t *s);
 static void agent_schedule_redial(agent_t *a, hg_time_t now, int failure);
+static void agent_retire_covering(agent_t *a, agent_session_t *s);
+static int agent_edge_restarting(const agent_t *a, hg_time_t now);
+static int agent_session_refused(agent_session_t *s);
 
 
 int
@@ -58,16 +62,6 @@ agent_jitter(agent_t *a)
     a->rng = x;
 
     return (double) (x >> 11) / (double) (1ULL << 53);
-}
-
-
-static int
-agent_is_ip(const char *host)
-{
-    struct in6_addr  a6;
-
-    return inet_pton(AF_INET, host, &a6) == 1
-           || inet_pton(AF_INET6, host, &a6) == 1;
 }
 
 
@@ -102,6 +96,7 @@ agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
     int               pmtu;
     agent_session_t  *s;
     hg_hello_t        hello;
+    const char       *sni;
 
     if (a->nsessions == AGENT_MAX_SESSIONS) {
         return NULL;
@@ -148,6 +143,12 @@ agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
                                                     : IP_MTU_DISCOVER,
                       &pmtu, sizeof(pmtu));
 
+    /* SNI carries host names only; the TLS context checks the identity */
+    sni = a->cfg.server_name ? a->cfg.server_name : a->server_host;
+    if (agent_is_ip(sni)) {
+        sni = NULL;
+    }
+
     memset(&hello, 0, sizeof(hello));
     hello.domain = a->cfg.domain;
     hello.api_key = a->cfg.key;
@@ -155,11 +156,9 @@ agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
     hello.agent_id = a->agent_id;
     hello.worker_hint = aimed_at;
 
-    s->conn = hg_conn_client_new(&a->engine, a->ssl,
-                                 agent_is_ip(a->server_host)
-                                 ? NULL : a->server_host,
-                                 &hello, (struct sockaddr *) &s->peer,
-                                 s->peerlen, now);
+    s->conn = hg_conn_client_new(&a->engine, a->ssl, sni, &hello,
+                                 (struct sockaddr *) &s->peer, s->peerlen,
+                                 now);
     if (s->conn == NULL
         || agent_watch(a, s->fd, EPOLLIN, &s->tag) != 0)
     {
@@ -202,7 +201,7 @@ agent_session_flush(agent_session_t *s)
     hg_time_t        now;
     int              count, sent;
 
-    if (s->conn == NULL) {
+    if (s->conn == NULL || s->failure != AGENT_FAIL_NONE) {
         return;
     }
 
@@ -226,8 +225,12 @@ agent_session_flush(agent_session_t *s)
         for (sent = 0; sent < count; /* void */) {
             n = sendmmsg(s->fd, msgs + sent, count - sent, 0);
             if (n <= 0) {
-                if (errno != EAGAIN && errno != ECONNREFUSED
-                    && errno != EINTR)
+                if (errno == ECONNREFUSED && agent_session_refused(s)) {
+                    return;
+                }
+
+                if (errno != EAGAIN && errno != EINTR
+                    && errno != ECONNREFUSED)
                 {
                     agent_log(AGENT_LOG_DEBUG, "sendmmsg() failed: %s",
                               strerror(errno));
@@ -251,6 +254,10 @@ agent_session_readable(agent_session_t *s)
     hg_time_t        now;
     int              budget, i, n;
 
+    if (s->failure != AGENT_FAIL_NONE) {
+        return;
+    }
+
     now = agent_now();
 
     /* recvmmsg(): a batch of datagrams per system call */
@@ -264,6 +271,13 @@ agent_session_readable(agent_session_t *s)
         }
 
         n = recvmmsg(s->fd, msgs, AGENT_SEND_BATCH, MSG_DONTWAIT, NULL);
+        if (n == -1 && errno == ECONNREFUSED) {
+            if (agent_session_refused(s)) {
+                return;
+            }
+            continue;
+        }
+
         if (n <= 0) {
             break;
         }
@@ -283,12 +297,114 @@ agent_session_readable(agent_session_t *s)
 }
 
 
+/* an edge that was serving went away a moment ago: a restart, likely */
+static int
+agent_edge_restarting(const agent_t *a, hg_time_t now)
+{
+    return a->edge_lost_at != HG_TIME_INFINITE
+           && now - a->edge_lost_at < AGENT_RESTART_WINDOW;
+}
+
+
+/*
+ * The connected socket reports an ICMP port unreachable as ECONNREFUSED:
+ * nothing listens on the edge's UDP port (down, or restarting). A
+ * handshake fails at once instead of at its timeout, and the redial
+ * follows the usual backoff; s->failure says why for the redial logic.
+ * An ICMP message is not authenticated, so a live session heeds it only
+ * once it has gone quiet, as with a stateless reset. Returns whether the
+ * session failed.
+ */
+static int
+agent_session_refused(agent_session_t *s)
+{
+    agent_t    *a = s->agent;
+    int         connecting;
+    hg_time_t   now;
+
+    if (s->state == AGENT_SS_DEAD) {
+        return 0;
+    }
+
+    connecting = s->state == AGENT_SS_CONNECTING;
+
+    if (!connecting && hg_conn_is_responsive(s->conn)) {
+        agent_log(AGENT_LOG_DEBUG, "worker %d: connection refused, ignored "
+                  "while the session answers", s->worker);
+        return 0;
+    }
+
+    s->failure = AGENT_FAIL_REFUSED;
+    s->state = AGENT_SS_DEAD;
+
+    if (a->draining || a->done) {
+        return 1;
+    }
+
+    now = agent_now();
+
+    if (!connecting) {
+        agent_log(AGENT_LOG_WARN, "session to worker %d lost: connection "
+                  "refused (nothing listens on %s:%s any more)", s->worker,
+                  a->server_host, a->server_port);
+        a->edge_lost_at = now;
+
+    } else if (agent_edge_restarting(a, now)) {
+        /* the edge is coming back: a refusal costs it nothing, keep close */
+        agent_log(AGENT_LOG_INFO, "cannot connect to %s:%s yet: connection "
+                  "refused, trying again in %.1f s", a->server_host,
+                  a->server_port, (double) AGENT_RESTART_RETRY / HG_SEC);
+        if (a->redial_at <= now || a->redial_at > now + AGENT_RESTART_RETRY)
+        {
+            a->redial_at = now + AGENT_RESTART_RETRY;
+        }
+        return 1;
+
+    } else {
+        agent_log(AGENT_LOG_WARN, "cannot connect to %s:%s: connection "
+                  "refused (nothing listens on that UDP port)",
+                  a->server_host, a->server_port);
+    }
+
+    agent_schedule_redial(a, now, 1);
+
+    return 1;
+}
+
+
 /* ---- coverage ---------------------------------------------------------------- */
 
 static int
 agent_session_live(const agent_session_t *s)
 {
     return s->state == AGENT_SS_CONNECTING || s->state == AGENT_SS_READY;
+}
+
+
+/* the ready sessions that served s's worker index before s came */
+static void
+agent_retire_covering(agent_t *a, agent_session_t *s)
+{
+    agent_session_t  *old;
+    int               i;
+
+    for (i = 0; i < a->nsessions; i++) {
+        old = a->sessions[i];
+        if (old == s || old->state != AGENT_SS_READY
+            || old->worker != s->worker)
+        {
+            continue;
+        }
+
+        agent_log(AGENT_LOG_INFO, "worker %d: session %016llx replaced by "
+                  "%016llx (the edge restarted?)", s->worker,
+                  (unsigned long long) old->session_id,
+                  (unsigned long long) s->session_id);
+        old->state = AGENT_SS_DRAINING;
+        hg_conn_goaway(old->conn, HG_CODE_GOING_AWAY, "replaced");
+        hg_conn_ping(old->conn);
+        agent_session_flush(old);
+    }
 }
 
 
@@ -399,7 +515,6 @@ agent_session_ready(agent_session_t *s, const hg_event_t *ev)
 {
     agent_t          *a = s->agent;
     hg_conn_stats_t   st;
-    int               duplicate;
 
     s->state = AGENT_SS_READY;
     s->worker = (int) ev->worker_index;
@@ -413,17 +528,14 @@ agent_session_ready(agent_session_t *s, const hg_event_t *ev)
 
     hg_conn_get_stats(s->conn, &st);
 
-    duplicate = agent_covered(a, s->worker, s);
-
-    if (duplicate) {
-        /* the edge did not steer us: try again from another port */
-        agent_log(AGENT_LOG_DEBUG, "session landed on worker %d/%u, "
-                  "already covered: re-dialling", s->worker,
-                  s->worker_count);
-        hg_conn_close(s->conn, HG_CODE_NORMAL, "duplicate worker session");
-        s->state = AGENT_SS_DEAD;
-        return;
-    }
+    /*
+     * The edge refuses a second session of ours in one worker process
+     * (HG_CODE_DUPLICATE), so a session we hold for the same worker index
+     * is with a process that has gone (a restart, or a crash the keepalive
+     * has not found yet): it stops counting for the worker, and its probe
+     * shows soon whether anything still answers there.
+     */
+    agent_retire_covering(a, s);
 
     agent_log(AGENT_LOG_INFO, "connected to worker %d/%u of %s:%s "
               "(session %016llx, rtt %.1f ms)", s->worker, s->worker_count,
@@ -434,6 +546,50 @@ agent_session_ready(agent_session_t *s, const hg_event_t *ev)
     if (a->stable_since == HG_TIME_INFINITE) {
         a->stable_since = s->ready_at;
     }
+
+    a->identity_failures = 0;
+}
+
+
+/*
+ * The chain verified but the certificate is not the edge's: the wrong
+ * --server, --server-name or certificate. Retrying cannot fix that, but a
+ * few tries ride out an edge whose certificate is being replaced.
+ */
+static int
+agent_identity_failed(agent_session_t *s, const hg_event_t *ev)
+{
+    agent_t     *a = s->agent;
+    const char  *name;
+
+    if (ev->code != HG_CODE_TLS || ev->text == NULL
+        || (strstr(ev->text, X509_verify_cert_error_string(
+                                 X509_V_ERR_HOSTNAME_MISMATCH)) == NULL
+            && strstr(ev->text, X509_verify_cert_error_string(
+                                    X509_V_ERR_IP_ADDRESS_MISMATCH)) == NULL))
+    {
+        return 0;
+    }
+
+    name = a->cfg.server_name ? a->cfg.server_name : a->server_host;
+
+    if (++a->identity_failures < AGENT_IDENTITY_TRIES) {
+        agent_log(AGENT_LOG_WARN, "cannot connect to %s:%s: the edge's "
+                  "certificate is not valid for %s (%s)", a->server_host,
+                  a->server_port, name, ev->text);
+        agent_schedule_redial(a, agent_now(), 1);
+        return 1;
+    }
+
+    agent_log(AGENT_LOG_ERROR, "giving up on %s:%s: its certificate is not "
+              "valid for %s (%s; %u tries). Connect by a name the "
+              "certificate carries, or name it with --server-name",
+              a->server_host, a->server_port, name, ev->text,
+              a->identity_failures);
+    a->exit_code = AGENT_EXIT_ERROR;
+    a->done = 1;
+
+    return 1;
 }
 
 
@@ -471,16 +627,26 @@ agent_session_closed(agent_session_t *s, const hg_event_t *ev)
         agent_log(AGENT_LOG_INFO, "worker %d lost the session (edge "
                   "restarted?): re-dialling", s->worker);
         a->worker_count = 0;
+        a->edge_lost_at = now;
         agent_schedule_redial(a, now, 0);
         return;
     }
 
     if (expected && ev->code != HG_CODE_IDLE_TIMEOUT) {
         if (ev->code == HG_CODE_GOING_AWAY) {
-            agent_log(AGENT_LOG_INFO, "worker %d finished draining",
-                      s->worker);
+            agent_log(AGENT_LOG_INFO, "worker %d closed the session: %s",
+                      s->worker, ev->text && *ev->text ? ev->text
+                                                       : "going away");
+            if (was_ready) {
+                /* not a drain we were told of: the edge is stopping */
+                a->edge_lost_at = now;
+            }
         }
         agent_schedule_redial(a, now, 0);
+        return;
+    }
+
+    if (!was_ready && agent_identity_failed(s, ev)) {
         return;
     }
 
@@ -514,6 +680,14 @@ agent_session_rejected(agent_session_t *s, const hg_event_t *ev)
                   ev->text ? ev->text : "", hg_code_name(ev->code));
         a->exit_code = AGENT_EXIT_REJECTED;
         a->done = 1;
+        return;
+    }
+
+    if (ev->code == HG_CODE_DUPLICATE) {
+        /* the kernel hashed us to a worker we serve: another port */
+        agent_log(AGENT_LOG_DEBUG, "landed on a worker already covered: "
+                  "re-dialling");
+        agent_schedule_redial(a, agent_now(), 0);
         return;
     }
 
@@ -622,6 +796,7 @@ agent_sessions_start(agent_t *a)
     a->rng |= 1;
     a->redial_at = 0;
     a->stable_since = HG_TIME_INFINITE;
+    a->edge_lost_at = HG_TIME_INFINITE;
 
     agent_fill_coverage(a, agent_now());
 
@@ -662,6 +837,10 @@ agent_sessions_tick(agent_t *a, hg_time_t now)
     for (i = 0; i < a->nsessions; i++) {
         s = a->sessions[i];
 
+        if (s->failure != AGENT_FAIL_NONE) {
+            continue;
+        }
+
         if (hg_conn_deadline(s->conn) <= now) {
             hg_conn_timeout(s->conn, now);
         }
@@ -670,10 +849,13 @@ agent_sessions_tick(agent_t *a, hg_time_t now)
         agent_session_flush(s);
     }
 
-    /* sessions whose engine is done are freed (their streams are gone) */
+    /*
+     * sessions whose engine is done, or that failed outside it, are freed
+     * (their streams are gone)
+     */
     for (i = 0; i < a->nsessions; i++) {
         s = a->sessions[i];
-        if (hg_conn_is_closed(s->conn)) {
+        if (s->failure != AGENT_FAIL_NONE || hg_conn_is_closed(s->conn)) {
             agent_session_free(s);
             i--;
         }
@@ -760,7 +942,7 @@ agent_sessions_reload(agent_t *a)
 {
     agent_config_t  fresh;
     char            err[512];
-    int             identity, i;
+    int             identity, retarget, i;
 
     memset(&fresh, 0, sizeof(fresh));
 
@@ -773,6 +955,7 @@ agent_sessions_reload(agent_t *a)
     }
 
     identity = !agent_same(fresh.server, a->cfg.server)
+               || !agent_same(fresh.server_name, a->cfg.server_name)
                || !agent_same(fresh.domain, a->cfg.domain)
                || !agent_same(fresh.key, a->cfg.key)
                || !agent_same(fresh.ca, a->cfg.ca)
@@ -780,7 +963,9 @@ agent_sessions_reload(agent_t *a)
                || fresh.insecure != a->cfg.insecure
                || fresh.mtu != a->cfg.mtu;
 
-    if (!agent_same(fresh.to, a->cfg.to)) {
+    retarget = !agent_same(fresh.to, a->cfg.to);
+
+    if (retarget) {
         if (agent_set_target(a, fresh.to) != 0) {
             agent_config_free(&fresh);
             return;
@@ -796,6 +981,11 @@ agent_sessions_reload(agent_t *a)
     agent_config_free(&a->cfg);
     a->cfg = fresh;
     agent_log_init(a->cfg.log_level);
+    agent_check_key_file(&a->cfg);
+
+    if (retarget) {
+        agent_target_probe(a);
+    }
 
     if (!identity) {
         agent_log(AGENT_LOG_INFO, "configuration re-read: sessions kept");
@@ -813,6 +1003,7 @@ agent_sessions_reload(agent_t *a)
 
     a->worker_count = 0;
     a->failures = 0;
+    a->identity_failures = 0;
     a->redial_at = 0;
     agent_parse_server(a);
 }

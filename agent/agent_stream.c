@@ -96,8 +96,9 @@ agent_stream_opened(agent_session_t *s, int64_t id,
         return;
     }
 
-    agent_log(AGENT_LOG_DEBUG, "stream %lld opened for %s (request %s)",
-              (long long) id, st->meta.client_addr, st->meta.request_id);
+    agent_log(AGENT_LOG_DEBUG, "stream %lld opened for %s (%s, request %s)",
+              (long long) id, st->meta.client_addr, st->meta.scheme,
+              st->meta.request_id);
 }
 
 
@@ -152,6 +153,7 @@ agent_stream_io(agent_stream_t *st, uint32_t events)
         if (st->state == AGENT_ST_OPEN
             && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
         {
+            s->agent->target_wakeups++;
             agent_stream_pump_up(st);
         }
     }
@@ -185,7 +187,8 @@ agent_stream_pump_up(agent_stream_t *st)
                                   "tunnel stream gone");
                 return;
             }
-            st->bytes_up += (uint64_t) n;
+            st->bytes_resp += (uint64_t) n;
+            st->session->agent->target_read += (uint64_t) n;
             continue;
         }
 
@@ -222,7 +225,8 @@ agent_stream_pump_down(agent_stream_t *st)
             if (n > 0) {
                 st->pending_off += (size_t) n;
                 st->pending_len -= (size_t) n;
-                st->bytes_down += (uint64_t) n;
+                st->bytes_req += (uint64_t) n;
+                st->session->agent->target_written += (uint64_t) n;
                 continue;
             }
 

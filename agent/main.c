@@ -2,48 +2,39 @@
  * hopgate-agent: serves a domain's tunnelled requests from a local target.
  */
 
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <arpa/inet.h>
 
 #include "agent.h"
 
 
-int
-agent_set_target(agent_t *a, const char *to)
+void
+agent_split_host(const char *hostport, char *host, size_t len)
 {
-    struct addrinfo   hints, *res;
-    char              host[256];
-    const char       *colon;
-    size_t            hostlen;
-    int               rc;
+    const char  *colon;
+    size_t       hostlen;
 
-    colon = strrchr(to, ':');
-    hostlen = (size_t) (colon - to);
+    colon = strrchr(hostport, ':');
+    hostlen = colon ? (size_t) (colon - hostport) : strlen(hostport);
 
-    if (to[0] == '[') {
-        snprintf(host, sizeof(host), "%.*s", (int) hostlen - 2, to + 1);
+    if (hostport[0] == '[' && hostlen >= 2) {
+        snprintf(host, len, "%.*s", (int) hostlen - 2, hostport + 1);
     } else {
-        snprintf(host, sizeof(host), "%.*s", (int) hostlen, to);
+        snprintf(host, len, "%.*s", (int) hostlen, hostport);
     }
+}
 
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
 
-    rc = getaddrinfo(host, colon + 1, &hints, &res);
-    if (rc != 0) {
-        agent_log(AGENT_LOG_ERROR, "cannot resolve the local target %s: %s",
-                  to, gai_strerror(rc));
-        return -1;
-    }
+int
+agent_is_ip(const char *host)
+{
+    struct in6_addr  a6;
 
-    memcpy(&a->target, res->ai_addr, res->ai_addrlen);
-    a->targetlen = res->ai_addrlen;
-    freeaddrinfo(res);
-
-    return 0;
+    return inet_pton(AF_INET, host, &a6) == 1
+           || inet_pton(AF_INET6, host, &a6) == 1;
 }
 
 
@@ -52,12 +43,16 @@ agent_setup_tls(agent_t *a, const agent_config_t *cfg)
 {
     hg_tls_client_opts_t  opts;
     SSL_CTX              *ctx;
-    char                  err[256];
+    char                  err[256], host[256];
+
+    /* the identity the certificate must prove, even for an IP address */
+    agent_split_host(cfg->server, host, sizeof(host));
 
     memset(&opts, 0, sizeof(opts));
     opts.ca_file = cfg->ca;
     opts.pin_sha256 = cfg->pin;
     opts.insecure = cfg->insecure;
+    opts.server_name = cfg->server_name ? cfg->server_name : host;
 
     ctx = hg_tls_client_ctx(&opts, err, sizeof(err));
     if (ctx == NULL) {
@@ -77,6 +72,20 @@ agent_setup_tls(agent_t *a, const agent_config_t *cfg)
 }
 
 
+/* the key is a secret: a file others can read leaks it */
+void
+agent_check_key_file(const agent_config_t *cfg)
+{
+    if (cfg->key_file != NULL
+        && (cfg->key_file_mode & (S_IRGRP | S_IROTH)) != 0)
+    {
+        agent_log(AGENT_LOG_WARN, "the key file \"%s\" is readable by "
+                  "group or others (mode %04o): chmod 600 it",
+                  cfg->key_file, cfg->key_file_mode);
+    }
+}
+
+
 static int
 agent_init(agent_t *a)
 {
@@ -85,6 +94,9 @@ agent_init(agent_t *a)
     hg_config_defaults(&a->engine);
     a->engine.cb.random = agent_random;
     a->engine.cb.ctx = a;
+    a->probe_fd = -1;
+
+    agent_check_key_file(&a->cfg);
 
     if (agent_setup_tls(a, &a->cfg) != 0
         || agent_set_target(a, a->cfg.to) != 0)
@@ -157,8 +169,11 @@ main(int argc, char **argv)
         return AGENT_EXIT_ERROR;
     }
 
+    agent_target_probe(&agent);
+
     rc = agent_loop_run(&agent);
 
+    agent_target_probe_stop(&agent);
     agent_metrics_stop(&agent);
     agent_sessions_free(&agent);
     agent_streams_reap(&agent);

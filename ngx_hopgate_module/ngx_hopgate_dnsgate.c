@@ -51,6 +51,10 @@ static ngx_int_t ngx_hopgate_dnsgate_admin(ngx_hopgate_registry_t *r,
     ngx_hopgate_admin_call_t *call);
 static void ngx_hopgate_dnsgate_admin_cancel(ngx_hopgate_registry_t *r,
     ngx_hopgate_admin_call_t *call);
+static ngx_int_t ngx_hopgate_dnsgate_lookup(ngx_hopgate_registry_t *r,
+    ngx_str_t *domain, ngx_hopgate_lookup_pt done, void *data);
+static void ngx_hopgate_dnsgate_lookup_cancel(ngx_hopgate_registry_t *r,
+    void *data);
 static void ngx_hopgate_dnsgate_resolved(ngx_resolver_ctx_t *rctx);
 static void ngx_hopgate_dnsgate_free(ngx_hopgate_dnsgate_check_t *ck);
 
@@ -62,7 +66,9 @@ const ngx_hopgate_registry_ops_t  ngx_hopgate_dnsgate_ops = {
     ngx_hopgate_dnsgate_check,
     ngx_hopgate_dnsgate_cancel,
     ngx_hopgate_dnsgate_admin,
-    ngx_hopgate_dnsgate_admin_cancel
+    ngx_hopgate_dnsgate_admin_cancel,
+    ngx_hopgate_dnsgate_lookup,
+    ngx_hopgate_dnsgate_lookup_cancel
 };
 
 
@@ -382,4 +388,24 @@ ngx_hopgate_dnsgate_admin_cancel(ngx_hopgate_registry_t *r,
     if (gate->next->ops->admin_cancel) {
         gate->next->ops->admin_cancel(gate->next, call);
     }
+}
+
+
+/* the gate stands before agents, not requests: the registry answers */
+static ngx_int_t
+ngx_hopgate_dnsgate_lookup(ngx_hopgate_registry_t *r, ngx_str_t *domain,
+    ngx_hopgate_lookup_pt done, void *data)
+{
+    ngx_hopgate_dnsgate_t  *gate = r->backend;
+
+    return ngx_hopgate_registry_lookup(gate->next, domain, done, data);
+}
+
+
+static void
+ngx_hopgate_dnsgate_lookup_cancel(ngx_hopgate_registry_t *r, void *data)
+{
+    ngx_hopgate_dnsgate_t  *gate = r->backend;
+
+    ngx_hopgate_registry_lookup_cancel(gate->next, data);
 }

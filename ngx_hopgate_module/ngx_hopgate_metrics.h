@@ -4,9 +4,12 @@
  * records in the same zone for hopgate_status; the hooks the rest of the
  * module calls when something worth counting happens.
  *
- *   ngx_hopgate_metrics.c    the zone, the hooks, Prometheus exposition
- *   ngx_hopgate_status.c     hopgate_status: live sessions as JSON
- *   ngx_hopgate_variables.c  $hopgate_* variables
+ *   ngx_http_hopgate_metrics_module.c  directives, process hooks
+ *   ngx_hopgate_metrics_zone.c         the shared zone, worker slots
+ *   ngx_hopgate_metrics.c              the hooks, the 1 Hz harvest
+ *   ngx_hopgate_metrics_prometheus.c   /metrics: Prometheus exposition
+ *   ngx_hopgate_status.c               hopgate_status: sessions as JSON
+ *   ngx_hopgate_variables.c            $hopgate_* variables
  *
  * Without hopgate_metrics_zone the hooks do nothing.
  */
@@ -16,9 +19,11 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+#include <ngx_event.h>
 #include <ngx_http.h>
 
 #include "hg.h"
+#include "ngx_hopgate_body.h"
 
 
 /* how a handshake ended: hopgate_handshakes_total{result} */
@@ -46,6 +51,7 @@ typedef enum {
     NGX_HOPGATE_STREAM_AGENT_RESET,     /* the agent or its target failed */
     NGX_HOPGATE_STREAM_CLIENT_CLOSED,   /* nginx dropped the connection */
     NGX_HOPGATE_STREAM_INTERNAL,        /* out of memory and the like */
+    NGX_HOPGATE_STREAM_UNKNOWN_DOMAIN,  /* no such tunnel: a 404 */
     NGX_HOPGATE_STREAM_N
 } ngx_hopgate_stream_fail_e;
 
@@ -204,28 +210,40 @@ typedef struct {
 } ngx_http_hopgate_metrics_loc_conf_t;
 
 
-/* a response body built from pool buffers */
-typedef struct {
-    ngx_pool_t                    *pool;
-    ngx_chain_t                   *first;
-    ngx_chain_t                  **last;
-    ngx_buf_t                     *buf;
-    off_t                          size;
-} ngx_hopgate_out_t;
-
-
 extern ngx_module_t  ngx_http_hopgate_metrics_module;
 
+
+/* ---- between the metrics files ------------------------------------------ */
+
+/* this process's view (ngx_hopgate_metrics_zone.c): NULL without a zone */
+extern ngx_hopgate_metrics_zone_t    *ngx_hopgate_metrics;
+extern ngx_hopgate_metrics_worker_t  *ngx_hopgate_metrics_slot;
+extern ngx_uint_t                     ngx_hopgate_metrics_slot_index;
+extern ngx_uint_t                     ngx_hopgate_metrics_max;
+
+/* histogram bounds, microseconds */
+extern const uint64_t  ngx_hopgate_rtt_bounds[NGX_HOPGATE_METRICS_BUCKETS];
+extern const uint64_t
+    ngx_hopgate_registry_bounds[NGX_HOPGATE_METRICS_BUCKETS];
+
+ngx_int_t ngx_hopgate_metrics_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+ngx_int_t ngx_hopgate_metrics_attach(ngx_cycle_t *cycle,
+    ngx_shm_zone_t *shm_zone, ngx_uint_t max_domains);
+void ngx_hopgate_metrics_detach(void);
 
 /*
  * For the handlers, under the zone's lock: forget the workers that died
  * without a word (a crash) and their sessions.
  */
 void ngx_hopgate_metrics_reap(ngx_hopgate_metrics_zone_t *zone);
-ngx_int_t ngx_hopgate_out_printf(ngx_hopgate_out_t *out,
-    const char *fmt, ...);
-ngx_int_t ngx_hopgate_out_send(ngx_http_request_t *r, ngx_hopgate_out_t *out,
-    ngx_str_t *type);
+
+/* ngx_hopgate_metrics.c: the harvest each second, in a worker with a zone */
+void ngx_hopgate_metrics_start(ngx_cycle_t *cycle);
+
+/* ngx_hopgate_metrics_prometheus.c */
+char *ngx_hopgate_prometheus_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 /* hooks: each is a no-op without a metrics zone */
@@ -253,8 +271,6 @@ void ngx_hopgate_metrics_registry(ngx_int_t rc, uint32_t code,
 /* ngx_hopgate_status.c */
 char *ngx_hopgate_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-ngx_int_t ngx_hopgate_status_render(ngx_http_request_t *r,
-    ngx_chain_t *out);
 
 /* ngx_hopgate_variables.c */
 ngx_int_t ngx_hopgate_variables_add(ngx_conf_t *cf);

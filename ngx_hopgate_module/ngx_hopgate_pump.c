@@ -7,6 +7,9 @@
  *
  * A pump may wait for a session (hopgate_connect_timeout) before its
  * stream exists; nginx's request bytes then simply wait in the socket.
+ * It waits only for a domain that is registered (or while the registry
+ * cannot say): for any other, it answers 404 itself, at once, and nginx
+ * shows its page for that (branded as "no such tunnel", or error_page).
  */
 
 #include <ngx_config.h>
@@ -28,6 +31,10 @@ static void ngx_hopgate_pump_wait_expired(ngx_event_t *ev);
 static void ngx_hopgate_pump_free(ngx_hopgate_pump_t *p);
 static void ngx_hopgate_pump_meta(ngx_hopgate_pump_t *p,
     ngx_http_request_t *r);
+static void ngx_hopgate_pump_known(void *data, ngx_int_t rc);
+static void ngx_hopgate_pump_unknown(ngx_hopgate_pump_t *p);
+static void ngx_hopgate_pump_drain(ngx_hopgate_pump_t *p);
+static ngx_log_t *ngx_hopgate_pump_log(ngx_hopgate_pump_t *p);
 
 
 static ngx_connection_t *
@@ -60,13 +67,17 @@ ngx_hopgate_pump_conn(ngx_socket_t fd, ngx_log_t *log)
  * Hands nginx a connected socket for the request (NGX_OK) and carries it
  * into a stream of a session for `domain`, now or once one comes up.
  * *session: on input a session to avoid (0: none); on output the session
- * used, or 0 when the pump has to wait for one.
+ * used, or 0 when the pump has to wait for one. A domain known not to be
+ * registered is answered with a 404 when `answer_unknown` is set, else
+ * it is NGX_DECLINED and nothing is made (the caller has fallbacks).
  */
 ngx_int_t
 ngx_hopgate_pump_create(ngx_http_request_t *r, ngx_peer_connection_t *pc,
-    ngx_str_t *domain, ngx_msec_t wait, uint64_t *session)
+    ngx_str_t *domain, ngx_msec_t wait, uint64_t *session,
+    ngx_uint_t answer_unknown)
 {
     int                     fds[2];
+    ngx_int_t               known;
     ngx_connection_t       *c;
     ngx_hopgate_pump_t     *p;
     ngx_hopgate_domain_t   *d;
@@ -83,13 +94,40 @@ ngx_hopgate_pump_create(ngx_http_request_t *r, ngx_peer_connection_t *pc,
         return NGX_ERROR;
     }
 
+    p->wait = wait;
+    p->answer_unknown = answer_unknown;
+
+    d = domain->len ? ngx_hopgate_domain_get(domain, 0) : NULL;
+    s = d ? ngx_hopgate_domain_pick(d, *session) : NULL;
+    *session = s ? s->id : 0;
+
+    /* no session: waiting is worth it only for a domain that exists */
+    known = NGX_OK;
+
+    if (s == NULL) {
+        known = domain->len
+                ? ngx_hopgate_registry_lookup(ngx_hopgate_worker->conf->reg,
+                                              domain, ngx_hopgate_pump_known,
+                                              p)
+                : NGX_DECLINED;
+
+        if (known == NGX_DECLINED && !answer_unknown) {
+            ngx_hopgate_metrics_stream_failed(p,
+                                           NGX_HOPGATE_STREAM_UNKNOWN_DOMAIN);
+            ngx_free(p);
+            return NGX_DECLINED;
+        }
+
+        p->lookup = (known == NGX_AGAIN);
+    }
+
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
                    fds)
         == -1)
     {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, ngx_socket_errno,
                       "socketpair() failed");
-        ngx_free(p);
+        ngx_hopgate_pump_free(p);
         return NGX_ERROR;
     }
 
@@ -97,22 +135,27 @@ ngx_hopgate_pump_create(ngx_http_request_t *r, ngx_peer_connection_t *pc,
     c = ngx_hopgate_pump_conn(fds[0], pc->log);
     if (c == NULL) {
         ngx_close_socket(fds[1]);
-        ngx_free(p);
+        ngx_hopgate_pump_free(p);
         return NGX_ERROR;
     }
+
+    /*
+     * When the pump fails nginx sees a reset or an early close: the pump
+     * says why, once; nginx's own line about the socket would mislead.
+     */
+    c->log_error = NGX_ERROR_INFO;
 
     /* ours */
     p->conn = ngx_hopgate_pump_conn(fds[1], ngx_cycle->log);
     if (p->conn == NULL) {
         ngx_close_connection(c);
-        ngx_free(p);
+        ngx_hopgate_pump_free(p);
         return NGX_ERROR;
     }
 
     if (ngx_add_conn(c) == NGX_ERROR || ngx_add_conn(p->conn) == NGX_ERROR) {
         ngx_close_connection(c);
-        ngx_close_connection(p->conn);
-        ngx_free(p);
+        ngx_hopgate_pump_free(p);
         return NGX_ERROR;
     }
 
@@ -128,16 +171,17 @@ ngx_hopgate_pump_create(ngx_http_request_t *r, ngx_peer_connection_t *pc,
 
     ngx_hopgate_pump_meta(p, r);
 
-    d = ngx_hopgate_domain_get(domain, 0);
-    s = d ? ngx_hopgate_domain_pick(d, *session) : NULL;
-    *session = s ? s->id : 0;
-
     /*
      * From here on nginx owns a connected socket: a failure closes our end
      * and nginx sees the peer fail, as with any upstream.
      */
     if (s) {
         ngx_hopgate_pump_attach(p, s);
+        return NGX_OK;
+    }
+
+    if (known == NGX_DECLINED) {
+        ngx_hopgate_pump_unknown(p);
         return NGX_OK;
     }
 
@@ -216,6 +260,11 @@ ngx_hopgate_pump_attach(ngx_hopgate_pump_t *p, ngx_hopgate_session_t *s)
         ngx_del_timer(&p->wait_timer);
     }
 
+    if (p->lookup) {
+        p->lookup = 0;
+        ngx_hopgate_registry_lookup_cancel(ngx_hopgate_worker->conf->reg, p);
+    }
+
     id = hg_stream_open(s->conn, &p->meta);
     if (id < 0) {
         ngx_hopgate_pump_fail(p, NGX_HOPGATE_STREAM_LIMIT);
@@ -242,11 +291,117 @@ ngx_hopgate_pump_wait_expired(ngx_event_t *ev)
 {
     ngx_hopgate_pump_t  *p = ev->data;
 
-    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                  "hopgate: no tunnel for \"%s\" came up in time",
-                  p->waiting ? p->waiting->name : (u_char *) "");
+    ngx_log_error(NGX_LOG_ERR, ngx_hopgate_pump_log(p), 0,
+                  "hopgate: no tunnel for \"%s\" came up in time (no agent "
+                  "connected within %Mms)",
+                  p->waiting ? p->waiting->name : (u_char *) "", p->wait);
 
     ngx_hopgate_pump_fail(p, NGX_HOPGATE_STREAM_NO_TUNNEL);
+}
+
+
+/* the registry's answer for a waiting pump */
+static void
+ngx_hopgate_pump_known(void *data, ngx_int_t rc)
+{
+    ngx_hopgate_pump_t  *p = data;
+
+    p->lookup = 0;
+
+    /* registered, or not known now: the wait goes on */
+    if (rc != NGX_DECLINED || p->waiting == NULL) {
+        return;
+    }
+
+    if (!p->answer_unknown) {
+        ngx_log_error(NGX_LOG_INFO, ngx_hopgate_pump_log(p), 0,
+                      "hopgate: no tunnel is registered for \"%s\", "
+                      "trying the fallback servers", p->waiting->name);
+
+        ngx_hopgate_pump_fail(p, NGX_HOPGATE_STREAM_UNKNOWN_DOMAIN);
+        return;
+    }
+
+    ngx_hopgate_pump_unknown(p);
+}
+
+
+/*
+ * No such tunnel: the pump answers 404 on the carrier, and nginx answers
+ * the client with its page for 404 (ours, or error_page). What nginx
+ * still sends is read and dropped until it closes its end.
+ */
+static void
+ngx_hopgate_pump_unknown(ngx_hopgate_pump_t *p)
+{
+    static const char  head[] = "HTTP/1.1 404 Not Found\r\n"
+                                "Content-Length: 0\r\n"
+                                "Connection: close\r\n\r\n";
+
+    if (p->waiting) {
+        ngx_queue_remove(&p->link);
+        ngx_queue_init(&p->link);
+        ngx_hopgate_domain_release(p->waiting);
+        p->waiting = NULL;
+    }
+
+    if (p->wait_timer.timer_set) {
+        ngx_del_timer(&p->wait_timer);
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ngx_hopgate_pump_log(p), 0,
+                  "hopgate: no tunnel is registered for \"%*s\"",
+                  p->ctx ? p->ctx->tunnel.domain_len : 0,
+                  p->ctx ? p->ctx->tunnel.domain : (u_char *) "");
+
+    ngx_hopgate_metrics_stream_failed(p, NGX_HOPGATE_STREAM_UNKNOWN_DOMAIN);
+
+    if (p->ctx == NULL || ngx_hopgate_pages_no_tunnel(p->ctx) != NGX_OK
+        || send(p->conn->fd, head, sizeof(head) - 1, 0)
+           != (ssize_t) sizeof(head) - 1)
+    {
+        ngx_hopgate_pump_free(p);
+        return;
+    }
+
+    (void) shutdown(p->conn->fd, SHUT_WR);
+
+    p->answered = 1;
+    ngx_hopgate_pump_drain(p);
+}
+
+
+static void
+ngx_hopgate_pump_drain(ngx_hopgate_pump_t *p)
+{
+    u_char   buf[4096];
+    ssize_t  n;
+
+    for ( ;; ) {
+        n = recv(p->conn->fd, buf, sizeof(buf), 0);
+
+        if (n > 0) {
+            continue;
+        }
+
+        if (n == -1 && (ngx_socket_errno == NGX_EAGAIN
+                        || ngx_socket_errno == NGX_EINTR))
+        {
+            return;
+        }
+
+        /* nginx is done with it */
+        ngx_hopgate_pump_free(p);
+        return;
+    }
+}
+
+
+/* the request's log while it lives: its lines say which request it was */
+static ngx_log_t *
+ngx_hopgate_pump_log(ngx_hopgate_pump_t *p)
+{
+    return p->ctx ? p->ctx->request->connection->log : ngx_cycle->log;
 }
 
 
@@ -260,6 +415,9 @@ ngx_hopgate_pump_read(ngx_event_t *rev)
 
     if (p->session) {
         ngx_hopgate_pump_up(p);
+
+    } else if (p->answered) {
+        ngx_hopgate_pump_drain(p);
     }
 }
 
@@ -482,12 +640,18 @@ ngx_hopgate_pump_fail(ngx_hopgate_pump_t *p, ngx_uint_t reason)
         "the tunnel closed",
         "the agent reset the stream",
         NULL,
-        "out of memory"
+        "out of memory",
+        NULL
     };
 
     if (why[reason]) {
-        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+        ngx_log_error(NGX_LOG_INFO, ngx_hopgate_pump_log(p), 0,
                       "hopgate: stream %L: %s", p->stream_id, why[reason]);
+    }
+
+    /* for the error page: which hop failed */
+    if (p->ctx) {
+        p->ctx->failed = reason + 1;
     }
 
     ngx_hopgate_metrics_stream_failed(p, reason);
@@ -513,6 +677,11 @@ ngx_hopgate_pump_fail(ngx_hopgate_pump_t *p, ngx_uint_t reason)
 static void
 ngx_hopgate_pump_free(ngx_hopgate_pump_t *p)
 {
+    if (p->lookup) {
+        p->lookup = 0;
+        ngx_hopgate_registry_lookup_cancel(ngx_hopgate_worker->conf->reg, p);
+    }
+
     ngx_hopgate_variables_unlink(p);
 
     if (p->wait_timer.timer_set) {

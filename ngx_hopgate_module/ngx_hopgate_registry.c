@@ -60,6 +60,27 @@ ngx_hopgate_registry_create(ngx_conf_t *cf, ngx_str_t *spec)
 }
 
 
+ngx_int_t
+ngx_hopgate_registry_lookup(ngx_hopgate_registry_t *reg, ngx_str_t *domain,
+    ngx_hopgate_lookup_pt done, void *data)
+{
+    if (reg->ops->lookup == NULL) {
+        return NGX_ERROR;
+    }
+
+    return reg->ops->lookup(reg, domain, done, data);
+}
+
+
+void
+ngx_hopgate_registry_lookup_cancel(ngx_hopgate_registry_t *reg, void *data)
+{
+    if (reg->ops->lookup_cancel) {
+        reg->ops->lookup_cancel(reg, data);
+    }
+}
+
+
 /*
  * Lower case, no trailing dot, no ":port"; letters, digits, hyphens,
  * underscores and dots only, labels of 1 to 63 characters. IDNA names

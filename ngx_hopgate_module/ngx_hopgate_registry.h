@@ -24,6 +24,9 @@ typedef struct {
 typedef void (*ngx_hopgate_verdict_pt)(void *data,
     ngx_hopgate_verdict_t *verdict);
 
+/* the answer to a lookup: NGX_OK, NGX_DECLINED or NGX_ERROR, see below */
+typedef void (*ngx_hopgate_lookup_pt)(void *data, ngx_int_t rc);
+
 /* an admin API call, answered by the backend */
 typedef enum {
     NGX_HOPGATE_ADMIN_LIST = 0,
@@ -94,6 +97,21 @@ typedef struct {
                                         ngx_hopgate_admin_call_t *call);
     void                       (*admin_cancel)(ngx_hopgate_registry_t *reg,
                                                ngx_hopgate_admin_call_t *call);
+
+    /*
+     * Whether a domain (normalised) is registered, for a request that
+     * found no session: NGX_OK yes (disabled domains too), NGX_DECLINED
+     * no, NGX_ERROR not known now (the store is unreachable, or busy), or
+     * NGX_AGAIN: `done` is called later with one of the three and `data`
+     * (never from within this call), unless lookup_cancel(data) comes
+     * first. NULL: never known.
+     */
+    ngx_int_t                  (*lookup)(ngx_hopgate_registry_t *reg,
+                                         ngx_str_t *domain,
+                                         ngx_hopgate_lookup_pt done,
+                                         void *data);
+    void                       (*lookup_cancel)(ngx_hopgate_registry_t *reg,
+                                                void *data);
 } ngx_hopgate_registry_ops_t;
 
 struct ngx_hopgate_registry_s {
@@ -110,6 +128,12 @@ ngx_hopgate_registry_t *ngx_hopgate_registry_create(ngx_conf_t *cf,
 /* lower case, no trailing dot or :port, hostname characters only */
 ngx_int_t ngx_hopgate_domain_normalize(ngx_str_t *in, u_char *out,
     size_t *outlen);
+
+/* the lookup of any backend (NGX_ERROR for one without) */
+ngx_int_t ngx_hopgate_registry_lookup(ngx_hopgate_registry_t *reg,
+    ngx_str_t *domain, ngx_hopgate_lookup_pt done, void *data);
+void ngx_hopgate_registry_lookup_cancel(ngx_hopgate_registry_t *reg,
+    void *data);
 
 /* SHA-256 of the key text, as stored */
 ngx_int_t ngx_hopgate_key_hash(ngx_str_t *key, u_char out[32]);

@@ -20,6 +20,7 @@
 typedef struct {
     ngx_str_t                    domain;
     u_char                       hash[32];
+    ngx_uint_t                   line;
 } ngx_hopgate_entry_t;
 
 
@@ -42,6 +43,10 @@ static ngx_int_t ngx_hopgate_file_check(ngx_hopgate_registry_t *r,
     ngx_hopgate_verdict_pt done, void *data);
 static ngx_int_t ngx_hopgate_file_lookup(ngx_hopgate_file_t *reg,
     ngx_str_t *domain, ngx_str_t *key, ngx_hopgate_verdict_t *verdict);
+static ngx_hopgate_entry_t *ngx_hopgate_file_find(ngx_hopgate_file_t *reg,
+    ngx_str_t *domain);
+static ngx_int_t ngx_hopgate_file_known(ngx_hopgate_registry_t *r,
+    ngx_str_t *domain, ngx_hopgate_lookup_pt done, void *data);
 
 
 static ngx_int_t ngx_hopgate_file_admin(ngx_hopgate_registry_t *r,
@@ -55,6 +60,8 @@ const ngx_hopgate_registry_ops_t  ngx_hopgate_registry_file_ops = {
     ngx_hopgate_file_check,
     NULL,
     ngx_hopgate_file_admin,
+    NULL,
+    ngx_hopgate_file_known,
     NULL
 };
 
@@ -133,6 +140,11 @@ ngx_hopgate_entry_cmp(const void *a, const void *b)
     rc = ngx_memn2cmp(x->domain.data, y->domain.data, x->domain.len,
                       y->domain.len);
 
+    if (rc == 0) {
+        /* a domain's lines in file order, for the one that counts */
+        rc = (ngx_int_t) x->line - (ngx_int_t) y->line;
+    }
+
     return rc < 0 ? -1 : (rc > 0 ? 1 : 0);
 }
 
@@ -160,14 +172,18 @@ ngx_hopgate_hex32(u_char *hex, size_t len, u_char *out)
 }
 
 
-/* parse "domain hash" lines into a new table; the old one stays on error */
+/*
+ * parse "domain hash" lines into a new table; the old one stays on error.
+ * A domain on several lines is a mistake worth a warning: the last line
+ * counts, as when a line is edited by appending a new one.
+ */
 static ngx_int_t
 ngx_hopgate_registry_parse(ngx_hopgate_file_t *reg, u_char *text,
-    size_t size, u_char *err, size_t errlen)
+    size_t size, ngx_log_t *log, u_char *err, size_t errlen)
 {
     u_char               *p, *end, *eol, *dom, *hash, *name;
     size_t                dlen, hlen, nlen;
-    ngx_uint_t            line, n, cap;
+    ngx_uint_t            line, n, cap, i, kept;
     ngx_str_t             raw;
     ngx_hopgate_entry_t  *entries, *e;
 
@@ -252,11 +268,35 @@ ngx_hopgate_registry_parse(ngx_hopgate_file_t *reg, u_char *text,
 
         e->domain.data = name;
         e->domain.len = nlen;
+        e->line = line;
         name += nlen + 1;
         n++;
     }
 
     ngx_qsort(entries, n, sizeof(ngx_hopgate_entry_t), ngx_hopgate_entry_cmp);
+
+    kept = 0;
+
+    for (i = 0; i < n; i++) {
+        if (kept > 0
+            && entries[kept - 1].domain.len == entries[i].domain.len
+            && ngx_memcmp(entries[kept - 1].domain.data,
+                          entries[i].domain.data, entries[i].domain.len)
+               == 0)
+        {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "\"hopgate_registry\": %V:%ui: \"%V\" is also "
+                          "on line %ui; line %ui counts", &reg->path,
+                          entries[i].line, &entries[i].domain,
+                          entries[kept - 1].line, entries[i].line);
+            entries[kept - 1] = entries[i];
+            continue;
+        }
+
+        entries[kept++] = entries[i];
+    }
+
+    n = kept;
 
     if (reg->entries) {
         ngx_free(reg->entries);
@@ -309,7 +349,7 @@ ngx_hopgate_registry_load(ngx_hopgate_file_t *reg, ngx_log_t *log,
         return NGX_ERROR;
     }
 
-    if (ngx_hopgate_registry_parse(reg, text, (size_t) n, err, errlen)
+    if (ngx_hopgate_registry_parse(reg, text, (size_t) n, log, err, errlen)
         != NGX_OK)
     {
         ngx_free(text);
@@ -389,26 +429,21 @@ ngx_hopgate_file_check(ngx_hopgate_registry_t *r, ngx_str_t *domain,
 }
 
 
-static ngx_int_t
-ngx_hopgate_file_lookup(ngx_hopgate_file_t *reg, ngx_str_t *domain,
-    ngx_str_t *key, ngx_hopgate_verdict_t *verdict)
+static ngx_hopgate_entry_t *
+ngx_hopgate_file_find(ngx_hopgate_file_t *reg, ngx_str_t *domain)
 {
-    u_char                digest[32];
-    ngx_uint_t            lo, hi, mid;
-    ngx_int_t             rc;
-    ngx_hopgate_entry_t  *e;
+    ngx_int_t   rc;
+    ngx_uint_t  lo, hi, mid;
 
     lo = 0;
     hi = reg->nentries;
-    e = NULL;
 
     while (lo < hi) {
         mid = lo + (hi - lo) / 2;
         rc = ngx_memn2cmp(domain->data, reg->entries[mid].domain.data,
                           domain->len, reg->entries[mid].domain.len);
         if (rc == 0) {
-            e = &reg->entries[mid];
-            break;
+            return &reg->entries[mid];
         }
 
         if (rc < 0) {
@@ -417,6 +452,32 @@ ngx_hopgate_file_lookup(ngx_hopgate_file_t *reg, ngx_str_t *domain,
             lo = mid + 1;
         }
     }
+
+    return NULL;
+}
+
+
+/* a request's question: the table in memory answers at once */
+static ngx_int_t
+ngx_hopgate_file_known(ngx_hopgate_registry_t *r, ngx_str_t *domain,
+    ngx_hopgate_lookup_pt done, void *data)
+{
+    ngx_hopgate_file_t  *reg = r->backend;
+
+    ngx_hopgate_registry_refresh(reg, ngx_cycle->log);
+
+    return ngx_hopgate_file_find(reg, domain) ? NGX_OK : NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_hopgate_file_lookup(ngx_hopgate_file_t *reg, ngx_str_t *domain,
+    ngx_str_t *key, ngx_hopgate_verdict_t *verdict)
+{
+    u_char                digest[32];
+    ngx_hopgate_entry_t  *e;
+
+    e = ngx_hopgate_file_find(reg, domain);
 
     verdict->rc = NGX_DECLINED;
 

@@ -16,6 +16,11 @@
  * until it is back. Keys not in the cache are refused as "registry
  * unavailable", which agents retry.
  *
+ * Requests for a domain with no session ask whether it is registered at
+ * all (a 404 if not): answered from the key cache, from a cache of such
+ * answers kept by the same rules, or by one query per domain however
+ * many requests wait for it, at most NGX_HOPGATE_PG_LOOKUPS at a time.
+ *
  * Schema migrations are versioned statements compiled in below, applied by
  * every worker when its query connection comes up, inside one transaction
  * under an advisory lock: the first worker of the first node applies what
@@ -38,6 +43,7 @@
 #define NGX_HOPGATE_PG_CACHE_MAX       10000
 #define NGX_HOPGATE_PG_HEARTBEAT       10000     /* ms, LISTEN connection */
 #define NGX_HOPGATE_PG_CHANNEL         "hopgate_registry"
+#define NGX_HOPGATE_PG_LOOKUPS         64        /* queries in flight */
 
 
 typedef struct {
@@ -55,6 +61,12 @@ typedef struct {
     ngx_uint_t                       generation;    /* bumped by changes */
     ngx_queue_t                      checks;
     ngx_queue_t                      calls;
+    ngx_rbtree_t                     known;         /* lookups' answers */
+    ngx_rbtree_node_t                known_sentinel;
+    ngx_queue_t                      known_lru;
+    ngx_uint_t                       nknown;
+    ngx_queue_t                      lookups;
+    ngx_uint_t                       nlookups;
     unsigned                         listening:1;
     unsigned                         revalidating:1;
     unsigned                         started:1;
@@ -85,6 +97,35 @@ typedef struct {
 } ngx_hopgate_pgreg_check_t;
 
 
+/* whether a domain is registered, as the database last said */
+typedef struct {
+    ngx_str_node_t                   sn;
+    ngx_queue_t                      lru;
+    ngx_msec_t                       expires;
+    unsigned                         registered:1;
+    u_char                           name[NGX_HOPGATE_DOMAIN_MAX + 1];
+} ngx_hopgate_pgreg_known_t;
+
+
+/* the query of a domain's lookup, and the requests waiting for it */
+typedef struct {
+    ngx_queue_t                      link;
+    ngx_hopgate_pgreg_t             *reg;
+    ngx_hopgate_pg_query_t          *query;
+    ngx_queue_t                      waiters;
+    ngx_uint_t                       generation;
+    size_t                           len;
+    u_char                           domain[NGX_HOPGATE_DOMAIN_MAX + 1];
+} ngx_hopgate_pgreg_lookup_t;
+
+
+typedef struct {
+    ngx_queue_t                      link;
+    ngx_hopgate_lookup_pt            done;
+    void                            *data;
+} ngx_hopgate_pgreg_waiter_t;
+
+
 /* an admin call waiting for the database */
 typedef struct {
     ngx_queue_t                      link;
@@ -105,6 +146,18 @@ static ngx_int_t ngx_hopgate_pgreg_admin(ngx_hopgate_registry_t *r,
     ngx_hopgate_admin_call_t *call);
 static void ngx_hopgate_pgreg_admin_cancel(ngx_hopgate_registry_t *r,
     ngx_hopgate_admin_call_t *call);
+static ngx_int_t ngx_hopgate_pgreg_lookup(ngx_hopgate_registry_t *r,
+    ngx_str_t *domain, ngx_hopgate_lookup_pt done, void *data);
+static void ngx_hopgate_pgreg_lookup_cancel(ngx_hopgate_registry_t *r,
+    void *data);
+static void ngx_hopgate_pgreg_looked_up(void *data, PGresult *res,
+    const char *err);
+static void ngx_hopgate_pgreg_known_put(ngx_hopgate_pgreg_t *reg,
+    u_char *domain, size_t len, ngx_uint_t registered);
+static void ngx_hopgate_pgreg_known_drop(ngx_hopgate_pgreg_t *reg,
+    ngx_hopgate_pgreg_known_t *k);
+static void ngx_hopgate_pgreg_known_flush(ngx_hopgate_pgreg_t *reg);
+static void ngx_hopgate_pgreg_lookups_free(ngx_hopgate_pgreg_t *reg);
 
 static void ngx_hopgate_pgreg_query_setup(ngx_hopgate_pg_t *pg);
 static void ngx_hopgate_pgreg_migrated(void *data, PGresult *res,
@@ -145,7 +198,9 @@ const ngx_hopgate_registry_ops_t  ngx_hopgate_registry_pg_ops = {
     ngx_hopgate_pgreg_check,
     ngx_hopgate_pgreg_cancel,
     ngx_hopgate_pgreg_admin,
-    ngx_hopgate_pgreg_admin_cancel
+    ngx_hopgate_pgreg_admin_cancel,
+    ngx_hopgate_pgreg_lookup,
+    ngx_hopgate_pgreg_lookup_cancel
 };
 
 
@@ -231,6 +286,9 @@ static const char  ngx_hopgate_pgreg_sql_check[] =
     "SELECT encode(key_hash, 'hex'), disabled FROM domains"
     " WHERE domain = $1";
 
+static const char  ngx_hopgate_pgreg_sql_lookup[] =
+    "SELECT 1 FROM domains WHERE domain = $1";
+
 static const char  ngx_hopgate_pgreg_sql_revalidate[] =
     "SELECT domain, encode(key_hash, 'hex'), disabled FROM domains"
     " WHERE domain = ANY($1::text[])";
@@ -272,6 +330,7 @@ void *
 ngx_hopgate_registry_pg_create(ngx_conf_t *cf, ngx_str_t *conninfo)
 {
     char                 *err;
+    size_t                len;
     PQconninfoOption     *opts;
     ngx_hopgate_pgreg_t  *reg;
 
@@ -293,6 +352,12 @@ ngx_hopgate_registry_pg_create(ngx_conf_t *cf, ngx_str_t *conninfo)
     opts = PQconninfoParse((char *) reg->conninfo.data, &err);
 
     if (opts == NULL) {
+        /* libpq ends its messages with a newline */
+        len = err ? ngx_strlen(err) : 0;
+        while (len && (err[len - 1] == '\n' || err[len - 1] == ' ')) {
+            err[--len] = '\0';
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"hopgate_registry\": invalid PostgreSQL "
                            "connection string: %s",
@@ -324,6 +389,10 @@ ngx_hopgate_pgreg_init_process(ngx_hopgate_registry_t *r, ngx_cycle_t *cycle)
     ngx_queue_init(&reg->lru);
     ngx_queue_init(&reg->checks);
     ngx_queue_init(&reg->calls);
+    ngx_rbtree_init(&reg->known, &reg->known_sentinel,
+                    ngx_str_rbtree_insert_value);
+    ngx_queue_init(&reg->known_lru);
+    ngx_queue_init(&reg->lookups);
 
     reg->query.conninfo = (char *) reg->conninfo.data;
     reg->query.name = "registry";
@@ -373,6 +442,8 @@ ngx_hopgate_pgreg_exit_process(ngx_hopgate_registry_t *r)
     ngx_hopgate_pg_stop(&reg->query);
     ngx_hopgate_pg_stop(&reg->listen);
     ngx_hopgate_pgreg_cache_flush(reg);
+    ngx_hopgate_pgreg_known_flush(reg);
+    ngx_hopgate_pgreg_lookups_free(reg);
     reg->started = 0;
 }
 
@@ -474,6 +545,7 @@ ngx_hopgate_pgreg_listening(void *data, PGresult *res, const char *err)
     /* whatever changed while we were not listening is unknown: ask */
     reg->generation++;
     reg->listening = 1;
+    ngx_hopgate_pgreg_known_flush(reg);
     ngx_hopgate_pgreg_revalidate(reg);
 
     ngx_hopgate_pg_ready(&reg->listen);
@@ -681,6 +753,7 @@ ngx_hopgate_pgreg_notify(ngx_hopgate_pg_t *pg, const char *channel,
     uint32_t                     code;
     ngx_str_t                    change, domain;
     const char                  *sp, *reason;
+    ngx_hopgate_pgreg_known_t   *k;
     ngx_hopgate_pgreg_cached_t  *e;
 
     sp = ngx_strchr(payload, ' ');
@@ -701,6 +774,13 @@ ngx_hopgate_pgreg_notify(ngx_hopgate_pg_t *pg, const char *channel,
     e = ngx_hopgate_pgreg_cache_find(reg, domain.data, domain.len);
     if (e) {
         ngx_hopgate_pgreg_cache_drop(reg, e);
+    }
+
+    k = (ngx_hopgate_pgreg_known_t *)
+        ngx_str_rbtree_lookup(&reg->known, &domain,
+                              ngx_crc32_short(domain.data, domain.len));
+    if (k) {
+        ngx_hopgate_pgreg_known_drop(reg, k);
     }
 
     len = change.len;
@@ -1010,6 +1090,295 @@ ngx_hopgate_pgreg_cache_flush(ngx_hopgate_pgreg_t *reg)
         q = ngx_queue_head(&reg->lru);
         ngx_hopgate_pgreg_cache_drop(reg,
             ngx_queue_data(q, ngx_hopgate_pgreg_cached_t, lru));
+    }
+}
+
+
+/* ---- is a domain registered? ------------------------------------------- */
+
+static ngx_int_t
+ngx_hopgate_pgreg_lookup(ngx_hopgate_registry_t *r, ngx_str_t *domain,
+    ngx_hopgate_lookup_pt done, void *data)
+{
+    ngx_uint_t                   trusted;
+    const char                  *values[1];
+    ngx_queue_t                 *q;
+    ngx_hopgate_pgreg_t         *reg = r->backend;
+    ngx_hopgate_pgreg_known_t   *k;
+    ngx_hopgate_pgreg_cached_t  *e;
+    ngx_hopgate_pgreg_lookup_t  *lk;
+    ngx_hopgate_pgreg_waiter_t  *w;
+
+    if (domain->len > NGX_HOPGATE_DOMAIN_MAX) {
+        return NGX_DECLINED;
+    }
+
+    /*
+     * Answers are trusted as keys are: while every change is heard, or
+     * while the database is unreachable (then nothing changes in it);
+     * in that case only a registered domain is known, the others wait.
+     */
+    if (reg->query.state != NGX_HOPGATE_PG_READY) {
+        trusted = 1;
+
+    } else {
+        trusted = reg->listening && !reg->revalidating;
+    }
+
+    e = ngx_hopgate_pgreg_cache_find(reg, domain->data, domain->len);
+
+    if (e && trusted) {
+        return NGX_OK;
+    }
+
+    k = (ngx_hopgate_pgreg_known_t *)
+        ngx_str_rbtree_lookup(&reg->known, domain,
+                              ngx_crc32_short(domain->data, domain->len));
+
+    if (k && trusted
+        && (reg->query.state != NGX_HOPGATE_PG_READY
+            || (ngx_msec_int_t) (k->expires - ngx_current_msec) > 0))
+    {
+        if (k->registered) {
+            return NGX_OK;
+        }
+
+        if (reg->query.state == NGX_HOPGATE_PG_READY) {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (reg->query.state == NGX_HOPGATE_PG_DOWN) {
+        return NGX_ERROR;
+    }
+
+    w = ngx_alloc(sizeof(ngx_hopgate_pgreg_waiter_t), ngx_cycle->log);
+    if (w == NULL) {
+        return NGX_ERROR;
+    }
+
+    w->done = done;
+    w->data = data;
+
+    /* one query per domain, however many requests wait for it */
+    for (q = ngx_queue_head(&reg->lookups);
+         q != ngx_queue_sentinel(&reg->lookups);
+         q = ngx_queue_next(q))
+    {
+        lk = ngx_queue_data(q, ngx_hopgate_pgreg_lookup_t, link);
+
+        if (lk->len == domain->len
+            && ngx_memcmp(lk->domain, domain->data, domain->len) == 0)
+        {
+            ngx_queue_insert_tail(&lk->waiters, &w->link);
+            return NGX_AGAIN;
+        }
+    }
+
+    if (reg->nlookups >= NGX_HOPGATE_PG_LOOKUPS) {
+        ngx_free(w);
+        return NGX_ERROR;
+    }
+
+    lk = ngx_calloc(sizeof(ngx_hopgate_pgreg_lookup_t), ngx_cycle->log);
+    if (lk == NULL) {
+        ngx_free(w);
+        return NGX_ERROR;
+    }
+
+    lk->reg = reg;
+    lk->generation = reg->generation;
+    lk->len = domain->len;
+    ngx_memcpy(lk->domain, domain->data, domain->len);
+    ngx_queue_init(&lk->waiters);
+
+    values[0] = (char *) lk->domain;
+
+    lk->query = ngx_hopgate_pg_query(&reg->query, ngx_hopgate_pgreg_sql_lookup,
+                                     1, values, 0,
+                                     ngx_hopgate_pgreg_looked_up, lk);
+    if (lk->query == NULL) {
+        ngx_free(lk);
+        ngx_free(w);
+        return NGX_ERROR;
+    }
+
+    ngx_queue_insert_tail(&lk->waiters, &w->link);
+    ngx_queue_insert_tail(&reg->lookups, &lk->link);
+    reg->nlookups++;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_hopgate_pgreg_looked_up(void *data, PGresult *res, const char *err)
+{
+    ngx_hopgate_pgreg_lookup_t  *lk = data;
+
+    ngx_int_t                    rc;
+    ngx_queue_t                 *q;
+    ngx_hopgate_pgreg_t         *reg = lk->reg;
+    ngx_hopgate_pgreg_waiter_t  *w;
+
+    if (err) {
+        ngx_log_error(NGX_LOG_WARN, reg->query.log, 0,
+                      "hopgate: registry lookup of \"%s\" failed: %s",
+                      lk->domain, err);
+        rc = NGX_ERROR;
+
+    } else {
+        rc = PQntuples(res) ? NGX_OK : NGX_DECLINED;
+
+        /* an answer older than a change to the domain is not kept */
+        if (lk->generation == reg->generation) {
+            ngx_hopgate_pgreg_known_put(reg, lk->domain, lk->len,
+                                        rc == NGX_OK);
+        }
+    }
+
+    ngx_queue_remove(&lk->link);
+    reg->nlookups--;
+
+    while (!ngx_queue_empty(&lk->waiters)) {
+        q = ngx_queue_head(&lk->waiters);
+        ngx_queue_remove(q);
+        w = ngx_queue_data(q, ngx_hopgate_pgreg_waiter_t, link);
+        w->done(w->data, rc);
+        ngx_free(w);
+    }
+
+    ngx_free(lk);
+}
+
+
+static void
+ngx_hopgate_pgreg_lookup_cancel(ngx_hopgate_registry_t *r, void *data)
+{
+    ngx_queue_t                 *q, *wq;
+    ngx_hopgate_pgreg_t         *reg = r->backend;
+    ngx_hopgate_pgreg_lookup_t  *lk;
+    ngx_hopgate_pgreg_waiter_t  *w;
+
+    for (q = ngx_queue_head(&reg->lookups);
+         q != ngx_queue_sentinel(&reg->lookups);
+         q = ngx_queue_next(q))
+    {
+        lk = ngx_queue_data(q, ngx_hopgate_pgreg_lookup_t, link);
+
+        for (wq = ngx_queue_head(&lk->waiters);
+             wq != ngx_queue_sentinel(&lk->waiters);
+             wq = ngx_queue_next(wq))
+        {
+            w = ngx_queue_data(wq, ngx_hopgate_pgreg_waiter_t, link);
+
+            if (w->data != data) {
+                continue;
+            }
+
+            ngx_queue_remove(wq);
+            ngx_free(w);
+
+            /* the query runs on; its answer is still worth keeping */
+            return;
+        }
+    }
+}
+
+
+/* the worker exits: the queries are gone, their waiters hear nothing */
+static void
+ngx_hopgate_pgreg_lookups_free(ngx_hopgate_pgreg_t *reg)
+{
+    ngx_queue_t                 *q, *wq;
+    ngx_hopgate_pgreg_lookup_t  *lk;
+
+    while (!ngx_queue_empty(&reg->lookups)) {
+        q = ngx_queue_head(&reg->lookups);
+        ngx_queue_remove(q);
+        lk = ngx_queue_data(q, ngx_hopgate_pgreg_lookup_t, link);
+
+        while (!ngx_queue_empty(&lk->waiters)) {
+            wq = ngx_queue_head(&lk->waiters);
+            ngx_queue_remove(wq);
+            ngx_free(ngx_queue_data(wq, ngx_hopgate_pgreg_waiter_t, link));
+        }
+
+        ngx_free(lk);
+    }
+
+    reg->nlookups = 0;
+}
+
+
+static void
+ngx_hopgate_pgreg_known_put(ngx_hopgate_pgreg_t *reg, u_char *domain,
+    size_t len, ngx_uint_t registered)
+{
+    ngx_str_t                   name;
+    ngx_queue_t                *q;
+    ngx_hopgate_pgreg_known_t  *k;
+
+    if (reg->hmcf->registry_cache_ttl == 0) {
+        return;
+    }
+
+    name.data = domain;
+    name.len = len;
+
+    k = (ngx_hopgate_pgreg_known_t *)
+        ngx_str_rbtree_lookup(&reg->known, &name,
+                              ngx_crc32_short(domain, len));
+
+    if (k == NULL) {
+        if (reg->nknown >= NGX_HOPGATE_PG_CACHE_MAX) {
+            q = ngx_queue_last(&reg->known_lru);
+            ngx_hopgate_pgreg_known_drop(reg,
+                ngx_queue_data(q, ngx_hopgate_pgreg_known_t, lru));
+        }
+
+        k = ngx_calloc(sizeof(ngx_hopgate_pgreg_known_t), ngx_cycle->log);
+        if (k == NULL) {
+            return;
+        }
+
+        ngx_memcpy(k->name, domain, len);
+        k->sn.str.data = k->name;
+        k->sn.str.len = len;
+        k->sn.node.key = ngx_crc32_short(domain, len);
+        ngx_rbtree_insert(&reg->known, &k->sn.node);
+        reg->nknown++;
+
+    } else {
+        ngx_queue_remove(&k->lru);
+    }
+
+    ngx_queue_insert_head(&reg->known_lru, &k->lru);
+    k->registered = registered;
+    k->expires = ngx_current_msec + reg->hmcf->registry_cache_ttl;
+}
+
+
+static void
+ngx_hopgate_pgreg_known_drop(ngx_hopgate_pgreg_t *reg,
+    ngx_hopgate_pgreg_known_t *k)
+{
+    ngx_rbtree_delete(&reg->known, &k->sn.node);
+    ngx_queue_remove(&k->lru);
+    ngx_free(k);
+    reg->nknown--;
+}
+
+
+static void
+ngx_hopgate_pgreg_known_flush(ngx_hopgate_pgreg_t *reg)
+{
+    ngx_queue_t  *q;
+
+    while (!ngx_queue_empty(&reg->known_lru)) {
+        q = ngx_queue_head(&reg->known_lru);
+        ngx_hopgate_pgreg_known_drop(reg,
+            ngx_queue_data(q, ngx_hopgate_pgreg_known_t, lru));
     }
 }
 

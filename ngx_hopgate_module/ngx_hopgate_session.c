@@ -29,7 +29,7 @@ static void ngx_hopgate_input_moved(ngx_hopgate_session_t *s,
     ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     struct sockaddr *from, socklen_t fromlen);
 static void ngx_hopgate_reset(ngx_hopgate_listener_t *l, const u_char *cid,
-    struct sockaddr *to, socklen_t tolen);
+    size_t trigger_len, struct sockaddr *to, socklen_t tolen);
 static ngx_hopgate_session_t *ngx_hopgate_by_cid(const u_char *cid);
 static ngx_hopgate_session_t *ngx_hopgate_by_addr(struct sockaddr *sa,
     socklen_t len);
@@ -43,6 +43,8 @@ static void ngx_hopgate_session_verdict(void *data,
     ngx_hopgate_verdict_t *v);
 static void ngx_hopgate_session_decide(ngx_hopgate_session_t *s,
     ngx_hopgate_verdict_t *v);
+static void ngx_hopgate_session_same_agent(ngx_hopgate_session_t *s,
+    ngx_hopgate_domain_t *d, ngx_hopgate_verdict_t *v);
 static void ngx_hopgate_session_unready(ngx_hopgate_session_t *s);
 static void ngx_hopgate_session_destroy(ngx_hopgate_session_t *s);
 static void ngx_hopgate_addr_index(ngx_hopgate_session_t *s);
@@ -90,14 +92,22 @@ ngx_hopgate_engine_log(void *ctx, int level, const char *msg)
 }
 
 
-static uint64_t
+/* the id's last bytes are random: a good key; equal keys are compared */
+static ngx_rbtree_key_t
 ngx_hopgate_cid_key(const u_char *cid)
 {
-    uint64_t  key;
+    ngx_rbtree_key_t  key;
 
-    ngx_memcpy(&key, cid, sizeof(key));
+    ngx_memcpy(&key, cid + HG_CID_LEN - sizeof(key), sizeof(key));
 
     return key;
+}
+
+
+int
+ngx_hopgate_cid_taken(void *ctx, const uint8_t *cid)
+{
+    return ngx_hopgate_by_cid(cid) != NULL;
 }
 
 
@@ -152,14 +162,14 @@ ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
                    != NGX_OK)
             {
                 /* the owner is gone (nginx restarted): tell the agent */
-                ngx_hopgate_reset(l, p.cid, from, fromlen);
+                ngx_hopgate_reset(l, p.cid, len, from, fromlen);
             }
             return;
         }
 
         s = ngx_hopgate_by_cid(p.cid);
         if (s == NULL) {
-            ngx_hopgate_reset(l, p.cid, from, fromlen);
+            ngx_hopgate_reset(l, p.cid, len, from, fromlen);
             return;
         }
 
@@ -255,9 +265,10 @@ ngx_hopgate_session_set_local(ngx_hopgate_session_t *s,
  */
 static void
 ngx_hopgate_reset(ngx_hopgate_listener_t *l, const u_char *cid,
-    struct sockaddr *to, socklen_t tolen)
+    size_t trigger_len, struct sockaddr *to, socklen_t tolen)
 {
-    u_char                 out[HG_PREFIX_LEN];
+    size_t                 n;
+    u_char                 out[HG_RESET_LEN];
     ngx_hopgate_worker_t  *w = ngx_hopgate_worker;
 
     if (w->reset_second != ngx_time()) {
@@ -269,28 +280,39 @@ ngx_hopgate_reset(ngx_hopgate_listener_t *l, const u_char *cid,
         return;
     }
 
-    ngx_hopgate_send(l, out, hg_prefix_reset(cid, out), to, tolen);
+    n = hg_listener_reset(l->engine, cid, trigger_len, out);
+    if (n > 0) {
+        ngx_hopgate_send(l, out, n, to, tolen);
+    }
 }
 
 
 static ngx_hopgate_session_t *
 ngx_hopgate_by_cid(const u_char *cid)
 {
-    uint64_t            key;
-    ngx_rbtree_node_t  *node, *sentinel;
+    ngx_rbtree_key_t        key;
+    ngx_rbtree_node_t      *node, *sentinel;
+    ngx_hopgate_session_t  *s;
 
     key = ngx_hopgate_cid_key(cid);
     node = ngx_hopgate_worker->by_cid.root;
     sentinel = ngx_hopgate_worker->by_cid.sentinel;
 
     while (node != sentinel) {
-        if (key == node->key) {
-            return (ngx_hopgate_session_t *)
-                   ((u_char *) node
-                    - offsetof(ngx_hopgate_session_t, cid_node));
+        if (key != node->key) {
+            node = key < node->key ? node->left : node->right;
+            continue;
         }
 
-        node = key < node->key ? node->left : node->right;
+        s = (ngx_hopgate_session_t *)
+            ((u_char *) node - offsetof(ngx_hopgate_session_t, cid_node));
+
+        if (ngx_memcmp(hg_conn_cid(s->conn), cid, HG_CID_LEN) == 0) {
+            return s;
+        }
+
+        /* equal keys are inserted to the right */
+        node = node->right;
     }
 
     return NULL;
@@ -345,6 +367,10 @@ ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     ngx_hopgate_worker_t   *w = ngx_hopgate_worker;
     ngx_hopgate_session_t  *s;
 
+    if (ngx_hopgate_halfopen_admit(from, fromlen) != NGX_OK) {
+        return;
+    }
+
     replylen = sizeof(reply);
 
     rc = hg_listener_accept(l->engine, buf, len, from, fromlen,
@@ -370,7 +396,8 @@ ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     }
 
     s = ngx_calloc(sizeof(ngx_hopgate_session_t), ngx_cycle->log);
-    if (s == NULL) {
+    if (s == NULL || ngx_hopgate_halfopen_add(s, from, fromlen) != NGX_OK) {
+        ngx_free(s);
         hg_conn_free(conn);
         return;
     }
@@ -388,6 +415,11 @@ ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     s->timer.handler = ngx_hopgate_session_timer;
     s->timer.data = s;
     s->timer.log = ngx_cycle->log;
+    /*
+     * a session does not keep an exiting worker alive: the worker goes
+     * when its requests are done, and tells the agent then (CLOSE)
+     */
+    s->timer.cancelable = 1;
     s->run.handler = ngx_hopgate_session_timer;
     s->run.data = s;
     s->run.log = ngx_cycle->log;
@@ -467,6 +499,16 @@ ngx_hopgate_session_run(ngx_hopgate_session_t *s)
 
     ngx_hopgate_session_events(s);
 
+    /* a path challenge for another address than the session's (rare) */
+    while ((n = hg_conn_send_probe(s->conn, ngx_hopgate_out[0],
+                                   sizeof(ngx_hopgate_out[0]), now, &peer,
+                                   &plen))
+           > 0)
+    {
+        ngx_hopgate_send(s->listener, ngx_hopgate_out[0], (size_t) n, peer,
+                         plen);
+    }
+
     peer = hg_conn_peer(s->conn, &plen);
 
     /* what the engine has to say, to the kernel in sendmmsg() batches */
@@ -523,6 +565,7 @@ ngx_hopgate_session_events(ngx_hopgate_session_t *s)
         switch (ev.type) {
 
         case HG_EV_HANDSHAKE_DONE:
+            ngx_hopgate_halfopen_established(s);
             ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                            "hopgate: DTLS up with %*s", s->addr_len,
                            s->addr_text);
@@ -579,6 +622,9 @@ ngx_hopgate_session_hello(ngx_hopgate_session_t *s, const hg_hello_t *hello)
 
     ngx_cpystrn(s->agent_version, (u_char *) hello->agent_version,
                 sizeof(s->agent_version));
+    ngx_cpystrn(s->agent_id, (u_char *) hello->agent_id,
+                sizeof(s->agent_id));
+    s->worker_hint = hello->worker_hint;
 
     domain.data = (u_char *) hello->domain;
     domain.len = ngx_strlen(hello->domain);
@@ -634,6 +680,54 @@ ngx_hopgate_session_verdict(void *data, ngx_hopgate_verdict_t *v)
 }
 
 
+/*
+ * An agent keeps one session per worker. A second one of the same agent
+ * (agent id) here either landed on this worker by the kernel's hash while
+ * aimed at another (no steering): refused as a duplicate, so the agent
+ * dials again from a new port before any request can pick it; or was aimed
+ * here, which means the agent gave up on the one it had: that one goes.
+ */
+static void
+ngx_hopgate_session_same_agent(ngx_hopgate_session_t *s,
+    ngx_hopgate_domain_t *d, ngx_hopgate_verdict_t *v)
+{
+    ngx_queue_t            *q;
+    ngx_hopgate_session_t  *old;
+
+    if (s->agent_id[0] == '\0') {
+        return;
+    }
+
+    for (q = ngx_queue_head(&d->sessions);
+         q != ngx_queue_sentinel(&d->sessions);
+         q = ngx_queue_next(q))
+    {
+        old = ngx_queue_data(q, ngx_hopgate_session_t, domain_link);
+
+        if (old->draining
+            || ngx_strcmp(old->agent_id, s->agent_id) != 0)
+        {
+            continue;
+        }
+
+        if (s->worker_hint >= 0 && s->worker_hint != (ngx_int_t) ngx_worker) {
+            v->rc = NGX_DECLINED;
+            v->code = HG_CODE_DUPLICATE;
+            v->why = "this worker already has a session of this agent";
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "hopgate: session %016uxL for \"%s\" replaced by a "
+                      "new one of the same agent", old->id, d->name);
+        old->draining = 1;
+        hg_conn_close(old->conn, HG_CODE_NORMAL, "replaced by a new session");
+        ngx_hopgate_session_kick(old);
+        return;
+    }
+}
+
+
 static void
 ngx_hopgate_session_decide(ngx_hopgate_session_t *s,
     ngx_hopgate_verdict_t *v)
@@ -662,10 +756,18 @@ ngx_hopgate_session_decide(ngx_hopgate_session_t *s,
         }
     }
 
+    if (v->rc == NGX_OK) {
+        ngx_hopgate_session_same_agent(s, d, v);
+        if (v->rc != NGX_OK) {
+            ngx_hopgate_domain_release(d);
+        }
+    }
+
     ngx_hopgate_metrics_verdict(s, v->rc, v->code);
 
     if (v->rc != NGX_OK) {
-        ngx_log_error((v->code == HG_CODE_GOING_AWAY ? NGX_LOG_INFO
+        ngx_log_error(((v->code == HG_CODE_GOING_AWAY
+                    || v->code == HG_CODE_DUPLICATE) ? NGX_LOG_INFO
                                                      : NGX_LOG_WARN),
                       ngx_cycle->log, 0,
                       "hopgate: agent %*s refused for \"%V\": %s",
@@ -804,6 +906,7 @@ ngx_hopgate_session_destroy(ngx_hopgate_session_t *s)
     /* the registry may not have answered */
     hg_conn_forget_key(s->conn);
     hg_conn_free(s->conn);
+    ngx_hopgate_halfopen_freed(s);
     ngx_free(s);
 
     w->nsessions--;
@@ -836,6 +939,36 @@ ngx_hopgate_sessions_goaway(ngx_hopgate_worker_t *w)
          * at once: posted events would wait for the next timer, since
          * nginx 1.22 runs none right after closing idle connections
          */
+        ngx_hopgate_session_run(s);
+    }
+}
+
+
+/*
+ * The worker is exiting now (nginx -s stop, or the end of a drain): every
+ * session still open is told with a CLOSE, so that agents dial again at
+ * once instead of waiting for a stateless reset or their idle timeout.
+ */
+void
+ngx_hopgate_sessions_close(ngx_hopgate_worker_t *w)
+{
+    ngx_rbtree_node_t      *node, *next;
+    ngx_hopgate_session_t  *s;
+
+    if (w->by_cid.root == w->by_cid.sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(w->by_cid.root, w->by_cid.sentinel);
+         node;
+         node = next)
+    {
+        next = ngx_rbtree_next(&w->by_cid, node);
+
+        s = (ngx_hopgate_session_t *)
+            ((u_char *) node - offsetof(ngx_hopgate_session_t, cid_node));
+
+        hg_conn_close(s->conn, HG_CODE_GOING_AWAY, "the edge is restarting");
         ngx_hopgate_session_run(s);
     }
 }

@@ -28,7 +28,7 @@
 
 
 static ngx_int_t ngx_hopgate_status_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_hopgate_status_session(ngx_hopgate_out_t *out,
+static ngx_int_t ngx_hopgate_status_session(ngx_hopgate_body_t *out,
     ngx_hopgate_metrics_shctx_t *sh, ngx_hopgate_metrics_record_t *rec,
     ngx_uint_t first);
 
@@ -66,7 +66,7 @@ ngx_hopgate_status_handler(ngx_http_request_t *r)
     ngx_uint_t                             first;
     ngx_queue_t                           *q;
     ngx_table_elt_t                       *h;
-    ngx_hopgate_out_t                      out;
+    ngx_hopgate_body_t                     out;
     ngx_hopgate_metrics_zone_t            *zone;
     ngx_hopgate_metrics_record_t          *rec;
     ngx_http_hopgate_loc_conf_t           *hlcf;
@@ -100,10 +100,10 @@ ngx_hopgate_status_handler(ngx_http_request_t *r)
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_hopgate_metrics_module);
     zone = mmcf->zone->data;
 
-    ngx_memzero(&out, sizeof(ngx_hopgate_out_t));
+    ngx_memzero(&out, sizeof(ngx_hopgate_body_t));
     out.pool = r->pool;
 
-    rc = ngx_hopgate_out_printf(&out, "{\"sessions\":[");
+    rc = ngx_hopgate_body_printf(&out, "{\"sessions\":[");
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -122,18 +122,18 @@ ngx_hopgate_status_handler(ngx_http_request_t *r)
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (rc != NGX_OK || ngx_hopgate_out_printf(&out, "]}\n") != NGX_OK) {
+    if (rc != NGX_OK || ngx_hopgate_body_printf(&out, "]}\n") != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_str_set(&type, "application/json");
 
-    return ngx_hopgate_out_send(r, &out, &type);
+    return ngx_hopgate_body_send(r, &out, &type);
 }
 
 
 static ngx_int_t
-ngx_hopgate_status_session(ngx_hopgate_out_t *out,
+ngx_hopgate_status_session(ngx_hopgate_body_t *out,
     ngx_hopgate_metrics_shctx_t *sh, ngx_hopgate_metrics_record_t *rec,
     ngx_uint_t first)
 {
@@ -156,7 +156,7 @@ ngx_hopgate_status_session(ngx_hopgate_out_t *out,
     *(u_char *) ngx_escape_json(version, rec->version, rec->version_len)
         = '\0';
 
-    return ngx_hopgate_out_printf(out,
+    return ngx_hopgate_body_printf(out,
         "%s{\"domain\":\"%*s\",\"session\":\"%016xL\",\"worker\":%i,"
         "\"pid\":%P,\"agent_addr\":\"%*s\",\"agent_version\":\"%s\","
         "\"state\":\"%s\",\"connected_since\":"

@@ -28,13 +28,12 @@ static char *ngx_http_hopgate_check_streams(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_http_hopgate_check_buffer(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_http_hopgate_check_file(ngx_conf_t *cf, void *post,
+    void *data);
 static void ngx_http_hopgate_ssl_cleanup(void *data);
 static ngx_int_t ngx_http_hopgate_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_hopgate_init_process(ngx_cycle_t *cycle);
 static void ngx_http_hopgate_exit_process(ngx_cycle_t *cycle);
-
-char *ngx_http_hopgate_upstream(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 
 
 ngx_hopgate_worker_t  *ngx_hopgate_worker;
@@ -55,6 +54,10 @@ static ngx_conf_post_t  ngx_http_hopgate_buffer_post = {
     ngx_http_hopgate_check_buffer
 };
 
+static ngx_conf_post_t  ngx_http_hopgate_file_post = {
+    ngx_http_hopgate_check_file
+};
+
 
 static ngx_command_t  ngx_http_hopgate_commands[] = {
 
@@ -70,14 +73,14 @@ static ngx_command_t  ngx_http_hopgate_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_hopgate_main_conf_t, certificate),
-      NULL },
+      &ngx_http_hopgate_file_post },
 
     { ngx_string("hopgate_certificate_key"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_hopgate_main_conf_t, certificate_key),
-      NULL },
+      &ngx_http_hopgate_file_post },
 
     { ngx_string("hopgate_mtu"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -229,9 +232,18 @@ ngx_module_t  ngx_http_hopgate_module = {
 static ngx_int_t
 ngx_http_hopgate_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_http_hopgate_main_conf_t  *hmcf;
+    ngx_uint_t                      i;
+    ngx_http_upstream_srv_conf_t  **up;
+    ngx_http_hopgate_main_conf_t   *hmcf;
 
     hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_hopgate_module);
+
+    up = hmcf->upstreams.elts;
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        if (ngx_http_hopgate_upstream_check(cf, up[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
 
     /* `resolver` is known by now */
     if (ngx_hopgate_dnsgate_wrap(cf, hmcf) != NGX_OK) {
@@ -268,7 +280,10 @@ ngx_http_hopgate_create_main_conf(ngx_conf_t *cf)
 
     if (ngx_array_init(&hmcf->listen, cf->pool, 2,
                        sizeof(ngx_http_hopgate_listen_t))
-        != NGX_OK)
+        != NGX_OK
+        || ngx_array_init(&hmcf->upstreams, cf->pool, 2,
+                          sizeof(ngx_http_upstream_srv_conf_t *))
+           != NGX_OK)
     {
         return NULL;
     }
@@ -306,6 +321,7 @@ ngx_http_hopgate_engine_config(ngx_http_hopgate_main_conf_t *hmcf,
     cfg->max_out_of_order = hmcf->session_buffer;
     cfg->cb.random = ngx_hopgate_random;
     cfg->cb.log = ngx_hopgate_engine_log;
+    cfg->cb.cid_taken = ngx_hopgate_cid_taken;
 }
 
 
@@ -316,7 +332,7 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
 
     char                        err[256];
     ngx_uint_t                  i;
-    const char                 *why;
+    const char                 *why, *directive;
     hg_config_t                 cfg;
     ngx_pool_cleanup_t         *cln;
     ngx_http_hopgate_listen_t  *hl;
@@ -399,8 +415,13 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
                                       (char *) hmcf->certificate_key.data,
                                       err, sizeof(err));
     if (hmcf->ssl_ctx == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"hopgate_certificate\": %s", err);
+        /* the engine says which of the two files it could not use */
+        directive = ngx_strncmp(err, "cannot load private key",
+                                sizeof("cannot load private key") - 1) == 0
+                    ? "hopgate_certificate_key" : "hopgate_certificate";
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%s\": %s", directive,
+                           err);
         return NGX_CONF_ERROR;
     }
 
@@ -525,6 +546,20 @@ ngx_http_hopgate_listen(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "\"hopgate_listen\" takes an IP address and a "
                            "UDP port, not \"%V\"", &u.url);
         return NGX_CONF_ERROR;
+    }
+
+    hl = hmcf->listen.elts;
+    for (i = 0; i < hmcf->listen.nelts; i++) {
+        if (ngx_cmp_sockaddr(&hl[i].sockaddr.sockaddr, hl[i].socklen,
+                             &u.sockaddr.sockaddr, u.socklen, 1)
+            == NGX_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate \"hopgate_listen\" address "
+                               "\"%V\" (also \"%V\")", &u.url,
+                               &hl[i].addr_text);
+            return NGX_CONF_ERROR;
+        }
     }
 
     hl = ngx_array_push(&hmcf->listen);
@@ -668,6 +703,33 @@ ngx_http_hopgate_check_buffer(ngx_conf_t *cf, void *post, void *data)
 }
 
 
+/* a file that cannot be read is reported where it is named */
+static char *
+ngx_http_hopgate_check_file(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *path = data;
+
+    ngx_fd_t  fd;
+
+    if (ngx_conf_full_name(cf->cycle, path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"%V\": cannot open \"%V\"",
+                           &((ngx_str_t *) cf->args->elts)[0], path);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_close_file(fd);
+
+    return NGX_CONF_OK;
+}
+
+
 /* ---- process hooks ------------------------------------------------------ */
 
 static ngx_http_hopgate_main_conf_t *
@@ -768,6 +830,9 @@ ngx_http_hopgate_exit_process(ngx_cycle_t *cycle)
     }
 
     if (ngx_hopgate_worker) {
+        /* before the registry goes: a session may still be checked */
+        ngx_hopgate_sessions_close(ngx_hopgate_worker);
+
         reg = ngx_hopgate_worker->conf->reg;
         if (reg->ops->exit_process) {
             reg->ops->exit_process(reg);

@@ -14,9 +14,13 @@
  *   ngx_hopgate_pg.c             asynchronous libpq connections
  *   ngx_hopgate_dnsgate.c        hopgate_expect_ips: a registry wrapper
  *   ngx_hopgate_admin.c          the admin API (hopgate_admin)
- *   ngx_hopgate_pages.c          branded 502/504 pages
- *   ngx_hopgate_metrics.c        the metrics zone, hooks, /metrics (and
- *                                ngx_hopgate_status.c, ..._variables.c)
+ *   ngx_hopgate_pages.c          branded 404/502/504 pages
+ *   ngx_hopgate_body.c           a response body built in pool buffers
+ *   ngx_http_hopgate_metrics_module.c  the metrics module: directives,
+ *                                process hooks; its zone, hooks, output
+ *                                formats and variables in
+ *                                ngx_hopgate_metrics*.c, _status.c and
+ *                                _variables.c (see ngx_hopgate_metrics.h)
  */
 
 #ifndef NGX_HTTP_HOPGATE_MODULE_H
@@ -41,11 +45,18 @@ typedef struct ngx_hopgate_session_s   ngx_hopgate_session_t;
 typedef struct ngx_hopgate_pump_s      ngx_hopgate_pump_t;
 typedef struct ngx_hopgate_domain_s    ngx_hopgate_domain_t;
 typedef struct ngx_hopgate_listener_s  ngx_hopgate_listener_t;
+typedef struct ngx_hopgate_halfopen_s  ngx_hopgate_halfopen_t;
 
 
 /* the module's request context: branded pages, the request's tunnel */
 typedef struct {
+    ngx_http_request_t             *request;
     ngx_uint_t                      branded;   /* 0: no, else the status */
+    ngx_uint_t                      failed;    /* NGX_HOPGATE_STREAM_* + 1
+                                                  of the last tunnel try */
+    ngx_str_t                       page;      /* the branded page */
+    unsigned                        unknown:1; /* the 404 is ours: no such
+                                                  tunnel */
     ngx_hopgate_metrics_request_t   tunnel;
 } ngx_http_hopgate_ctx_t;
 
@@ -76,6 +87,8 @@ typedef struct {
     ngx_msec_t                   registry_cache_ttl;
     ngx_msec_t                   registry_timeout;
     ngx_array_t                 *expect_ips; /* ngx_addr_t, the DNS gate */
+    ngx_array_t                  upstreams;  /* upstream_srv_conf_t *,
+                                                those with "hopgate" */
     SSL_CTX                     *ssl_ctx;
     ngx_log_t                   *log;
 } ngx_http_hopgate_main_conf_t;
@@ -90,7 +103,8 @@ typedef struct {
 
 
 typedef struct {
-    ngx_array_t                 *fallback;   /* ngx_addr_t, servers */
+    ngx_http_upstream_srv_conf_t *fallback;  /* round robin over the
+                                                server lines; NULL: none */
 } ngx_http_hopgate_upstream_conf_t;
 
 
@@ -115,7 +129,7 @@ struct ngx_hopgate_domain_s {
 
 
 struct ngx_hopgate_session_s {
-    ngx_rbtree_node_t            cid_node;   /* key: the cid as a number */
+    ngx_rbtree_node_t            cid_node;   /* key: the cid's random end */
     ngx_rbtree_node_t            addr_node;  /* key: hash of the peer */
     ngx_queue_t                  domain_link;
     hg_conn_t                   *conn;
@@ -133,9 +147,12 @@ struct ngx_hopgate_session_s {
     ngx_sockaddr_t               local;      /* where the agent sends to, */
     socklen_t                    local_len;  /* 0: the socket's address */
     u_char                       agent_version[64];
+    u_char                       agent_id[64];
+    ngx_int_t                    worker_hint; /* the worker it aimed at */
     u_char                       domain_name[NGX_HOPGATE_DOMAIN_MAX + 1];
     size_t                       domain_len;
     ngx_hopgate_metrics_session_t  metrics;
+    ngx_hopgate_halfopen_t      *halfopen;   /* counted until DTLS is up */
     unsigned                     ready:1;
     unsigned                     checking:1; /* the registry is deciding */
     unsigned                     draining:1; /* the agent said GOAWAY */
@@ -152,6 +169,7 @@ struct ngx_hopgate_pump_s {
     ngx_connection_t            *conn;       /* our end of the socketpair */
     int64_t                      stream_id;
     ngx_event_t                  wait_timer;
+    ngx_msec_t                   wait;       /* hopgate_connect_timeout */
     hg_stream_meta_t             meta;
     u_char                      *buf;        /* stream -> socket bytes */
     size_t                       buf_pos;
@@ -161,6 +179,9 @@ struct ngx_hopgate_pump_s {
     unsigned                     write_shut:1;
     unsigned                     blocked:1;      /* stream send buffer full */
     unsigned                     failed:1;
+    unsigned                     lookup:1;       /* the registry is asked */
+    unsigned                     answer_unknown:1;   /* no fallbacks: 404 */
+    unsigned                     answered:1;     /* the 404 is sent */
 };
 
 
@@ -234,14 +255,23 @@ ngx_hopgate_domain_t *ngx_hopgate_domain_get(ngx_str_t *name,
 ngx_hopgate_session_t *ngx_hopgate_domain_pick(ngx_hopgate_domain_t *d,
     uint64_t avoid);
 void ngx_hopgate_sessions_goaway(ngx_hopgate_worker_t *w);
+void ngx_hopgate_sessions_close(ngx_hopgate_worker_t *w);
 hg_time_t ngx_hopgate_now(void);
 int ngx_hopgate_random(void *ctx, uint8_t *buf, size_t len);
+int ngx_hopgate_cid_taken(void *ctx, const uint8_t *cid);
 void ngx_hopgate_engine_log(void *ctx, int level, const char *msg);
+
+/* ngx_hopgate_halfopen.c */
+ngx_int_t ngx_hopgate_halfopen_admit(struct sockaddr *sa, socklen_t len);
+ngx_int_t ngx_hopgate_halfopen_add(ngx_hopgate_session_t *s,
+    struct sockaddr *sa, socklen_t len);
+void ngx_hopgate_halfopen_established(ngx_hopgate_session_t *s);
+void ngx_hopgate_halfopen_freed(ngx_hopgate_session_t *s);
 
 /* ngx_hopgate_pump.c */
 ngx_int_t ngx_hopgate_pump_create(ngx_http_request_t *r,
     ngx_peer_connection_t *pc, ngx_str_t *domain, ngx_msec_t wait,
-    uint64_t *session);
+    uint64_t *session, ngx_uint_t answer_unknown);
 void ngx_hopgate_pump_attach(ngx_hopgate_pump_t *p,
     ngx_hopgate_session_t *s);
 void ngx_hopgate_pump_event(ngx_hopgate_session_t *s, hg_event_t *ev);
@@ -262,8 +292,15 @@ ngx_int_t ngx_hopgate_admin_authorized(ngx_http_request_t *r,
 ngx_int_t ngx_hopgate_dnsgate_wrap(ngx_conf_t *cf,
     ngx_http_hopgate_main_conf_t *hmcf);
 
+/* ngx_hopgate_upstream.c */
+char *ngx_http_hopgate_upstream(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_hopgate_upstream_check(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us);
+
 /* ngx_hopgate_pages.c */
 ngx_int_t ngx_hopgate_pages_init(ngx_conf_t *cf);
 void ngx_hopgate_pages_mark(ngx_http_request_t *r);
+ngx_int_t ngx_hopgate_pages_no_tunnel(ngx_http_hopgate_ctx_t *ctx);
 
 #endif /* NGX_HTTP_HOPGATE_MODULE_H */

@@ -34,14 +34,17 @@ typedef uint64_t                  hg_time_t;
 #define HG_MTU_DEFAULT            1200
 
 /* the cleartext datagram prefix, see docs/protocol.md */
-#define HG_PREFIX_LEN             9
+#define HG_PREFIX_LEN             14      /* flags byte + connection id */
 #define HG_PREFIX_VERSION         0x10    /* high nibble: version 1 */
 #define HG_PREFIX_VERSION_MASK    0xf0
-#define HG_PREFIX_FLAG_CID        0x01    /* bytes 1..8 are the session's id */
+#define HG_PREFIX_FLAG_CID        0x01    /* bytes 1..13 are the session's id */
 #define HG_PREFIX_FLAG_STEER      0x02    /* byte 1 is a worker index */
 #define HG_PREFIX_FLAG_RESET      0x04    /* the edge has no session with
                                              this cid (no DTLS follows) */
-#define HG_CID_LEN                8
+#define HG_CID_LEN                13
+#define HG_CID_RANDOM_MIN         8       /* random bytes in every id */
+#define HG_RESET_TOKEN_LEN        16
+#define HG_RESET_LEN              (HG_PREFIX_LEN + HG_RESET_TOKEN_LEN)
 
 /* return codes */
 #define HG_OK                     0
@@ -65,6 +68,8 @@ typedef enum {
     HG_CODE_DNS_GATE = 14,            /* domain does not resolve to the edge */
     HG_CODE_REVOKED = 15,             /* key rotated/domain removed: live */
     HG_CODE_BUSY = 16,                /* edge at its session limit */
+    HG_CODE_DUPLICATE = 17,           /* this worker already has a session
+                                         of this agent: dial again */
     HG_CODE_GOING_AWAY = 20,          /* reload/shutdown drain */
     HG_CODE_HANDSHAKE_TIMEOUT = 21,
     HG_CODE_TLS = 22,                 /* DTLS failure (certificate etc.) */
@@ -93,6 +98,11 @@ typedef struct {
     int       (*random)(void *ctx, uint8_t *buf, size_t len);
     /* optional log sink; level is one of HG_LOG_* */
     void      (*log)(void *ctx, int level, const char *msg);
+    /*
+     * server, optional: 1 when a freshly drawn connection id is already
+     * in use by the shell's sessions (the listener then draws again)
+     */
+    int       (*cid_taken)(void *ctx, const uint8_t *cid);
     void       *ctx;
 } hg_callbacks_t;
 
@@ -137,7 +147,9 @@ SSL_CTX *hg_tls_server_ctx(const char *cert_file, const char *key_file,
 typedef struct {
     const char *ca_file;              /* verify against this CA bundle */
     const char *pin_sha256;           /* or: hex/base64 SHA-256 of the SPKI */
-    const char *server_name;          /* SNI and name check; NULL: none */
+    const char *server_name;          /* with a CA: the host name or IP
+                                         address the certificate must
+                                         carry; NULL: none */
     int         insecure;             /* explicit: skip verification */
 } hg_tls_client_opts_t;
 
@@ -162,12 +174,13 @@ int hg_prefix_parse(const uint8_t *dgram, size_t len, hg_prefix_t *p);
 uint8_t hg_cid_worker(const uint8_t cid[HG_CID_LEN]);
 
 /*
- * A stateless reset for a datagram whose connection id the edge does not
- * know (it restarted, or the session ended): HG_PREFIX_LEN bytes, no
- * DTLS. The agent heeds it only when the session has also gone quiet, so
- * a forged one cannot end a healthy session.
+ * The stateless reset token of a connection id: HMAC-SHA256 under a key
+ * only the edge holds, truncated. The edge gives each session its token
+ * in HELLO_ACK (encrypted); a reset carrying it proves it came from an
+ * edge holding the key. Returns HG_OK or HG_ERR.
  */
-size_t hg_prefix_reset(const uint8_t cid[HG_CID_LEN], uint8_t *out);
+int hg_reset_token(const uint8_t key[32], const uint8_t cid[HG_CID_LEN],
+    uint8_t token[HG_RESET_TOKEN_LEN]);
 
 
 /* ---- server side: the stateless listener --------------------------------- */
@@ -178,12 +191,26 @@ typedef struct hg_conn_s     hg_conn_t;
 /*
  * One listener per worker socket. Every connection id it creates starts
  * with cid_prefix (the worker index first, so reuseport steering can read
- * it; then whatever else the shell needs to find the owner) and ends with
- * random bytes. The SSL_CTX is borrowed.
+ * it; then whatever else the shell needs to find the owner, at most
+ * HG_CID_LEN - HG_CID_RANDOM_MIN bytes) and ends with random bytes; an id
+ * cfg->cb.cid_taken reports in use is drawn again. The SSL_CTX is
+ * borrowed; the stateless reset key is derived from its private key, so
+ * that every worker, every restart and every edge sharing the key makes
+ * the same tokens.
  */
 hg_listener_t *hg_listener_new(const hg_config_t *cfg, SSL_CTX *ctx,
     const uint8_t *cid_prefix, size_t prefix_len, hg_time_t now);
 void hg_listener_free(hg_listener_t *l);
+
+/*
+ * A stateless reset for a datagram of trigger_len bytes whose connection
+ * id the edge does not know (it restarted, or the session ended): the
+ * prefix with FLAG_RESET and the id's token, HG_RESET_LEN bytes, no DTLS.
+ * Returns its length, or 0 when the trigger is not longer than the reset
+ * (a reset never amplifies).
+ */
+size_t hg_listener_reset(const hg_listener_t *l,
+    const uint8_t cid[HG_CID_LEN], size_t trigger_len, uint8_t *out);
 
 /*
  * A datagram that matched no connection (by id or by address). Either
@@ -202,6 +229,7 @@ typedef struct {
     uint64_t  cookies_sent;
     uint64_t  cookie_failures;        /* bad or stale cookie */
     uint64_t  accepted;
+    uint64_t  cid_collisions;         /* ids drawn again: already in use */
 } hg_listener_stats_t;
 
 const hg_listener_stats_t *hg_listener_stats(const hg_listener_t *l);
@@ -217,8 +245,12 @@ typedef struct {
     int         worker_hint;          /* -1: none */
 } hg_hello_t;
 
+/* the longest domain and API key HELLO carries; longer ones are refused */
+#define HG_HELLO_TEXT_MAX  255
+
 /*
- * Starts the DTLS handshake; HELLO is sent when it completes. server_name
+ * Starts the DTLS handshake; HELLO is sent when it completes. NULL for a
+ * domain or key longer than HG_HELLO_TEXT_MAX (or out of memory). server_name
  * (may be NULL) is sent as SNI and, with CA verification, must match the
  * edge's certificate.
  */
@@ -241,13 +273,33 @@ int hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
  */
 ssize_t hg_conn_send(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now);
 
+/*
+ * Server: the next datagram for an address other than hg_conn_peer, that
+ * address in *to (valid until the next engine call): after the agent's
+ * packets came from a new address, one PATH_CHALLENGE to the address
+ * last validated, so that an agent still there answers even with nothing
+ * to send (the move may be a forwarded copy; RFC 9000 9.3.2). Its length,
+ * 0 when none is due, or HG_ERR. Call it until 0 before hg_conn_send.
+ */
+ssize_t hg_conn_send_probe(hg_conn_t *c, uint8_t *out, size_t cap,
+    hg_time_t now, const struct sockaddr **to, socklen_t *tolen);
+
 /* the earliest time hg_conn_timeout must be called (HG_TIME_INFINITE) */
 hg_time_t hg_conn_deadline(const hg_conn_t *c);
 void hg_conn_timeout(hg_conn_t *c, hg_time_t now);
 
-/* the address datagrams go to (updated after an authenticated rebinding) */
+/*
+ * The address datagrams go to. The server moves it when the agent's
+ * packets come from a new address (provisionally, see
+ * HG_EV_PEER_MIGRATED), the client never.
+ */
 const struct sockaddr *hg_conn_peer(const hg_conn_t *c, socklen_t *len);
-const uint8_t *hg_conn_cid(const hg_conn_t *c);      /* NULL before known */
+/*
+ * The connection id: the server's from the start; the client's once
+ * HELLO_ACK (authenticated) gave it, NULL before. The cleartext prefix
+ * never sets it.
+ */
+const uint8_t *hg_conn_cid(const hg_conn_t *c);
 
 typedef enum {
     HG_EV_NONE = 0,
@@ -264,7 +316,15 @@ typedef enum {
                                  until the next hg_conn_next_event call */
     HG_EV_STREAMS_AVAILABLE,  /* peer raised our stream limit */
     HG_EV_GOAWAY,             /* peer will accept no new streams */
-    HG_EV_PEER_MIGRATED,      /* authenticated datagram from a new address */
+    HG_EV_PEER_MIGRATED,      /* server: the address datagrams go to
+                                 (hg_conn_peer) changed; re-index the
+                                 session by it. Raised when the agent's
+                                 packets come from a new address (sent to
+                                 within the anti-amplification limit until
+                                 validated), and when the session goes
+                                 back to the last validated address (no
+                                 validation in time, or the move was a
+                                 forwarded copy) */
     HG_EV_CLOSED              /* connection over (code, text); free it */
 } hg_event_type_t;
 
@@ -287,7 +347,13 @@ typedef struct {
     uint64_t           session_id;    /* READY */
 } hg_event_t;
 
-/* HG_OK with *ev filled, or HG_AGAIN when the queue is empty */
+/*
+ * HG_OK with *ev filled, or HG_AGAIN when the queue is empty. Events come
+ * in the order they happened. One that is already waiting is not queued
+ * twice (a second STREAM_READABLE merges into the first; read until
+ * HG_AGAIN), and a stream raises nothing after STREAM_CLOSED. The queue
+ * cannot overflow: no event is ever dropped.
+ */
 int hg_conn_next_event(hg_conn_t *c, hg_event_t *ev);
 
 /* server: answer HG_EV_HELLO (may be called later, asynchronously) */
@@ -297,7 +363,12 @@ int hg_conn_reject(hg_conn_t *c, uint32_t code, const char *text);
 /* server: wipe the HELLO's key text (hello->api_key becomes "") */
 void hg_conn_forget_key(hg_conn_t *c);
 
-/* no new streams either way; open ones finish; CLOSE when the last ends */
+/*
+ * GOAWAY: the peer may open no new stream; open ones finish. We may still
+ * open streams (the edge, for requests its worker already holds). The
+ * agent's session sends CLOSE when its last stream ends; the edge's stays
+ * until hg_conn_close (its shell knows when no request can come).
+ */
 int hg_conn_goaway(hg_conn_t *c, uint32_t code, const char *reason);
 /* immediate CLOSE (sent once, then the connection drains briefly) */
 int hg_conn_close(hg_conn_t *c, uint32_t code, const char *reason);
@@ -315,7 +386,11 @@ int hg_conn_can_open_stream(const hg_conn_t *c);
 
 /* ---- streams ------------------------------------------------------------- */
 
-/* opens a bidirectional stream; returns its id or HG_ERR_LIMIT/STATE */
+/*
+ * Opens a bidirectional stream; returns its id, HG_ERR_LIMIT/STATE, or
+ * HG_ERR_NOMEM (nothing was opened: the room for its events is reserved
+ * here, so that no event is ever lost later).
+ */
 int64_t hg_stream_open(hg_conn_t *c, const hg_stream_meta_t *meta);
 
 /*
@@ -369,6 +444,8 @@ typedef struct {
     uint64_t   streams_opened;
     uint64_t   pto_count;
     uint64_t   congestion_events;
+    uint64_t   paths_validated;       /* server: new peer addresses proven */
+    uint64_t   path_failures;         /* server: moves given up (no echo) */
 } hg_conn_stats_t;
 
 void hg_conn_get_stats(const hg_conn_t *c, hg_conn_stats_t *st);

@@ -51,8 +51,28 @@ hg_ackq_is_duplicate(hg_ackq_t *q, uint64_t pn)
 }
 
 
+unsigned
+hg_ackq_frame_need(hg_codec_kind_t kind)
+{
+    switch (kind) {
+
+    case HOPGATE__FRAME__BODY_ACK:
+    case HOPGATE__FRAME__BODY_CLOSE:
+        return HG_ACKQ_NONE;
+
+    case HOPGATE__FRAME__BODY_PING:
+    case HOPGATE__FRAME__BODY_HELLO:
+    case HOPGATE__FRAME__BODY_HELLO_ACK:
+        return HG_ACKQ_PROMPT;
+
+    default:
+        return HG_ACKQ_ELICITING;
+    }
+}
+
+
 void
-hg_ackq_on_received(hg_ackq_t *q, uint64_t pn, int ack_eliciting,
+hg_ackq_on_received(hg_ackq_t *q, uint64_t pn, unsigned need,
     hg_time_t now)
 {
     int        out_of_order;
@@ -82,7 +102,7 @@ hg_ackq_on_received(hg_ackq_t *q, uint64_t pn, int ack_eliciting,
 
     q->unacked++;
 
-    if (!ack_eliciting) {
+    if (!(need & HG_ACKQ_ELICITING)) {
         return;
     }
 
@@ -91,7 +111,7 @@ hg_ackq_on_received(hg_ackq_t *q, uint64_t pn, int ack_eliciting,
     previous = q->last_eliciting;
     q->last_eliciting = now;
 
-    if (out_of_order
+    if (out_of_order || need == HG_ACKQ_PROMPT
         || q->eliciting_unacked >= HG_ACKQ_ELICITING_THRESHOLD)
     {
         q->immediate = 1;

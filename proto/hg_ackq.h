@@ -10,6 +10,15 @@
  * that are not ack-eliciting never cause an ACK; they ride along in the
  * next one.
  *
+ * A packet carrying PING, HELLO or HELLO_ACK is acknowledged at once: its
+ * sender waits for the answer and sends nothing more meanwhile, so no
+ * partner will come, and a delayed ACK would be all the sender ever
+ * samples on an idle session. RFC 9002 5.2 takes min_rtt from samples
+ * without the peer's ack delay taken off, so a first sample delayed by
+ * max_ack_delay (HELLO_ACK's ACK) would hold min_rtt, and with it every
+ * later sample, at max_ack_delay for the session's life (as QUIC acks
+ * its handshake packets at once, RFC 9000 13.2.1).
+ *
  * Numbers below `floor` are forgotten: they count as duplicates, since the
  * receiver can no longer tell (RFC 9000 13.2.3). The floor rises when the
  * range cap is reached and when acknowledged ranges are pruned.
@@ -22,7 +31,14 @@
 #include <stdint.h>
 
 #include "hg.h"
+#include "hg_codec.h"
 #include "hg_rangeset.h"
+
+
+/* what a packet asks of the receiver: bits, OR-ed over its frames */
+#define HG_ACKQ_NONE       0        /* not ack-eliciting */
+#define HG_ACKQ_ELICITING  1        /* an ACK within max_ack_delay */
+#define HG_ACKQ_PROMPT     3        /* an ACK at once (eliciting too) */
 
 
 /* packet numbers kept below the largest of an acknowledged ACK */
@@ -53,8 +69,14 @@ void hg_ackq_free(hg_ackq_t *q);
  */
 int hg_ackq_is_duplicate(hg_ackq_t *q, uint64_t pn);
 
-/* record a processed packet (a duplicate passed here changes nothing) */
-void hg_ackq_on_received(hg_ackq_t *q, uint64_t pn, int ack_eliciting,
+/* what a frame of this kind asks for: HG_ACKQ_NONE, _ELICITING, _PROMPT */
+unsigned hg_ackq_frame_need(hg_codec_kind_t kind);
+
+/*
+ * Record a processed packet; need is what its frames asked for, OR-ed (a
+ * duplicate passed here changes nothing).
+ */
+void hg_ackq_on_received(hg_ackq_t *q, uint64_t pn, unsigned need,
     hg_time_t now);
 
 /* 1 when an ACK frame should be sent now (immediate or deadline passed) */

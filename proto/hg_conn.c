@@ -1,8 +1,9 @@
 /*
- * A tunnel connection: lifecycle, datagram input, timers, the event queue,
- * and session control (HELLO / HELLO_ACK, GOAWAY, CLOSE, idle timeout,
- * keepalive). Packets are built in hg_packet_out.c and taken apart in
- * hg_packet_in.c; streams live in hg_conn_stream.c.
+ * A tunnel connection: lifecycle, datagram input, timers (idle timeout,
+ * keepalive, probes) and the event queue. Session control (HELLO,
+ * HELLO_ACK, GOAWAY, CLOSE) is hg_session.c's; packets are built in
+ * hg_packet_out.c and taken apart in hg_packet_in.c; streams live in
+ * hg_conn_stream.c.
  */
 
 #include <stdarg.h>
@@ -16,12 +17,8 @@
 
 
 static void hg_conn_on_established(hg_conn_t *c, hg_time_t now);
-static int hg_conn_stateless_reset(hg_conn_t *c, const hg_prefix_t *prefix,
-    hg_time_t now);
-static void hg_conn_set_closed(hg_conn_t *c);
 static hg_time_t hg_conn_keepalive_at(const hg_conn_t *c);
 static void hg_conn_probe_oldest(hg_conn_t *c);
-static size_t hg_copy_text(char *dst, size_t cap, const char *src);
 
 
 void
@@ -42,7 +39,7 @@ hg_conn_log(hg_conn_t *c, int level, const char *fmt, ...)
 }
 
 
-static size_t
+size_t
 hg_copy_text(char *dst, size_t cap, const char *src)
 {
     size_t  n;
@@ -86,6 +83,7 @@ hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
     c->release_id = -1;
     memcpy(&c->peer, peer, peerlen);
     c->peerlen = peerlen;
+    hg_path_init(c);
     c->now = now;
     c->created = now;
     c->last_recv = now;
@@ -123,10 +121,7 @@ hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
 
     hg_ackq_init(&c->ackq, cfg->max_ack_delay, cfg->max_ack_ranges);
 
-    c->ev_cap = 64;
-    c->events = calloc(c->ev_cap, sizeof(hg_event_t));
-
-    if (c->events == NULL || hg_cstreams_init(c) != 0) {
+    if (hg_conn_events_reserve(c, 0) != HG_OK || hg_cstreams_init(c) != 0) {
         hg_conn_free(c);
         return NULL;
     }
@@ -161,6 +156,14 @@ hg_conn_client_new(const hg_config_t *cfg, SSL_CTX *ctx,
     const struct sockaddr *peer, socklen_t peerlen, hg_time_t now)
 {
     hg_conn_t  *c;
+
+    /* refused, not cut short: a truncated key would only fail later */
+    if (hello->domain == NULL || hello->api_key == NULL
+        || strlen(hello->domain) > HG_HELLO_TEXT_MAX
+        || strlen(hello->api_key) > HG_HELLO_TEXT_MAX)
+    {
+        return NULL;
+    }
 
     c = hg_conn_alloc(cfg, HG_ROLE_CLIENT, peer, peerlen, now);
     if (c == NULL) {
@@ -241,11 +244,14 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
     }
 
     if (prefix.flags & HG_PREFIX_FLAG_RESET) {
-        return hg_conn_stateless_reset(c, &prefix, now);
+        return hg_session_reset(c, dgram, len, &prefix, now);
     }
 
     was_established = hg_dtls_established(c->dtls);
     c->authenticated_input = 0;
+    c->path.input_newest = 0;
+    c->path.input_echo = 0;
+    c->path.input_back_echo = 0;
     c->now = now;
 
     rc = hg_dtls_recv(c->dtls, dgram + HG_PREFIX_LEN, len - HG_PREFIX_LEN,
@@ -266,17 +272,11 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
     }
 
     /*
-     * The edge's id is adopted from its first datagram, even during the
-     * handshake, so our later handshake datagrams reach the worker that
-     * owns the session; once established only an authenticated datagram
-     * may change it.
+     * The agent never takes the edge's id from a prefix: nothing
+     * authenticates the prefix, and one rewritten byte would send our
+     * datagrams astray. HELLO_ACK carries the id (hg_session.c); until
+     * then our datagrams are found by their address.
      */
-    if (c->role == HG_ROLE_CLIENT && !c->has_cid
-        && (prefix.flags & HG_PREFIX_FLAG_CID))
-    {
-        memcpy(c->cid, prefix.cid, HG_CID_LEN);
-        c->has_cid = 1;
-    }
 
     if (!c->authenticated_input) {
         if (rc != HG_OK) {
@@ -288,22 +288,8 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
     c->last_recv = now;
     hg_dtls_peer_confirmed(c->dtls);
 
-    if (c->role == HG_ROLE_CLIENT && (prefix.flags & HG_PREFIX_FLAG_CID)
-        && (!c->has_cid || memcmp(c->cid, prefix.cid, HG_CID_LEN) != 0))
-    {
-        memcpy(c->cid, prefix.cid, HG_CID_LEN);
-        c->has_cid = 1;
-    }
-
-    if (c->role == HG_ROLE_SERVER && from != NULL
-        && (fromlen != c->peerlen || memcmp(from, &c->peer, fromlen) != 0)
-        && fromlen <= sizeof(c->peer))
-    {
-        /* only an authenticated packet may move the session */
-        memcpy(&c->peer, from, fromlen);
-        c->peerlen = fromlen;
-        hg_conn_event(c, HG_EV_PEER_MIGRATED, -1, 0);
-    }
+    /* only an authenticated packet may move the session */
+    hg_path_on_datagram(c, from, fromlen, len);
 
     if (c->state == HG_CS_CLOSING && now - c->last_close_sent > 50 * HG_MS) {
         /* the peer keeps talking: it did not get our CLOSE */
@@ -314,39 +300,6 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
 }
 
 
-/*
- * The edge says it has no such session. Anyone could say so, so it counts
- * only for our own id and only when the edge has also been silent for a
- * while: a live session keeps hearing authenticated packets.
- */
-static int
-hg_conn_stateless_reset(hg_conn_t *c, const hg_prefix_t *prefix,
-    hg_time_t now)
-{
-    hg_time_t  quiet;
-
-    if (c->role != HG_ROLE_CLIENT || !c->has_cid
-        || memcmp(prefix->cid, c->cid, HG_CID_LEN) != 0)
-    {
-        return HG_ERR;
-    }
-
-    quiet = 3 * hg_recovery_pto(&c->rec);
-    if (quiet < HG_SEC) {
-        quiet = HG_SEC;
-    }
-
-    if (now - c->last_recv < quiet) {
-        return HG_ERR;
-    }
-
-    hg_conn_log(c, HG_LOG_INFO, "stateless reset from the edge");
-    hg_conn_enter_closing(c, HG_CODE_RESET, "the edge lost the session", 0,
-                          now);
-    hg_conn_set_closed(c);
-
-    return HG_OK;
-}
 
 
 static void
@@ -451,22 +404,64 @@ hg_conn_send(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
 
     c->now = now;
 
-    n = hg_dtls_pending(c->dtls, out + HG_PREFIX_LEN, cap - HG_PREFIX_LEN);
+    /* a queued DTLS datagram may be as large as the mtu */
+    n = hg_path_allowance(c) >= c->cfg.mtu
+        ? hg_dtls_pending(c->dtls, out + HG_PREFIX_LEN, cap - HG_PREFIX_LEN)
+        : 0;
+
     if (n > 0) {
         if (!hg_dtls_established(c->dtls)) {
             c->handshake_sent = now;
         }
 
         hg_prefix_write(c, out);
-        c->stats.bytes_sent += n + HG_PREFIX_LEN;
-        return n + HG_PREFIX_LEN;
+        n += HG_PREFIX_LEN;
+        c->stats.bytes_sent += n;
+        hg_path_on_sent(c, (size_t) n);
+        return n;
     }
 
     if (!hg_dtls_established(c->dtls)) {
         return 0;
     }
 
-    return hg_packet_build(c, out, cap, now);
+    n = hg_packet_build(c, out, cap, now);
+    if (n > 0) {
+        hg_path_on_sent(c, (size_t) n);
+    }
+
+    return n;
+}
+
+
+ssize_t
+hg_conn_send_probe(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now,
+    const struct sockaddr **to, socklen_t *tolen)
+{
+    ssize_t   n;
+    uint64_t  data;
+
+    if ((c->state != HG_CS_HELLO && c->state != HG_CS_READY)
+        || cap < c->cfg.mtu || !hg_path_back_due(c))
+    {
+        return 0;
+    }
+
+    c->now = now;
+
+    if (hg_path_challenge_data(c, &data) != HG_OK) {
+        return 0;
+    }
+
+    n = hg_packet_build_probe(c, out, cap, now, data);
+    if (n <= 0) {
+        return n;
+    }
+
+    hg_path_back_sent(c, data);
+    *to = hg_path_validated(c, tolen);
+
+    return n;
 }
 
 
@@ -541,8 +536,17 @@ hg_conn_deadline(const hg_conn_t *c)
     /* c->now: the time of the last call, which is what the pacer and the
      * loss timers were last consulted at */
     t = hg_min_time(t, hg_recovery_deadline(&c->rec, c->now));
-    t = hg_min_time(t, hg_ackq_deadline(&c->ackq));
-    t = hg_min_time(t, hg_packet_send_deadline(c, c->now));
+    t = hg_min_time(t, hg_path_deadline(c));
+
+    /*
+     * With the anti-amplification allowance used up nothing can be sent
+     * before the peer's next datagram: an ACK or a packet due now would
+     * be due again and again, and the shell would spin.
+     */
+    if (!hg_path_starved(c)) {
+        t = hg_min_time(t, hg_ackq_deadline(&c->ackq));
+        t = hg_min_time(t, hg_packet_send_deadline(c, c->now));
+    }
 
     /*
      * Once the PING is due, when it leaves is the send deadline's business
@@ -601,13 +605,20 @@ hg_conn_timeout(hg_conn_t *c, hg_time_t now)
         return;
     }
 
-    if (now >= hg_dtls_deadline(c->dtls)) {
-        hg_dtls_timeout(c->dtls, now);
+    if (now >= hg_dtls_deadline(c->dtls)
+        && hg_dtls_timeout(c->dtls, now) != HG_OK)
+    {
+        hg_conn_enter_closing(c, HG_CODE_HANDSHAKE_TIMEOUT,
+                              hg_dtls_error(c->dtls), 0, now);
+        hg_conn_set_closed(c);
+        return;
     }
 
     if (!hg_dtls_established(c->dtls)) {
         return;
     }
+
+    hg_path_timeout(c, now);
 
     if (now >= hg_recovery_deadline(&c->rec, now)) {
         probes = hg_recovery_on_timeout(&c->rec, now);
@@ -655,115 +666,6 @@ hg_conn_probe_oldest(hg_conn_t *c)
 }
 
 
-/* ---- session control -------------------------------------------------- */
-
-int
-hg_conn_accept(hg_conn_t *c, uint64_t session_id, uint32_t worker_index,
-    uint32_t worker_count, const char *const *edges, size_t nedges)
-{
-    size_t  i;
-
-    if (c->role != HG_ROLE_SERVER || c->state != HG_CS_HELLO
-        || c->hello.domain == NULL)
-    {
-        return HG_ERR_STATE;
-    }
-
-    if (nedges) {
-        c->edges = calloc(nedges, sizeof(char *));
-        if (c->edges == NULL) {
-            return HG_ERR_NOMEM;
-        }
-
-        for (i = 0; i < nedges; i++) {
-            c->edges[i] = strdup(edges[i]);
-            if (c->edges[i] == NULL) {
-                return HG_ERR_NOMEM;
-            }
-            c->nedges++;
-        }
-    }
-
-    c->session_id = session_id;
-    c->worker_index = worker_index;
-    c->worker_count = worker_count;
-    c->ack_code = HG_CODE_OK;
-    c->hello_ack_due = 1;
-    c->state = HG_CS_READY;
-
-    return HG_OK;
-}
-
-
-int
-hg_conn_reject(hg_conn_t *c, uint32_t code, const char *text)
-{
-    if (c->role != HG_ROLE_SERVER || c->state != HG_CS_HELLO
-        || code == HG_CODE_OK)
-    {
-        return HG_ERR_STATE;
-    }
-
-    c->ack_code = code;
-    hg_copy_text(c->ack_text, sizeof(c->ack_text), text);
-    c->hello_ack_due = 1;
-
-    hg_conn_enter_closing(c, code, text, 1, c->last_recv);
-
-    return HG_OK;
-}
-
-
-int
-hg_conn_goaway(hg_conn_t *c, uint32_t code, const char *reason)
-{
-    if (c->state != HG_CS_READY) {
-        return hg_conn_close(c, code, reason);
-    }
-
-    if (!c->local_goaway) {
-        c->local_goaway = 1;
-        c->goaway_due = 1;
-        c->goaway_code = code;
-        hg_copy_text(c->goaway_reason, sizeof(c->goaway_reason), reason);
-    }
-
-    hg_conn_maybe_finish_goaway(c, c->last_recv);
-
-    return HG_OK;
-}
-
-
-void
-hg_conn_maybe_finish_goaway(hg_conn_t *c, hg_time_t now)
-{
-    if (c->local_goaway && c->state == HG_CS_READY
-        && hg_conn_open_streams(c) == 0)
-    {
-        hg_conn_enter_closing(c, c->goaway_code, c->goaway_reason, 1, now);
-    }
-}
-
-
-int
-hg_conn_close(hg_conn_t *c, uint32_t code, const char *reason)
-{
-    if (c->state == HG_CS_CLOSED || c->state == HG_CS_CLOSING) {
-        return HG_OK;
-    }
-
-    if (!hg_dtls_established(c->dtls)) {
-        hg_conn_enter_closing(c, code, reason, 0, c->last_recv);
-        hg_conn_set_closed(c);
-        return HG_OK;
-    }
-
-    hg_conn_enter_closing(c, code, reason, 1, c->last_recv);
-
-    return HG_OK;
-}
-
-
 void
 hg_conn_enter_closing(hg_conn_t *c, uint32_t code, const char *reason,
     int send_close, hg_time_t now)
@@ -793,7 +695,7 @@ hg_conn_enter_closing(hg_conn_t *c, uint32_t code, const char *reason,
 }
 
 
-static void
+void
 hg_conn_set_closed(hg_conn_t *c)
 {
     c->state = HG_CS_CLOSED;
@@ -851,35 +753,83 @@ hg_conn_cid(const hg_conn_t *c)
 
 /* ---- events ------------------------------------------------------------- */
 
+/* see hg_conn.h for why the queue cannot overflow */
+int
+hg_conn_events_reserve(hg_conn_t *c, size_t nstreams)
+{
+    size_t            need, cap, i;
+    hg_event_slot_t  *grown;
+
+    need = HG_EV_CONN_KINDS + HG_EV_STREAM_KINDS * nstreams;
+
+    if (need <= c->ev_cap) {
+        return HG_OK;
+    }
+
+    /* a connection that never opens a stream costs 8 slots (128 bytes) */
+    for (cap = c->ev_cap ? c->ev_cap : 8; cap < need; cap *= 2) {
+        /* void */
+    }
+
+    grown = malloc(cap * sizeof(hg_event_slot_t));
+    if (grown == NULL) {
+        return HG_ERR_NOMEM;
+    }
+
+    for (i = 0; i < c->ev_count; i++) {
+        grown[i] = c->events[(c->ev_head + i) & (c->ev_cap - 1)];
+    }
+
+    free(c->events);
+    c->events = grown;
+    c->ev_cap = cap;
+    c->ev_head = 0;
+
+    return HG_OK;
+}
+
+
 void
 hg_conn_event(hg_conn_t *c, hg_event_type_t type, int64_t stream_id,
     uint32_t code)
 {
-    hg_event_t  *ev, *grown;
-    size_t       i, cap;
+    uint32_t         *queued, bit;
+    hg_cstream_t     *cs;
+    hg_event_slot_t  *ev;
 
-    if (c->ev_count == c->ev_cap) {
-        cap = c->ev_cap * 2;
-        grown = malloc(cap * sizeof(hg_event_t));
-        if (grown == NULL) {
-            hg_conn_log(c, HG_LOG_ERR, "event queue allocation failed");
+    bit = 1u << type;
+
+    if (stream_id >= 0) {
+        cs = hg_cstream_find(c, stream_id);
+
+        /* nothing follows STREAM_CLOSED: the bound counts on it */
+        if (cs == NULL || (cs->closed && type != HG_EV_STREAM_CLOSED)) {
             return;
         }
 
-        for (i = 0; i < c->ev_count; i++) {
-            grown[i] = c->events[(c->ev_head + i) & (c->ev_cap - 1)];
-        }
+        queued = &cs->ev_queued;
 
-        free(c->events);
-        c->events = grown;
-        c->ev_cap = cap;
-        c->ev_head = 0;
+    } else {
+        queued = &c->ev_queued;
     }
+
+    if (*queued & bit) {
+        /* one of this type waits already: the shell learns it from that */
+        return;
+    }
+
+    if (c->ev_count == c->ev_cap) {
+        /* cannot happen (room is reserved); refuse rather than overwrite */
+        hg_conn_log(c, HG_LOG_ERR, "event queue overflow: event %d lost",
+                    (int) type);
+        return;
+    }
+
+    *queued |= bit;
 
     ev = &c->events[(c->ev_head + c->ev_count) & (c->ev_cap - 1)];
     c->ev_count++;
 
-    memset(ev, 0, sizeof(*ev));
     ev->type = type;
     ev->stream_id = stream_id;
     ev->code = code;
@@ -889,7 +839,8 @@ hg_conn_event(hg_conn_t *c, hg_event_type_t type, int64_t stream_id,
 int
 hg_conn_next_event(hg_conn_t *c, hg_event_t *ev)
 {
-    hg_cstream_t  *cs;
+    hg_cstream_t     *cs;
+    hg_event_slot_t  *slot;
 
     /*
      * the stream of the STREAM_CLOSED event taken last goes now: the shell
@@ -904,9 +855,27 @@ hg_conn_next_event(hg_conn_t *c, hg_event_t *ev)
         return HG_AGAIN;
     }
 
-    *ev = c->events[c->ev_head];
+    slot = &c->events[c->ev_head];
     c->ev_head = (c->ev_head + 1) & (c->ev_cap - 1);
     c->ev_count--;
+
+    memset(ev, 0, sizeof(hg_event_t));
+    ev->type = (hg_event_type_t) slot->type;
+    ev->stream_id = slot->stream_id;
+    ev->code = slot->code;
+
+    /* from now on another event of the type may be queued */
+    cs = NULL;
+
+    if (ev->stream_id >= 0) {
+        cs = hg_cstream_find(c, ev->stream_id);
+        if (cs != NULL) {
+            cs->ev_queued &= ~(1u << ev->type);
+        }
+
+    } else {
+        c->ev_queued &= ~(1u << ev->type);
+    }
 
     switch (ev->type) {
 
@@ -936,7 +905,6 @@ hg_conn_next_event(hg_conn_t *c, hg_event_t *ev)
         break;
 
     case HG_EV_STREAM_OPENED:
-        cs = hg_cstream_find(c, ev->stream_id);
         ev->meta = cs ? &cs->s->meta : NULL;
         break;
 

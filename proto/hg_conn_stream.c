@@ -39,11 +39,7 @@ hg_cstreams_init(hg_conn_t *c)
         size *= 2;
     }
 
-    c->table = calloc(size, sizeof(hg_cstream_t *));
-    if (c->table == NULL) {
-        return -1;
-    }
-
+    /* made with the first stream: a half-open handshake has none */
     c->table_size = size;
 
     return 0;
@@ -83,6 +79,7 @@ hg_cstream_destroy(hg_conn_t *c, hg_cstream_t *cs)
 
     hg_stream_free(cs->s);
     free(cs);
+    c->ncstreams--;
 }
 
 
@@ -131,6 +128,18 @@ hg_cstream_create(hg_conn_t *c, int64_t id, int local)
     size_t         h;
     uint64_t       send_max;
 
+    /* every event the stream can raise has its room before it exists */
+    if (hg_conn_events_reserve(c, c->ncstreams + 1) != HG_OK) {
+        return NULL;
+    }
+
+    if (c->table == NULL) {
+        c->table = calloc(c->table_size, sizeof(hg_cstream_t *));
+        if (c->table == NULL) {
+            return NULL;
+        }
+    }
+
     cs = calloc(1, sizeof(hg_cstream_t));
     if (cs == NULL) {
         return NULL;
@@ -161,6 +170,7 @@ hg_cstream_create(hg_conn_t *c, int64_t id, int local)
     c->last = cs;
 
     c->nstreams++;
+    c->ncstreams++;
 
     return cs;
 }
@@ -280,7 +290,7 @@ hg_live_stream(const hg_conn_t *c, int64_t id)
 int
 hg_conn_can_open_stream(const hg_conn_t *c)
 {
-    return c->state == HG_CS_READY && !c->peer_goaway && !c->local_goaway
+    return c->state == HG_CS_READY && !c->peer_goaway
            && c->local_opened < c->peer_max_streams;
 }
 
@@ -298,7 +308,8 @@ hg_stream_open(hg_conn_t *c, const hg_stream_meta_t *meta)
     hg_cstream_t  *cs;
     int64_t        id;
 
-    if (c->state != HG_CS_READY || c->peer_goaway || c->local_goaway) {
+    /* our own GOAWAY only stops the peer's new streams */
+    if (c->state != HG_CS_READY || c->peer_goaway) {
         return HG_ERR_STATE;
     }
 

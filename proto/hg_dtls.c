@@ -1,13 +1,8 @@
 /*
- * DTLS 1.2 for the engine: OpenSSL behind a datagram BIO of our own, a
- * stateless cookie listener, and handshake retransmission driven by the
- * caller's clock. See hg_dtls.h for the shape of it.
- *
- * The BIO: OpenSSL 3.0 has no in-memory datagram BIO (a memory BIO would
- * merge datagrams), so every BIO_write OpenSSL makes becomes exactly one
- * outgoing datagram, and each datagram fed in is exactly one BIO_read.
- * During a handshake OpenSSL packs several records into one write, up to
- * the link MTU we give it.
+ * A DTLS 1.2 session of the engine: handshake steps, record I/O, and
+ * handshake retransmission driven by the caller's clock. See hg_dtls.h
+ * for the shape of it; the datagram BIO is hg_dtls_bio.c, the cookie
+ * listener hg_dtls_listener.c.
  *
  * Flights: the datagrams written by the last handshake step that wrote
  * anything are kept as "the flight" and re-queued verbatim when our timer
@@ -22,26 +17,17 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
-#include <openssl/bio.h>
-#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #include "hg.h"
-#include "hg_dtls.h"
+#include "hg_dtls_int.h"
 
 
-#define HG_DTLS_BIO_TYPE     (0xe1 | BIO_TYPE_SOURCE_SINK)
-#define HG_DTLS_SECRET_LEN   32
-#define HG_DTLS_COOKIE_LEN   32          /* HMAC-SHA256 */
 #define HG_DTLS_SEEN         16          /* peer datagrams remembered */
-
-/* OpenSSL's own retransmission timer, parked out of the way (1 hour) */
-#define HG_DTLS_OPENSSL_TIMER_US  3600000000U
 
 
 typedef struct hg_dtls_dgram_s  hg_dtls_dgram_t;
@@ -59,20 +45,6 @@ typedef struct {
 } hg_dtls_queue_t;
 
 
-/* what the datagram BIO reads from and writes to */
-typedef struct {
-    const uint8_t          *in;          /* the datagram being fed, unread */
-    size_t                  inlen;
-    const struct sockaddr  *peer;        /* its source, while known */
-    socklen_t               peerlen;
-    size_t                  mtu;
-    int                   (*write)(void *owner, const uint8_t *buf,
-                                   size_t len);
-    void                   *owner;
-    hg_dtls_listener_t     *listener;    /* for the cookie callbacks */
-} hg_dtls_io_t;
-
-
 typedef struct {
     uint64_t                digest;
     uint32_t                flight;      /* our flights when it arrived */
@@ -81,7 +53,6 @@ typedef struct {
 
 struct hg_dtls_s {
     SSL                    *ssl;
-    BIO_METHOD             *bio_method;
     hg_dtls_io_t            io;
     size_t                  record_mtu;
     size_t                  overhead;
@@ -95,6 +66,7 @@ struct hg_dtls_s {
     hg_time_t               deadline;
     hg_time_t               last_sent;   /* the flight went out (again) */
     uint64_t                retransmits;
+    unsigned                timer_resends; /* of the current flight */
 
     hg_dtls_seen_t          seen[HG_DTLS_SEEN];
     unsigned                nseen;
@@ -105,6 +77,7 @@ struct hg_dtls_s {
 
     int                     alert;       /* fatal alert received, or -1 */
 
+    unsigned                server:1;
     unsigned                stepping:1;
     unsigned                step_wrote:1;
     unsigned                established:1;
@@ -113,27 +86,6 @@ struct hg_dtls_s {
     unsigned                settled:1;   /* see hg_dtls_read_done */
 
     char                    error[160];
-};
-
-
-struct hg_dtls_listener_s {
-    SSL_CTX                *ctx;
-    SSL                    *ssl;         /* answers ClientHellos */
-    BIO_METHOD             *bio_method;
-    BIO_ADDR               *client;
-    hg_dtls_io_t            io;
-    size_t                  record_mtu;
-    hg_callbacks_t          cb;
-
-    uint8_t                 secret[2][HG_DTLS_SECRET_LEN];
-    unsigned                current;     /* index of this period's secret */
-    unsigned                previous_valid:1;
-    hg_time_t               period_start;
-
-    uint8_t                *reply;
-    size_t                  reply_cap;
-    size_t                  reply_len;
-    int                     cookie_failed;
 };
 
 
@@ -158,438 +110,11 @@ static hg_dtls_seen_t *hg_dtls_seen_find(hg_dtls_t *d, uint64_t digest);
 static void hg_dtls_seen_add(hg_dtls_t *d, uint64_t digest);
 static int hg_dtls_digest(const uint8_t *dgram, size_t len,
     uint64_t *digest);
-static int hg_dtls_check_records(const uint8_t *p, size_t len,
-    size_t min_protected);
 
 static int hg_dtls_queue_push(hg_dtls_queue_t *q, const uint8_t *buf,
     size_t len);
 static void hg_dtls_queue_clear(hg_dtls_queue_t *q);
 
-static int hg_dtls_listener_ssl(hg_dtls_listener_t *l);
-static int hg_dtls_listener_write(void *owner, const uint8_t *buf,
-    size_t len);
-static int hg_dtls_accept(hg_dtls_listener_t *l, const uint8_t *dgram,
-    size_t len, const struct sockaddr *peer, socklen_t peerlen,
-    hg_time_t now, uint8_t *reply, size_t cap, size_t *replylen,
-    hg_dtls_t **out);
-static int hg_dtls_rotate(hg_dtls_listener_t *l, hg_time_t now);
-static int hg_dtls_cookie_make(const hg_dtls_io_t *io,
-    const uint8_t *secret, uint8_t cookie[HG_DTLS_COOKIE_LEN]);
-static hg_dtls_io_t *hg_dtls_cookie_io(SSL *ssl);
-static int hg_dtls_cookie_generate(SSL *ssl, unsigned char *cookie,
-    unsigned int *len);
-static int hg_dtls_cookie_verify(SSL *ssl, const unsigned char *cookie,
-    unsigned int len);
-
-static SSL *hg_dtls_ssl_new(SSL_CTX *ctx, hg_dtls_io_t *io,
-    BIO_METHOD **method);
-static unsigned int hg_dtls_timer_cb(SSL *ssl, unsigned int timer_us);
-static BIO_METHOD *hg_dtls_bio_method(void);
-static int hg_dtls_bio_write(BIO *bio, const char *buf, int len);
-static int hg_dtls_bio_read(BIO *bio, char *buf, int size);
-static long hg_dtls_bio_ctrl(BIO *bio, int cmd, long num, void *ptr);
-static long hg_dtls_bio_peer(hg_dtls_io_t *io, BIO_ADDR *addr);
-static int hg_dtls_bio_create(BIO *bio);
-static int hg_dtls_bio_destroy(BIO *bio);
-
-
-/* ---- the listener ------------------------------------------------------ */
-
-hg_dtls_listener_t *
-hg_dtls_listener_new(SSL_CTX *ctx, size_t record_mtu,
-    const hg_callbacks_t *cb, hg_time_t now)
-{
-    hg_dtls_listener_t  *l;
-
-    if (cb == NULL || cb->random == NULL) {
-        return NULL;
-    }
-
-    l = calloc(1, sizeof(hg_dtls_listener_t));
-    if (l == NULL) {
-        return NULL;
-    }
-
-    l->ctx = ctx;
-    l->record_mtu = record_mtu;
-    l->cb = *cb;
-    l->period_start = now;
-
-    l->io.mtu = record_mtu;
-    l->io.write = hg_dtls_listener_write;
-    l->io.owner = l;
-    l->io.listener = l;
-
-    if (cb->random(cb->ctx, l->secret[0], HG_DTLS_SECRET_LEN) != 0) {
-        goto failed;
-    }
-
-    l->client = BIO_ADDR_new();
-    if (l->client == NULL) {
-        goto failed;
-    }
-
-    /* the callbacks find their listener through the SSL's BIO */
-    SSL_CTX_set_cookie_generate_cb(ctx, hg_dtls_cookie_generate);
-    SSL_CTX_set_cookie_verify_cb(ctx, hg_dtls_cookie_verify);
-
-    if (hg_dtls_listener_ssl(l) != HG_OK) {
-        goto failed;
-    }
-
-    return l;
-
-failed:
-
-    hg_dtls_listener_free(l);
-    return NULL;
-}
-
-
-void
-hg_dtls_listener_free(hg_dtls_listener_t *l)
-{
-    if (l == NULL) {
-        return;
-    }
-
-    SSL_free(l->ssl);
-    BIO_meth_free(l->bio_method);
-    BIO_ADDR_free(l->client);
-    OPENSSL_cleanse(l->secret, sizeof(l->secret));
-    free(l);
-}
-
-
-int
-hg_dtls_listen(hg_dtls_listener_t *l, const uint8_t *dgram, size_t len,
-    const struct sockaddr *peer, socklen_t peerlen, hg_time_t now,
-    uint8_t *reply, size_t *replylen, int *cookie_failed, hg_dtls_t **out)
-{
-    int     n;
-    size_t  cap;
-
-    *out = NULL;
-    *cookie_failed = 0;
-    cap = *replylen;
-    *replylen = 0;
-
-    if (hg_dtls_check_records(dgram, len, 0) != HG_OK
-        || dgram[0] != SSL3_RT_HANDSHAKE)
-    {
-        return HG_ERR;
-    }
-
-    if (hg_dtls_rotate(l, now) != HG_OK) {
-        return HG_ERR;
-    }
-
-    if (l->ssl == NULL && hg_dtls_listener_ssl(l) != HG_OK) {
-        return HG_ERR;
-    }
-
-    l->io.in = dgram;
-    l->io.inlen = len;
-    l->io.peer = peer;
-    l->io.peerlen = peerlen;
-    l->reply = reply;
-    l->reply_cap = cap < l->record_mtu ? cap : l->record_mtu;
-    l->reply_len = 0;
-    l->cookie_failed = 0;
-
-    ERR_clear_error();
-    n = DTLSv1_listen(l->ssl, l->client);
-    ERR_clear_error();
-
-    l->io.in = NULL;
-    l->io.peer = NULL;
-    l->reply = NULL;
-    *cookie_failed = l->cookie_failed;
-
-    if (n < 0) {
-        /* the listening SSL is unusable: a fresh one next time */
-        SSL_free(l->ssl);
-        BIO_meth_free(l->bio_method);
-        l->ssl = NULL;
-        l->bio_method = NULL;
-        return HG_ERR;
-    }
-
-    if (n == 0) {
-        /*
-         * No cookie: the HelloVerifyRequest goes back. A bad cookie is
-         * dropped rather than answered, so the caller can count it.
-         */
-        if (l->cookie_failed || l->reply_len == 0) {
-            return HG_ERR;
-        }
-
-        *replylen = l->reply_len;
-        return HG_AGAIN;
-    }
-
-    return hg_dtls_accept(l, dgram, len, peer, peerlen, now, reply, cap,
-                          replylen, out);
-}
-
-
-static int
-hg_dtls_accept(hg_dtls_listener_t *l, const uint8_t *dgram, size_t len,
-    const struct sockaddr *peer, socklen_t peerlen, hg_time_t now,
-    uint8_t *reply, size_t cap, size_t *replylen, hg_dtls_t **out)
-{
-    int        rc;
-    ssize_t    n;
-    uint64_t   digest;
-    hg_dtls_t  *d;
-
-    d = hg_dtls_alloc(l->record_mtu);
-    if (d == NULL) {
-        return HG_ERR;
-    }
-
-    /* the listening SSL holds the ClientHello: it becomes the session's */
-    d->ssl = l->ssl;
-    d->bio_method = l->bio_method;
-    l->ssl = NULL;
-    l->bio_method = NULL;
-
-    hg_dtls_attach(d);
-
-    /* a repeat of this ClientHello means our first flight was lost */
-    if (hg_dtls_digest(dgram, len, &digest) == HG_OK) {
-        hg_dtls_seen_add(d, digest);
-    }
-
-    /* OpenSSL checks the cookie once more while processing the hello */
-    d->io.listener = l;
-    d->io.peer = peer;
-    d->io.peerlen = peerlen;
-
-    rc = hg_dtls_step(d, now);
-
-    d->io.listener = NULL;
-    d->io.peer = NULL;
-
-    /* if this fails, the next datagram tries again */
-    (void) hg_dtls_listener_ssl(l);
-
-    if (rc != HG_OK) {
-        /* the alert tells the peer why, e.g. "no shared cipher" */
-        n = hg_dtls_pending(d, reply, cap < l->record_mtu ? cap
-                                                          : l->record_mtu);
-        if (n > 0) {
-            *replylen = n;
-        }
-
-        hg_dtls_free(d);
-        return HG_ERR;
-    }
-
-    *out = d;
-
-    return HG_OK;
-}
-
-
-static int
-hg_dtls_listener_ssl(hg_dtls_listener_t *l)
-{
-    l->ssl = hg_dtls_ssl_new(l->ctx, &l->io, &l->bio_method);
-    if (l->ssl == NULL) {
-        return HG_ERR;
-    }
-
-    SSL_set_accept_state(l->ssl);
-
-    return HG_OK;
-}
-
-
-static int
-hg_dtls_listener_write(void *owner, const uint8_t *buf, size_t len)
-{
-    hg_dtls_listener_t  *l = owner;
-
-    if (l->reply == NULL || len > l->reply_cap - l->reply_len) {
-        return HG_ERR;
-    }
-
-    memcpy(l->reply + l->reply_len, buf, len);
-    l->reply_len += len;
-
-    return HG_OK;
-}
-
-
-/*
- * Cookies are good for the period they were made in and the next one, so
- * one made just before a rotation still works for a full period.
- */
-static int
-hg_dtls_rotate(hg_dtls_listener_t *l, hg_time_t now)
-{
-    hg_time_t  periods;
-    uint8_t    fresh[HG_DTLS_SECRET_LEN];
-
-    if (now < l->period_start + HG_DTLS_SECRET_PERIOD) {
-        return HG_OK;
-    }
-
-    if (l->cb.random(l->cb.ctx, fresh, sizeof(fresh)) != 0) {
-        return HG_ERR;
-    }
-
-    periods = (now - l->period_start) / HG_DTLS_SECRET_PERIOD;
-
-    l->previous_valid = (periods == 1);
-    l->current ^= 1;
-    memcpy(l->secret[l->current], fresh, sizeof(fresh));
-    OPENSSL_cleanse(fresh, sizeof(fresh));
-    l->period_start += periods * HG_DTLS_SECRET_PERIOD;
-
-    return HG_OK;
-}
-
-
-/* HMAC-SHA256 over the peer's address family, port and address */
-static int
-hg_dtls_cookie_make(const hg_dtls_io_t *io, const uint8_t *secret,
-    uint8_t cookie[HG_DTLS_COOKIE_LEN])
-{
-    size_t                      n;
-    unsigned int                mdlen;
-    uint8_t                     addr[32];
-    const struct sockaddr_in   *sin;
-    const struct sockaddr_in6  *sin6;
-
-    if (io->peer == NULL) {
-        return HG_ERR;
-    }
-
-    memset(addr, 0, sizeof(addr));
-
-    switch (io->peer->sa_family) {
-
-    case AF_INET:
-        if (io->peerlen < (socklen_t) sizeof(struct sockaddr_in)) {
-            return HG_ERR;
-        }
-
-        sin = (const struct sockaddr_in *) io->peer;
-        addr[0] = AF_INET;
-        memcpy(addr + 2, &sin->sin_port, 2);
-        memcpy(addr + 4, &sin->sin_addr, 4);
-        n = 8;
-        break;
-
-    case AF_INET6:
-        if (io->peerlen < (socklen_t) sizeof(struct sockaddr_in6)) {
-            return HG_ERR;
-        }
-
-        sin6 = (const struct sockaddr_in6 *) io->peer;
-        addr[0] = AF_INET6;
-        memcpy(addr + 2, &sin6->sin6_port, 2);
-        memcpy(addr + 4, &sin6->sin6_addr, 16);
-        memcpy(addr + 20, &sin6->sin6_scope_id, 4);
-        n = 24;
-        break;
-
-    default:
-        return HG_ERR;
-    }
-
-    if (HMAC(EVP_sha256(), secret, HG_DTLS_SECRET_LEN, addr, n, cookie,
-             &mdlen)
-        == NULL || mdlen != HG_DTLS_COOKIE_LEN)
-    {
-        return HG_ERR;
-    }
-
-    return HG_OK;
-}
-
-
-/* the SSL's BIO leads to the datagram at hand and to the listener */
-static hg_dtls_io_t *
-hg_dtls_cookie_io(SSL *ssl)
-{
-    BIO           *bio;
-    hg_dtls_io_t  *io;
-
-    bio = SSL_get_rbio(ssl);
-    if (bio == NULL || BIO_method_type(bio) != HG_DTLS_BIO_TYPE) {
-        return NULL;
-    }
-
-    io = BIO_get_data(bio);
-
-    return io != NULL && io->listener != NULL ? io : NULL;
-}
-
-
-static int
-hg_dtls_cookie_generate(SSL *ssl, unsigned char *cookie, unsigned int *len)
-{
-    hg_dtls_io_t        *io;
-    hg_dtls_listener_t  *l;
-
-    io = hg_dtls_cookie_io(ssl);
-    if (io == NULL) {
-        return 0;
-    }
-
-    l = io->listener;
-
-    if (hg_dtls_cookie_make(io, l->secret[l->current], cookie) != HG_OK) {
-        return 0;
-    }
-
-    *len = HG_DTLS_COOKIE_LEN;
-
-    return 1;
-}
-
-
-static int
-hg_dtls_cookie_verify(SSL *ssl, const unsigned char *cookie,
-    unsigned int len)
-{
-    uint8_t              want[HG_DTLS_COOKIE_LEN];
-    hg_dtls_io_t        *io;
-    hg_dtls_listener_t  *l;
-
-    io = hg_dtls_cookie_io(ssl);
-    if (io == NULL) {
-        return 0;
-    }
-
-    l = io->listener;
-
-    if (len == HG_DTLS_COOKIE_LEN) {
-        if (hg_dtls_cookie_make(io, l->secret[l->current], want) == HG_OK
-            && CRYPTO_memcmp(want, cookie, len) == 0)
-        {
-            return 1;
-        }
-
-        if (l->previous_valid
-            && hg_dtls_cookie_make(io, l->secret[l->current ^ 1], want)
-               == HG_OK
-            && CRYPTO_memcmp(want, cookie, len) == 0)
-        {
-            return 1;
-        }
-    }
-
-    l->cookie_failed = 1;
-
-    return 0;
-}
-
-
-/* ---- a session --------------------------------------------------------- */
 
 hg_dtls_t *
 hg_dtls_client_new(SSL_CTX *ctx, size_t record_mtu, const char *server_name,
@@ -603,7 +128,7 @@ hg_dtls_client_new(SSL_CTX *ctx, size_t record_mtu, const char *server_name,
         return NULL;
     }
 
-    d->ssl = hg_dtls_ssl_new(ctx, &d->io, &d->bio_method);
+    d->ssl = hg_dtls_ssl_new(ctx, &d->io);
     if (d->ssl == NULL) {
         goto failed;
     }
@@ -641,6 +166,42 @@ failed:
 }
 
 
+hg_dtls_t *
+hg_dtls_server_new(SSL *ssl, size_t record_mtu, hg_dtls_listener_t *l,
+    const uint8_t *hello, size_t len, const struct sockaddr *peer,
+    socklen_t peerlen, hg_time_t now, int *rc)
+{
+    uint64_t    digest;
+    hg_dtls_t  *d;
+
+    d = hg_dtls_alloc(record_mtu);
+    if (d == NULL) {
+        return NULL;
+    }
+
+    d->ssl = ssl;
+    d->server = 1;
+    hg_dtls_attach(d);
+
+    /* a repeat of this ClientHello means our first flight was lost */
+    if (hg_dtls_digest(hello, len, &digest) == HG_OK) {
+        hg_dtls_seen_add(d, digest);
+    }
+
+    /* OpenSSL checks the cookie once more while processing the hello */
+    d->io.listener = l;
+    d->io.peer = peer;
+    d->io.peerlen = peerlen;
+
+    *rc = hg_dtls_step(d, now);
+
+    d->io.listener = NULL;
+    d->io.peer = NULL;
+
+    return d;
+}
+
+
 void
 hg_dtls_free(hg_dtls_t *d)
 {
@@ -648,9 +209,7 @@ hg_dtls_free(hg_dtls_t *d)
         return;
     }
 
-    /* the BIO goes with the SSL, and its method must outlive it */
     SSL_free(d->ssl);
-    BIO_meth_free(d->bio_method);
 
     hg_dtls_queue_clear(&d->out);
     hg_dtls_queue_clear(&d->flight);
@@ -685,6 +244,9 @@ hg_dtls_recv(hg_dtls_t *d, const uint8_t *dgram, size_t len, hg_time_t now,
     {
         return HG_ERR;
     }
+
+    /* the peer is not silent: our timer may try again in full */
+    d->timer_resends = 0;
 
     if (hg_dtls_tracks(d, dgram)
         && hg_dtls_digest(dgram, len, &digest) == HG_OK)
@@ -802,18 +364,38 @@ hg_dtls_deadline(const hg_dtls_t *d)
 }
 
 
-void
+int
 hg_dtls_timeout(hg_dtls_t *d, hg_time_t now)
 {
+    char  reason[64];
+
+    if (d->failed) {
+        return HG_ERR_STATE;
+    }
+
     if (d->deadline == HG_TIME_INFINITE || now < d->deadline) {
-        return;
+        return HG_OK;
     }
 
-    if (d->established || d->failed || d->flight.head == NULL) {
+    if (d->established || d->flight.head == NULL) {
         d->deadline = HG_TIME_INFINITE;
-        return;
+        return HG_OK;
     }
 
+    /*
+     * A server's flight goes to a peer that proved only that it can
+     * receive at its address: one that then falls silent must not earn
+     * a flight every backoff period until the handshake timeout.
+     */
+    if (d->server && d->timer_resends >= HG_DTLS_SERVER_RETRANSMITS) {
+        snprintf(reason, sizeof(reason), "peer silent after %u copies of "
+                 "the flight", d->timer_resends + 1);
+        hg_dtls_fail(d, reason);
+        hg_dtls_queue_clear(&d->out);
+        return HG_ERR_STATE;
+    }
+
+    d->timer_resends++;
     hg_dtls_resend(d, now);
 
     /* RFC 6347 4.2.4.1: double the timer, up to a cap */
@@ -823,6 +405,8 @@ hg_dtls_timeout(hg_dtls_t *d, hg_time_t now)
     }
 
     d->deadline = now + d->rto;
+
+    return HG_OK;
 }
 
 
@@ -900,7 +484,7 @@ hg_dtls_alloc(size_t record_mtu)
 static void
 hg_dtls_attach(hg_dtls_t *d)
 {
-    BIO_set_data(SSL_get_rbio(d->ssl), &d->io);
+    hg_dtls_bio_set_io(d->ssl, &d->io);
     SSL_set_app_data(d->ssl, d);
     SSL_set_info_callback(d->ssl, hg_dtls_info);
 }
@@ -937,7 +521,17 @@ hg_dtls_step(hg_dtls_t *d, hg_time_t now)
 
     ERR_clear_error();
 
+    /*
+     * Waiting on the peer, the record buffers are idle (16 KB each way):
+     * a half-open handshake need not hold them. OpenSSL refuses while
+     * they hold data and makes them again for the next record.
+     */
+    if (!d->established) {
+        (void) SSL_free_buffers(d->ssl);
+    }
+
     if (d->step_wrote) {
+        d->timer_resends = 0;
         d->rto = HG_DTLS_RTO_INITIAL;
         d->last_sent = now;
         d->deadline = d->established ? HG_TIME_INFINITE : now + d->rto;
@@ -1300,45 +894,6 @@ hg_dtls_digest(const uint8_t *dgram, size_t len, uint64_t *digest)
 }
 
 
-/* a datagram is one or more whole DTLS records, nothing else */
-static int
-hg_dtls_check_records(const uint8_t *p, size_t len, size_t min_protected)
-{
-    size_t  rlen;
-
-    if (len == 0) {
-        return HG_ERR;
-    }
-
-    while (len > 0) {
-        if (len < DTLS1_RT_HEADER_LENGTH
-            || p[0] < SSL3_RT_CHANGE_CIPHER_SPEC
-            || p[0] > SSL3_RT_APPLICATION_DATA
-            || p[1] != DTLS1_VERSION_MAJOR)
-        {
-            return HG_ERR;
-        }
-
-        rlen = DTLS1_RT_HEADER_LENGTH + ((size_t) p[11] << 8 | p[12]);
-        if (rlen > len) {
-            return HG_ERR;
-        }
-
-        /* epoch (bytes 3-4) above 0: the record is encrypted */
-        if ((p[3] | p[4]) != 0
-            && rlen - DTLS1_RT_HEADER_LENGTH < min_protected)
-        {
-            return HG_ERR;
-        }
-
-        p += rlen;
-        len -= rlen;
-    }
-
-    return HG_OK;
-}
-
-
 static int
 hg_dtls_queue_push(hg_dtls_queue_t *q, const uint8_t *buf, size_t len)
 {
@@ -1378,243 +933,4 @@ hg_dtls_queue_clear(hg_dtls_queue_t *q)
 
     q->head = NULL;
     q->tail = NULL;
-}
-
-
-/* ---- OpenSSL plumbing -------------------------------------------------- */
-
-static SSL *
-hg_dtls_ssl_new(SSL_CTX *ctx, hg_dtls_io_t *io, BIO_METHOD **method)
-{
-    SSL         *ssl;
-    BIO         *bio;
-    BIO_METHOD  *m;
-
-    m = hg_dtls_bio_method();
-    if (m == NULL) {
-        return NULL;
-    }
-
-    ssl = SSL_new(ctx);
-    if (ssl == NULL) {
-        goto failed;
-    }
-
-    bio = BIO_new(m);
-    if (bio == NULL) {
-        goto failed;
-    }
-
-    BIO_set_data(bio, io);
-    SSL_set_bio(ssl, bio, bio);
-
-    /* the budget is fixed by the engine: no probing, no guessing */
-    SSL_set_options(ssl, SSL_OP_NO_QUERY_MTU);
-
-    if (!DTLS_set_link_mtu(ssl, (long) io->mtu)) {
-        goto failed;
-    }
-
-    DTLS_set_timer_cb(ssl, hg_dtls_timer_cb);
-
-    *method = m;
-
-    return ssl;
-
-failed:
-
-    ERR_clear_error();
-    SSL_free(ssl);
-    BIO_meth_free(m);
-    return NULL;
-}
-
-
-/*
- * OpenSSL measures its timer with gettimeofday(); ours runs on the
- * caller's clock. Keeping OpenSSL's beyond any handshake's life means it
- * never retransmits behind our back.
- */
-static unsigned int
-hg_dtls_timer_cb(SSL *ssl, unsigned int timer_us)
-{
-    (void) ssl;
-    (void) timer_us;
-
-    return HG_DTLS_OPENSSL_TIMER_US;
-}
-
-
-static BIO_METHOD *
-hg_dtls_bio_method(void)
-{
-    BIO_METHOD  *m;
-
-    m = BIO_meth_new(HG_DTLS_BIO_TYPE, "hopgate datagram");
-    if (m == NULL) {
-        return NULL;
-    }
-
-    if (!BIO_meth_set_write(m, hg_dtls_bio_write)
-        || !BIO_meth_set_read(m, hg_dtls_bio_read)
-        || !BIO_meth_set_ctrl(m, hg_dtls_bio_ctrl)
-        || !BIO_meth_set_create(m, hg_dtls_bio_create)
-        || !BIO_meth_set_destroy(m, hg_dtls_bio_destroy))
-    {
-        BIO_meth_free(m);
-        return NULL;
-    }
-
-    return m;
-}
-
-
-static int
-hg_dtls_bio_write(BIO *bio, const char *buf, int len)
-{
-    hg_dtls_io_t  *io;
-
-    BIO_clear_retry_flags(bio);
-
-    io = BIO_get_data(bio);
-
-    if (io == NULL || len < 0
-        || io->write(io->owner, (const uint8_t *) buf, len) != HG_OK)
-    {
-        return -1;
-    }
-
-    return len;
-}
-
-
-static int
-hg_dtls_bio_read(BIO *bio, char *buf, int size)
-{
-    size_t         n;
-    hg_dtls_io_t  *io;
-
-    BIO_clear_retry_flags(bio);
-
-    io = BIO_get_data(bio);
-
-    if (io == NULL || io->in == NULL) {
-        BIO_set_retry_read(bio);
-        return -1;
-    }
-
-    if (size <= 0) {
-        return 0;
-    }
-
-    /* a short buffer truncates the datagram, as recv() would */
-    n = io->inlen < (size_t) size ? io->inlen : (size_t) size;
-    memcpy(buf, io->in, n);
-    io->in = NULL;
-
-    return (int) n;
-}
-
-
-static long
-hg_dtls_bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
-{
-    hg_dtls_io_t  *io;
-
-    (void) num;
-
-    io = BIO_get_data(bio);
-    if (io == NULL) {
-        return 0;
-    }
-
-    switch (cmd) {
-
-    case BIO_CTRL_DGRAM_GET_PEER:
-        return hg_dtls_bio_peer(io, ptr);
-
-    case BIO_CTRL_DGRAM_QUERY_MTU:
-    case BIO_CTRL_DGRAM_GET_MTU:
-    case BIO_CTRL_DGRAM_GET_FALLBACK_MTU:
-        return (long) io->mtu;
-
-    case BIO_CTRL_DGRAM_GET_MTU_OVERHEAD:
-        /* the engine's prefix is already taken off the record MTU */
-        return 0;
-
-    case BIO_CTRL_PENDING:
-        return io->in != NULL ? (long) io->inlen : 0;
-
-    case BIO_CTRL_WPENDING:
-        /* every write has left already */
-        return 0;
-
-    case BIO_CTRL_FLUSH:
-    case BIO_CTRL_DGRAM_SET_NEXT_TIMEOUT:
-    case BIO_CTRL_DGRAM_SET_PEER:
-    case BIO_CTRL_DGRAM_CONNECT:
-    case BIO_CTRL_DGRAM_SET_CONNECTED:
-        return 1;
-
-    default:
-        return 0;
-    }
-}
-
-
-static long
-hg_dtls_bio_peer(hg_dtls_io_t *io, BIO_ADDR *addr)
-{
-    int                         ok;
-    const struct sockaddr_in   *sin;
-    const struct sockaddr_in6  *sin6;
-
-    if (io->peer == NULL || addr == NULL) {
-        return 0;
-    }
-
-    switch (io->peer->sa_family) {
-
-    case AF_INET:
-        if (io->peerlen < (socklen_t) sizeof(struct sockaddr_in)) {
-            return 0;
-        }
-
-        sin = (const struct sockaddr_in *) io->peer;
-        ok = BIO_ADDR_rawmake(addr, AF_INET, &sin->sin_addr,
-                              sizeof(sin->sin_addr), sin->sin_port);
-        break;
-
-    case AF_INET6:
-        if (io->peerlen < (socklen_t) sizeof(struct sockaddr_in6)) {
-            return 0;
-        }
-
-        sin6 = (const struct sockaddr_in6 *) io->peer;
-        ok = BIO_ADDR_rawmake(addr, AF_INET6, &sin6->sin6_addr,
-                              sizeof(sin6->sin6_addr), sin6->sin6_port);
-        break;
-
-    default:
-        return 0;
-    }
-
-    return ok ? (long) io->peerlen : 0;
-}
-
-
-static int
-hg_dtls_bio_create(BIO *bio)
-{
-    BIO_set_init(bio, 1);
-    return 1;
-}
-
-
-static int
-hg_dtls_bio_destroy(BIO *bio)
-{
-    BIO_set_data(bio, NULL);
-    BIO_set_init(bio, 0);
-    return 1;
 }

@@ -14,6 +14,13 @@
  * 6347 4.2.4 backoff: initial 400 ms, doubling, at most 8 s) or when the
  * peer repeats a datagram it has already sent (the peer lost our flight).
  *
+ * A server's timer re-sends a flight at most HG_DTLS_SERVER_RETRANSMITS
+ * times: a peer that passed the cookie and went silent gets the flight
+ * three times in all, and when the timer fires once more (2.8 s after the
+ * flight first went) the handshake has failed. While a handshake waits on
+ * its peer, OpenSSL's record buffers (33 KB) are released; OpenSSL makes
+ * them again for the next record.
+ *
  * Server: a stateless listener answers ClientHellos with a
  * HelloVerifyRequest carrying an HMAC-SHA256 cookie over the peer address
  * and a secret that rotates every 30 s (the previous secret stays valid
@@ -36,6 +43,7 @@
 #define HG_DTLS_RTO_INITIAL   (400 * HG_MS)
 #define HG_DTLS_RTO_MAX       (8 * HG_SEC)
 #define HG_DTLS_SECRET_PERIOD (30 * HG_SEC)
+#define HG_DTLS_SERVER_RETRANSMITS  2     /* timer re-sends of a flight */
 #define HG_DTLS_MAX_RECORD    2048        /* buffer size for one record */
 
 typedef struct hg_dtls_s          hg_dtls_t;
@@ -99,9 +107,14 @@ ssize_t hg_dtls_seal(hg_dtls_t *d, const uint8_t *plain, size_t len,
  * does not fit in cap (it stays queued) */
 ssize_t hg_dtls_pending(hg_dtls_t *d, uint8_t *out, size_t cap);
 
-/* when the flight retransmission timer fires (HG_TIME_INFINITE: idle) */
+/*
+ * When the flight retransmission timer fires (HG_TIME_INFINITE: idle),
+ * and what it does then. hg_dtls_timeout returns HG_OK, or HG_ERR_STATE
+ * when a server's peer stayed silent through every retransmission: the
+ * session has failed (hg_dtls_error says so).
+ */
 hg_time_t hg_dtls_deadline(const hg_dtls_t *d);
-void hg_dtls_timeout(hg_dtls_t *d, hg_time_t now);
+int hg_dtls_timeout(hg_dtls_t *d, hg_time_t now);
 
 int hg_dtls_established(const hg_dtls_t *d);
 /* a fatal failure's reason (e.g. "certificate verify failed"), or NULL */

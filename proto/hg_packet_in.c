@@ -23,8 +23,6 @@
 
 static int hg_frame_dispatch(hg_conn_t *c, const hg_codec_frame_t *f);
 static int hg_frame_uints(hg_conn_t *c, const hg_codec_uints_t *f);
-static int hg_frame_session(hg_conn_t *c, hg_codec_kind_t kind,
-    const hg_codec_bytes_t *body);
 static int hg_frame_stream(hg_conn_t *c, const hg_codec_stream_t *f);
 static int hg_frame_ack(hg_conn_t *c, const hg_codec_ack_t *f);
 static int hg_frame_reset(hg_conn_t *c, uint64_t id, uint64_t error_code,
@@ -32,9 +30,6 @@ static int hg_frame_reset(hg_conn_t *c, uint64_t id, uint64_t error_code,
 static int hg_frame_stop(hg_conn_t *c, uint64_t id, uint64_t error_code);
 static int hg_frame_max_stream_data(hg_conn_t *c, uint64_t id,
     uint64_t max);
-static int hg_frame_hello(hg_conn_t *c, const Hopgate__HelloFrame *f);
-static int hg_frame_hello_ack(hg_conn_t *c, const Hopgate__HelloAckFrame *f);
-static int hg_frame_close(hg_conn_t *c, const Hopgate__CloseFrame *f);
 
 
 /* ---- one packet ---------------------------------------------------------- */
@@ -44,7 +39,9 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
 {
     hg_conn_t                *c = arg;
     size_t                    i;
-    int                       eliciting;
+    unsigned                  eliciting;
+    int                       probing;
+    uint64_t                  largest;
     hg_codec_packet_t         pkt;
     hg_codec_frame_t          frames[HG_RECV_FRAMES], scratch;
     const hg_codec_frame_t   *f;
@@ -72,6 +69,8 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
 
     c->stats.packets_received++;
     eliciting = 0;
+    probing = 1;
+    largest = c->ackq.largest;
 
     for (i = 0; i < pkt.nframes; i++) {
         f = hg_codec_packet_frame(&pkt, i, &scratch);
@@ -86,10 +85,12 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
             continue;
         }
 
-        if (f->kind != HOPGATE__FRAME__BODY_ACK
-            && f->kind != HOPGATE__FRAME__BODY_CLOSE)
+        eliciting |= hg_ackq_frame_need(f->kind);
+
+        if (f->kind != HOPGATE__FRAME__BODY_PATH_CHALLENGE
+            && f->kind != HOPGATE__FRAME__BODY_PATH_RESPONSE)
         {
-            eliciting = 1;
+            probing = 0;
         }
 
         if (hg_frame_dispatch(c, f) != HG_OK) {
@@ -97,6 +98,11 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
             hg_conn_protocol_error(c, "malformed frame");
             break;
         }
+    }
+
+    /* the newest packet that is not a probe may move the session */
+    if (!probing && (largest == UINT64_MAX || pkt.pn > largest)) {
+        c->path.input_newest = 1;
     }
 
     hg_ackq_on_received(&c->ackq, pkt.pn, eliciting, c->now);
@@ -128,7 +134,7 @@ hg_frame_dispatch(hg_conn_t *c, const hg_codec_frame_t *f)
     case HOPGATE__FRAME__BODY_HELLO_ACK:
     case HOPGATE__FRAME__BODY_GOAWAY:
     case HOPGATE__FRAME__BODY_CLOSE:
-        return hg_frame_session(c, f->kind, &f->body);
+        return hg_session_frame(c, f->kind, &f->body);
 
     default:
         if (!hg_codec_is_uints(f->kind)) {
@@ -168,6 +174,14 @@ hg_frame_uints(hg_conn_t *c, const hg_codec_uints_t *f)
         }
         return HG_OK;
 
+    case HOPGATE__FRAME__BODY_PATH_CHALLENGE:
+        hg_path_on_challenge(c, f->v[0]);
+        return HG_OK;
+
+    case HOPGATE__FRAME__BODY_PATH_RESPONSE:
+        hg_path_on_response(c, f->v[0]);
+        return HG_OK;
+
     default:
         /* PING */
         return HG_OK;
@@ -175,56 +189,6 @@ hg_frame_uints(hg_conn_t *c, const hg_codec_uints_t *f)
 }
 
 
-/* HELLO, HELLO_ACK, GOAWAY, CLOSE: rare, and unpacked by protobuf-c */
-static int
-hg_frame_session(hg_conn_t *c, hg_codec_kind_t kind,
-    const hg_codec_bytes_t *body)
-{
-    int                    rc;
-    ProtobufCMessage      *m;
-    Hopgate__GoAwayFrame  *goaway;
-
-    m = protobuf_c_message_unpack(hg_codec_descriptor(kind), NULL,
-                                  body->len, body->data);
-    if (m == NULL) {
-        /* the packet was checked: only memory can be missing */
-        hg_conn_enter_closing(c, HG_CODE_INTERNAL, "out of memory", 1,
-                              c->now);
-        return HG_OK;
-    }
-
-    switch (kind) {
-
-    case HOPGATE__FRAME__BODY_HELLO:
-        rc = hg_frame_hello(c, (Hopgate__HelloFrame *) m);
-        break;
-
-    case HOPGATE__FRAME__BODY_HELLO_ACK:
-        rc = hg_frame_hello_ack(c, (Hopgate__HelloAckFrame *) m);
-        break;
-
-    case HOPGATE__FRAME__BODY_GOAWAY:
-        goaway = (Hopgate__GoAwayFrame *) m;
-
-        if (!c->peer_goaway) {
-            c->peer_goaway = 1;
-            hg_conn_event(c, HG_EV_GOAWAY, -1, goaway->error_code);
-            snprintf(c->goaway_reason, sizeof(c->goaway_reason), "%s",
-                     goaway->reason ? goaway->reason : "");
-        }
-
-        rc = HG_OK;
-        break;
-
-    default:
-        rc = hg_frame_close(c, (Hopgate__CloseFrame *) m);
-        break;
-    }
-
-    protobuf_c_message_free_unpacked(m, NULL);
-
-    return rc;
-}
 
 
 /* ---- stream frames --------------------------------------------------------- */
@@ -634,154 +598,18 @@ hg_packet_on_lost(void *ctx, const hg_sent_packet_t *pkt)
             break;
 
         case HG_SF_HELLO:
-            if (c->state == HG_CS_HELLO) {
-                c->hello_due = 1;
-            }
-            break;
-
         case HG_SF_HELLO_ACK:
-            if (c->state == HG_CS_READY) {
-                c->hello_ack_due = 1;
-            }
-            break;
-
         case HG_SF_GOAWAY:
-            if (c->state == HG_CS_READY) {
-                c->goaway_due = 1;
-            }
+            hg_session_frame_lost(c, f->type);
             break;
 
         default:
-            /* ACK, PING, CLOSE: never repeated as such */
+            /*
+             * ACK, PING, CLOSE: never repeated as such; nor PATH_CHALLENGE
+             * (a new one follows on a timer) or PATH_RESPONSE (the peer
+             * challenges again)
+             */
             break;
         }
     }
-}
-
-
-/* ---- session control ------------------------------------------------------ */
-
-static int
-hg_params_valid(const Hopgate__TransportParams *p)
-{
-    return p != NULL && p->max_streams > 0 && p->stream_window >= 1024
-           && p->conn_window >= p->stream_window;
-}
-
-
-static int
-hg_frame_hello(hg_conn_t *c, const Hopgate__HelloFrame *f)
-{
-    if (c->role != HG_ROLE_SERVER) {
-        return HG_ERR;
-    }
-
-    if (c->state != HG_CS_HELLO || c->hello.domain != NULL) {
-        /* a retransmission after our decision */
-        return HG_OK;
-    }
-
-    if (!hg_params_valid(f->params) || f->domain == NULL
-        || f->api_key == NULL)
-    {
-        return HG_ERR;
-    }
-
-    snprintf(c->hello_domain, sizeof(c->hello_domain), "%s", f->domain);
-    snprintf(c->hello_key, sizeof(c->hello_key), "%s", f->api_key);
-    snprintf(c->hello_version, sizeof(c->hello_version), "%s",
-             f->agent_version ? f->agent_version : "");
-    snprintf(c->hello_agent_id, sizeof(c->hello_agent_id), "%s",
-             f->agent_id ? f->agent_id : "");
-
-    c->hello.domain = c->hello_domain;
-    c->hello.api_key = c->hello_key;
-    c->hello.agent_version = c->hello_version;
-    c->hello.agent_id = c->hello_agent_id;
-    c->hello.worker_hint = (int) f->worker_hint - 1;
-
-    hg_conn_set_remote_params(c, f->params->max_streams,
-                              f->params->stream_window,
-                              f->params->conn_window,
-                              f->params->max_ack_delay_us);
-
-    hg_conn_event(c, HG_EV_HELLO, -1, 0);
-
-    return HG_OK;
-}
-
-
-static int
-hg_frame_hello_ack(hg_conn_t *c, const Hopgate__HelloAckFrame *f)
-{
-    hg_time_t  idle;
-
-    if (c->role != HG_ROLE_CLIENT) {
-        return HG_ERR;
-    }
-
-    if (c->state != HG_CS_HELLO) {
-        return HG_OK;
-    }
-
-    if (f->error_code != HG_CODE_OK) {
-        c->ack_code = f->error_code;
-        snprintf(c->ack_text, sizeof(c->ack_text), "%s",
-                 f->error_text && *f->error_text
-                 ? f->error_text : hg_code_name(f->error_code));
-        hg_conn_event(c, HG_EV_REJECTED, -1, f->error_code);
-        hg_conn_enter_closing(c, f->error_code, c->ack_text, 0, c->now);
-        c->state = HG_CS_CLOSED;
-        return HG_OK;
-    }
-
-    if (!hg_params_valid(f->params)) {
-        return HG_ERR;
-    }
-
-    c->session_id = f->session_id;
-    c->worker_index = f->worker_index;
-    c->worker_count = f->worker_count;
-
-    /* the edge's timers win: it knows its own idle policy */
-    idle = (hg_time_t) f->idle_timeout_ms * HG_MS;
-    if (idle > 0 && idle < c->cfg.idle_timeout) {
-        c->cfg.idle_timeout = idle;
-    }
-
-    if (f->keepalive_ms > 0
-        && (hg_time_t) f->keepalive_ms * HG_MS < c->cfg.idle_timeout)
-    {
-        c->cfg.keepalive = (hg_time_t) f->keepalive_ms * HG_MS;
-    }
-
-    hg_conn_set_remote_params(c, f->params->max_streams,
-                              f->params->stream_window,
-                              f->params->conn_window,
-                              f->params->max_ack_delay_us);
-
-    c->state = HG_CS_READY;
-    hg_conn_event(c, HG_EV_READY, -1, 0);
-
-    return HG_OK;
-}
-
-
-static int
-hg_frame_close(hg_conn_t *c, const Hopgate__CloseFrame *f)
-{
-    const char  *reason;
-
-    reason = f->reason && *f->reason ? f->reason
-                                     : hg_code_name(f->error_code);
-
-    if (c->state != HG_CS_CLOSING) {
-        hg_conn_enter_closing(c, f->error_code, reason, 0, c->now);
-    }
-
-    /* the peer is gone: no draining period needed */
-    c->state = HG_CS_CLOSED;
-    c->closing_deadline = HG_TIME_INFINITE;
-
-    return HG_OK;
 }

@@ -12,6 +12,7 @@
 
 #include <string.h>
 
+#include "hg_builder.h"
 #include "hg_codec.h"
 #include "hg_conn.h"
 
@@ -22,25 +23,10 @@
 /* the packet number field's room: tag and varint; 2 for number 0 */
 #define hg_number_room(pn)  (1 + hg_codec_varint_len(pn))
 
-typedef struct {
-    hg_conn_t                *c;
-    hg_time_t                 now;
-    hg_sent_frame_t           rec[HG_MAX_SENT_FRAMES];
-    size_t                    n;
-    size_t                    used;       /* bytes of plain taken */
-    size_t                    budget;
-    int                       eliciting;
-    int                       retransmission;
-    int                       has_ack;
-    int                       ack_forced;
-
-    /* the number field's room first, then the frames as encoded */
-    uint8_t                   plain[HG_MTU_MAX];
-} hg_builder_t;
 
 
 /* room for one more frame: its record starts empty */
-static int
+int
 hg_builder_slot(hg_builder_t *b)
 {
     if (b->n == HG_MAX_SENT_FRAMES) {
@@ -54,7 +40,7 @@ hg_builder_slot(hg_builder_t *b)
 
 
 /* the frame just encoded at plain + used, cost bytes long, is in */
-static void
+void
 hg_builder_commit(hg_builder_t *b, size_t cost, hg_sent_frame_type_t type)
 {
     b->rec[b->n].type = type;
@@ -68,7 +54,7 @@ hg_builder_commit(hg_builder_t *b, size_t cost, hg_sent_frame_type_t type)
 
 
 /* a frame of uint64 fields; 1 when added */
-static int
+int
 hg_builder_add_uints(hg_builder_t *b, const hg_codec_uints_t *f,
     hg_sent_frame_type_t type)
 {
@@ -91,7 +77,7 @@ hg_builder_add_uints(hg_builder_t *b, const hg_codec_uints_t *f,
 
 
 /* a session frame, packed by protobuf-c in place; 1 when added */
-static int
+int
 hg_builder_add_message(hg_builder_t *b, hg_codec_kind_t kind,
     const ProtobufCMessage *body, hg_sent_frame_type_t type)
 {
@@ -116,17 +102,6 @@ hg_builder_add_message(hg_builder_t *b, hg_codec_kind_t kind,
 }
 
 
-static void
-hg_builder_params(hg_builder_t *b, Hopgate__TransportParams *params)
-{
-    hg_conn_t  *c = b->c;
-
-    hopgate__transport_params__init(params);
-    params->max_streams = c->local.max_streams;
-    params->stream_window = c->local.stream_window;
-    params->conn_window = c->local.conn_window;
-    params->max_ack_delay_us = (uint32_t) c->local.max_ack_delay;
-}
 
 
 /* ---- ACK -------------------------------------------------------------- */
@@ -182,98 +157,51 @@ hg_add_ack(hg_builder_t *b)
 }
 
 
+/* ---- path validation ---------------------------------------------------- */
+
+/*
+ * PATH_RESPONSE and PATH_CHALLENGE go in the next packet, whatever the
+ * congestion window and the pacer say, as probes do: a few bytes once a
+ * PTO at most, and the path's validation (or the peer's) waits on them.
+ */
+static void
+hg_add_path(hg_builder_t *b)
+{
+    hg_conn_t         *c = b->c;
+    uint64_t           data;
+    hg_codec_uints_t   f;
+
+    if (c->path.response_due) {
+        f.kind = HOPGATE__FRAME__BODY_PATH_RESPONSE;
+        f.v[0] = c->path.response;
+
+        if (hg_builder_add_uints(b, &f, HG_SF_PATH_RESPONSE)) {
+            c->path.response_due = 0;
+        }
+    }
+
+    if (c->path.challenge_due
+        && hg_path_challenge_data(c, &data) == HG_OK)
+    {
+        f.kind = HOPGATE__FRAME__BODY_PATH_CHALLENGE;
+        f.v[0] = data;
+
+        if (hg_builder_add_uints(b, &f, HG_SF_PATH_CHALLENGE)) {
+            b->rec[b->n - 1].value = data;
+            hg_path_challenge_sent(c, data);
+        }
+    }
+}
+
+
 /* ---- control frames --------------------------------------------------- */
 
-static void
-hg_add_hello(hg_builder_t *b)
-{
-    hg_conn_t                 *c = b->c;
-    Hopgate__HelloFrame        hello;
-    Hopgate__TransportParams   params;
-
-    hg_builder_params(b, &params);
-    hopgate__hello_frame__init(&hello);
-    hello.domain = c->hello_domain;
-    hello.api_key = c->hello_key;
-    hello.agent_version = c->hello_version;
-    hello.agent_id = c->hello_agent_id;
-    hello.worker_hint = c->worker_hint >= 0 ? c->worker_hint + 1 : 0;
-    hello.params = &params;
-
-    if (hg_builder_add_message(b, HOPGATE__FRAME__BODY_HELLO, &hello.base,
-                               HG_SF_HELLO))
-    {
-        c->hello_due = 0;
-    }
-}
 
 
-static void
-hg_add_hello_ack(hg_builder_t *b)
-{
-    hg_conn_t                 *c = b->c;
-    Hopgate__HelloAckFrame     ack;
-    Hopgate__TransportParams   params;
-
-    hopgate__hello_ack_frame__init(&ack);
-    ack.error_code = c->ack_code;
-    ack.error_text = c->ack_text;
-
-    if (c->ack_code == HG_CODE_OK) {
-        hg_builder_params(b, &params);
-        ack.session_id = c->session_id;
-        ack.worker_index = c->worker_index;
-        ack.worker_count = c->worker_count;
-        ack.n_edges = c->nedges;
-        ack.edges = c->edges;
-        ack.idle_timeout_ms = c->cfg.idle_timeout / HG_MS;
-        ack.keepalive_ms = c->cfg.keepalive / HG_MS;
-        ack.params = &params;
-    }
-
-    if (hg_builder_add_message(b, HOPGATE__FRAME__BODY_HELLO_ACK, &ack.base,
-                               HG_SF_HELLO_ACK))
-    {
-        c->hello_ack_due = 0;
-    }
-}
 
 
-static void
-hg_add_goaway(hg_builder_t *b)
-{
-    hg_conn_t            *c = b->c;
-    Hopgate__GoAwayFrame  goaway;
-
-    hopgate__go_away_frame__init(&goaway);
-    goaway.error_code = c->goaway_code;
-    goaway.reason = c->goaway_reason;
-
-    if (hg_builder_add_message(b, HOPGATE__FRAME__BODY_GOAWAY, &goaway.base,
-                               HG_SF_GOAWAY))
-    {
-        c->goaway_due = 0;
-    }
-}
 
 
-static void
-hg_add_close(hg_builder_t *b)
-{
-    hg_conn_t           *c = b->c;
-    Hopgate__CloseFrame  close;
-
-    hopgate__close_frame__init(&close);
-    close.error_code = c->close_code;
-    close.reason = c->close_reason;
-
-    if (hg_builder_add_message(b, HOPGATE__FRAME__BODY_CLOSE, &close.base,
-                               HG_SF_CLOSE))
-    {
-        c->close_due = 0;
-        c->last_close_sent = b->now;
-    }
-}
 
 
 static void
@@ -380,17 +308,7 @@ hg_add_control(hg_builder_t *b)
     hg_conn_t     *c = b->c;
     hg_cstream_t  *cs;
 
-    if (c->hello_due && c->role == HG_ROLE_CLIENT) {
-        hg_add_hello(b);
-    }
-
-    if (c->hello_ack_due && c->role == HG_ROLE_SERVER) {
-        hg_add_hello_ack(b);
-    }
-
-    if (c->goaway_due) {
-        hg_add_goaway(b);
-    }
+    hg_session_add_frames(b);
 
     if (c->max_data_due) {
         hg_add_max_data(b);
@@ -593,6 +511,21 @@ hg_add_stream_data(hg_builder_t *b)
 
 /* ---- the packet ------------------------------------------------------- */
 
+static void
+hg_builder_init(hg_builder_t *b, hg_conn_t *c, hg_time_t now)
+{
+    b->c = c;
+    b->now = now;
+    b->n = 0;
+    b->used = hg_number_room(c->rec.next_pn);
+    b->budget = c->max_payload;
+    b->eliciting = 0;
+    b->retransmission = 0;
+    b->has_ack = 0;
+    b->ack_forced = 0;
+}
+
+
 /* the initial RTT, or the handshake's, until the first sample */
 static hg_time_t
 hg_srtt(const hg_conn_t *c)
@@ -645,10 +578,8 @@ hg_control_pending(const hg_conn_t *c)
 {
     hg_cstream_t  *cs;
 
-    if ((c->hello_due && c->role == HG_ROLE_CLIENT)
-        || (c->hello_ack_due && c->role == HG_ROLE_SERVER)
-        || c->goaway_due || c->max_data_due || c->max_streams_due
-        || c->ping_due || c->probes_due)
+    if (hg_session_pending(c) || c->max_data_due || c->max_streams_due
+        || c->ping_due || c->probes_due || hg_path_frames_due(c))
     {
         return 1;
     }
@@ -687,7 +618,7 @@ hg_packet_send_deadline(const hg_conn_t *c, hg_time_t now)
         return HG_TIME_INFINITE;
     }
 
-    if (c->probes_due > 0) {
+    if (c->probes_due > 0 || hg_path_frames_due(c)) {
         return now;
     }
 
@@ -778,7 +709,8 @@ hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
     hg_builder_t       b;
     hg_sent_packet_t  *slot;
     ssize_t            n;
-    int                more;
+    size_t             allowance, overhead, room;
+    int                more, limited;
 
     if (c->state != HG_CS_HELLO && c->state != HG_CS_READY
         && !(c->state == HG_CS_CLOSING && c->close_due))
@@ -791,25 +723,29 @@ hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
         return 0;
     }
 
-    b.c = c;
-    b.now = now;
-    b.n = 0;
-    b.used = hg_number_room(c->rec.next_pn);
-    b.budget = c->max_payload;
-    b.eliciting = 0;
-    b.retransmission = 0;
-    b.has_ack = 0;
-    b.ack_forced = 0;
+    hg_builder_init(&b, c, now);
+
+    /* an address not yet validated gets three times what it sent us */
+    overhead = c->cfg.mtu - c->max_payload;
+    allowance = hg_path_allowance(c);
+    limited = allowance < c->cfg.mtu;
+
+    if (limited) {
+        if (allowance <= overhead + b.used) {
+            hg_path_set_starved(c);
+            return 0;
+        }
+
+        b.budget = allowance - overhead;
+    }
 
     if (c->state == HG_CS_CLOSING) {
-        if (c->role == HG_ROLE_SERVER && c->ack_code != HG_CODE_OK) {
-            hg_add_hello_ack(&b);
-        }
-        hg_add_close(&b);
+        hg_session_add_closing(&b);
 
     } else {
         b.ack_forced = hg_ackq_due(&c->ackq, now);
         hg_add_ack(&b);
+        hg_add_path(&b);
 
         more = 0;
 
@@ -817,7 +753,10 @@ hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
             if (c->probes_due == 0) {
                 /* the datagram stays within the window; the ACK may
                  * already fill that, and then goes alone */
-                b.budget = hg_cwnd_room(c) - (c->cfg.mtu - c->max_payload);
+                room = hg_cwnd_room(c) - overhead;
+                if (room < b.budget) {
+                    b.budget = room > b.used ? room : b.used;
+                }
             }
 
             hg_add_control(&b);
@@ -834,13 +773,61 @@ hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
 
         if (b.has_ack && b.n == 1 && !b.ack_forced) {
             /* nothing else to say: let the ACK wait for its timer */
-            return 0;
+            b.n = 0;
         }
     }
 
     if (b.n == 0) {
+        /*
+         * What is due now but did not fit the allowance waits for the
+         * peer's next datagram; without the mark, the deadline would say
+         * "now" until then
+         */
+        if (limited && (hg_ackq_due(&c->ackq, now)
+                        || hg_packet_send_deadline(c, now) <= now))
+        {
+            hg_path_set_starved(c);
+        }
+
         return 0;
     }
+
+    n = hg_packet_seal(&b, out, cap);
+    if (n < 0) {
+        return HG_ERR;
+    }
+
+    hg_packet_record(&b, slot, (size_t) n);
+
+    return n;
+}
+
+
+/* a packet of one PATH_CHALLENGE, for the last validated address */
+ssize_t
+hg_packet_build_probe(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now,
+    uint64_t data)
+{
+    hg_builder_t       b;
+    hg_sent_packet_t  *slot;
+    hg_codec_uints_t   f;
+    ssize_t            n;
+
+    slot = hg_recovery_next_slot(&c->rec);
+    if (slot == NULL) {
+        return 0;
+    }
+
+    hg_builder_init(&b, c, now);
+
+    f.kind = HOPGATE__FRAME__BODY_PATH_CHALLENGE;
+    f.v[0] = data;
+
+    if (!hg_builder_add_uints(&b, &f, HG_SF_PATH_CHALLENGE)) {
+        return 0;
+    }
+
+    b.rec[0].value = data;
 
     n = hg_packet_seal(&b, out, cap);
     if (n < 0) {

@@ -1,10 +1,14 @@
 /*
- * The cleartext datagram prefix: a version/flags byte and eight bytes that
- * are either the session's connection id or a steering hint. It carries no
- * secret; see docs/protocol.md.
+ * The cleartext datagram prefix: a version/flags byte and thirteen bytes
+ * that are either the session's connection id or a steering hint; and the
+ * stateless reset token of an id. The prefix carries no secret and is not
+ * authenticated: it only routes. See docs/protocol.md.
  */
 
 #include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "hg.h"
 
@@ -46,11 +50,26 @@ hg_cid_worker(const uint8_t cid[HG_CID_LEN])
 }
 
 
-size_t
-hg_prefix_reset(const uint8_t cid[HG_CID_LEN], uint8_t *out)
-{
-    out[0] = HG_PREFIX_VERSION | HG_PREFIX_FLAG_CID | HG_PREFIX_FLAG_RESET;
-    memcpy(out + 1, cid, HG_CID_LEN);
 
-    return HG_PREFIX_LEN;
+int
+hg_reset_token(const uint8_t key[32], const uint8_t cid[HG_CID_LEN],
+    uint8_t token[HG_RESET_TOKEN_LEN])
+{
+    static const char  label[] = "hopgate stateless reset";
+    uint8_t            in[sizeof(label) + HG_CID_LEN];
+    uint8_t            mac[EVP_MAX_MD_SIZE];
+    unsigned int       maclen;
+
+    memcpy(in, label, sizeof(label));
+    memcpy(in + sizeof(label), cid, HG_CID_LEN);
+
+    if (HMAC(EVP_sha256(), key, 32, in, sizeof(in), mac, &maclen) == NULL
+        || maclen < HG_RESET_TOKEN_LEN)
+    {
+        return HG_ERR;
+    }
+
+    memcpy(token, mac, HG_RESET_TOKEN_LEN);
+
+    return HG_OK;
 }

@@ -48,15 +48,14 @@ hg_recovery_init(hg_recovery_t *r, hg_cc_t *cc, hg_time_t max_ack_delay,
         return -1;
     }
 
-    /* no bigger than max_packets rounded up to a power of two */
-    r->ring_cap = HG_RECOVERY_RING_MIN;
-    while (r->ring_cap / 2 >= max_packets) {
-        r->ring_cap /= 2;
-    }
-
-    r->ring = calloc(r->ring_cap, sizeof(hg_sent_packet_t));
-    if (r->ring == NULL) {
-        return -1;
+    /*
+     * No bigger than max_packets rounded up to a power of two, and made
+     * at the first packet: a server connection whose handshake never
+     * completes sends none, and should not hold 20 KB for them.
+     */
+    r->ring_min = HG_RECOVERY_RING_MIN;
+    while (r->ring_min / 2 >= max_packets) {
+        r->ring_min /= 2;
     }
 
     /* RFC 9002 A.4: estimates before the first sample */
@@ -102,7 +101,7 @@ hg_recovery_grow(hg_recovery_t *r)
     uint64_t           pn;
     hg_sent_packet_t  *ring;
 
-    cap = r->ring_cap * 2;
+    cap = r->ring_cap ? r->ring_cap * 2 : r->ring_min;
 
     ring = malloc(cap * sizeof(hg_sent_packet_t));
     if (ring == NULL) {

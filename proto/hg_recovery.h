@@ -65,8 +65,9 @@ typedef struct {
      * number in [first_pn, next_pn). Slots in that window whose packet
      * was acknowledged or lost stay until all older ones are settled.
      */
-    hg_sent_packet_t  *ring;
-    size_t             ring_cap;          /* power of two */
+    hg_sent_packet_t  *ring;              /* NULL until the first packet */
+    size_t             ring_cap;          /* power of two, or 0 */
+    size_t             ring_min;          /* its first capacity */
     size_t             max_packets;       /* cap on next_pn - first_pn */
     uint64_t           first_pn;          /* oldest tracked packet */
     uint64_t           next_pn;           /* one past the newest */

@@ -5,7 +5,8 @@
  * compression.
  *
  * The client verifies the edge one of three ways: against a CA bundle
- * (with the name check hg_dtls_client_new adds), by a pin of the server
+ * and for the edge's identity (a host name against the certificate's DNS
+ * names, an IP address against its IP addresses), by a pin of the server
  * key (SHA-256 of its SubjectPublicKeyInfo, for self-signed edges), or not
  * at all when explicitly asked to.
  */
@@ -18,6 +19,7 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "hg.h"
 
@@ -33,6 +35,7 @@
 
 
 static SSL_CTX *hg_tls_ctx_new(int server, char *err, size_t errlen);
+static int hg_tls_set_identity(SSL_CTX *ctx, const char *name);
 static int hg_tls_pin_parse(const char *text, uint8_t pin[HG_TLS_PIN_LEN]);
 static int hg_tls_spki_sha256(X509 *cert, uint8_t md[HG_TLS_PIN_LEN]);
 static int hg_tls_verify_pin(int ok, X509_STORE_CTX *store);
@@ -131,6 +134,14 @@ hg_tls_client_ctx(const hg_tls_client_opts_t *opts, char *err,
     }
 
     if (opts->pin_sha256 == NULL || opts->pin_sha256[0] == '\0') {
+        if (opts->server_name != NULL && opts->server_name[0] != '\0'
+            && hg_tls_set_identity(ctx, opts->server_name) != HG_OK)
+        {
+            snprintf(err, errlen, "cannot check the edge's certificate "
+                     "for \"%s\"", opts->server_name);
+            goto failed;
+        }
+
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
         ERR_clear_error();
         return ctx;
@@ -227,6 +238,32 @@ hg_tls_ctx_new(int server, char *err, size_t errlen)
     SSL_CTX_set_read_ahead(ctx, 0);
 
     return ctx;
+}
+
+
+/*
+ * Every SSL made from ctx inherits the check. A chain to the CA alone
+ * proves little (with a public CA bundle, any publicly issued certificate
+ * chains): the certificate must also be the edge's. An address literal
+ * is matched against the IP address SANs only, never against DNS names or
+ * the subject's CN.
+ */
+static int
+hg_tls_set_identity(SSL_CTX *ctx, const char *name)
+{
+    X509_VERIFY_PARAM  *param;
+
+    param = SSL_CTX_get0_param(ctx);
+
+    if (X509_VERIFY_PARAM_set1_ip_asc(param, name) == 1) {
+        return HG_OK;
+    }
+
+    ERR_clear_error();
+    X509_VERIFY_PARAM_set_hostflags(param,
+                                    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+
+    return X509_VERIFY_PARAM_set1_host(param, name, 0) == 1 ? HG_OK : HG_ERR;
 }
 
 

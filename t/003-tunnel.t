@@ -186,19 +186,45 @@ GET /status/304
     location / {
         hopgate_route app.test;
         proxy_pass http://tunnels;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Request-Id $request_id;
     }
+--- init
+my $agent = HopGate::Fixture::start_agent();
+HopGate::Fixture::agent_wait($agent, qr/connected to/, 1);
+
+# what the app received, and what the agent heard from the edge
+my ($code, $head) = HopGate::Fixture::http_get('/headers', 'app.test');
+Test::More::is($code, 200, 'the app echoes the request head');
+Test::More::like($head, qr/^X-Forwarded-For: 127\.0\.0\.1\r?$/mi,
+                 'the client address reaches the app');
+Test::More::like($head, qr/^X-Forwarded-Proto: http\r?$/mi,
+                 'and the scheme');
+my ($id) = $head =~ /^X-Request-Id: ([0-9a-f]{32})\r?$/mi;
+Test::More::ok($id, 'and the request id');
+
+Test::More::is(HopGate::Fixture::agent_wait($agent,
+                   qr/stream \d+ opened for 127\.0\.0\.1 \(http, request \Q$id\E\)/,
+                   1, 5), 1,
+               'the agent learned the client, the scheme and the same id')
+    if $id;
+Test::More::is(HopGate::Fixture::agent_wait($agent,
+                   qr/stream \d+ GET \/headers 200 .* client=127\.0\.0\.1 request=\Q$id\E/,
+                   1, 5), 1,
+               'and logs them on its line for the stream')
+    if $id;
 --- request
 GET /hello
 --- response_body
 hello from the local app
---- wait: 0.5
 --- no_error_log
 [alert]
 [crit]
 
 
 
-=== TEST 11: an unknown domain gets the branded 502 after the wait
+=== TEST 11: a registered domain whose agent is away gets the branded 502 after the wait
 --- http_config
     $TEST_NGINX_HOPGATE_HTTP
 --- config
@@ -209,12 +235,12 @@ hello from the local app
 --- request
 GET /hello
 --- more_headers
-Host: nobody.test
+Host: other.test
 --- error_code: 502
 --- response_body_like chomp
 tunnel offline
 --- error_log
-no tunnel for "nobody.test" came up in time
+no tunnel for "other.test" came up in time (no agent connected within 300ms)
 
 
 
@@ -233,7 +259,7 @@ no tunnel for "nobody.test" came up in time
 --- request
 GET /hello
 --- more_headers
-Host: nobody.test
+Host: other.test
 --- error_code: 200
 --- response_body
 our own page
@@ -262,7 +288,7 @@ hello from the local app
 
 
 
-=== TEST 14: a refused local connection answers 502 at once
+=== TEST 14: a refused local connection answers 502 at once, naming the local service
 --- http_config
     $TEST_NGINX_HOPGATE_HTTP
 --- config
@@ -278,5 +304,5 @@ HopGate::Fixture::agent_wait($HopGate::Fixture::last, qr/connected to/, 1);
 GET /hello
 --- error_code: 502
 --- response_body_like chomp
-tunnel offline
+local service unavailable.*Failed at: <b>local service</b>
 --- timeout: 3

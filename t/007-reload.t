@@ -74,3 +74,96 @@ hello from the local app
 --- no_error_log
 [alert]
 [crit]
+
+
+
+=== TEST 2: ten reloads a second apart under 16 connections of load: every request answered 200
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+--- config
+    location / {
+        hopgate_route app.test;
+        proxy_pass http://tunnels;
+        proxy_http_version 1.1;
+    }
+--- init
+my $agent = HopGate::Fixture::start_agent();
+HopGate::Fixture::agent_wait($agent, qr/connected to worker/, 2);
+my $dir = HopGate::Fixture::hopgate_dir();
+my $stop = "$dir/load.stop";
+unlink $stop;
+
+# 16 clients, each a curl that asks for 20 URLs over one keepalive
+# connection, again and again until told to stop
+my @kids;
+for my $n (1 .. 16) {
+    my $pid = fork;
+    if ($pid == 0) {
+        open my $out, '>', "$dir/load.$n" or POSIX::_exit(1);
+        open STDERR, '>>', "$dir/load.$n.err";
+        my $url = 'http://127.0.0.1:' . HopGate::Fixture::nginx_port()
+                  . '/hello';
+        until (-e $stop) {
+            open my $fh, '-|', 'curl', '-sS', '--max-time', '30',
+                 '-H', 'Host: app.test', '-w', '%{http_code}\n',
+                 (('-o', '/dev/null', $url) x 20) or POSIX::_exit(1);
+            print $out $_ while <$fh>;
+            close $fh;
+        }
+        close $out;
+        POSIX::_exit(0);
+    }
+    push @kids, $pid;
+}
+
+my ($master) = HopGate::Fixture::nginx_pids();
+sleep 1;
+my $slowest = 0;
+for my $i (1 .. 10) {
+    kill 'HUP', $master;
+    my $t0 = time;
+    # each reload: the agent reaches both new workers, on the DTLS timer,
+    # never after a whole handshake timeout (10 s)
+    HopGate::Fixture::agent_wait($agent, qr/connected to worker/,
+                                 2 + 2 * $i, 3);
+    $slowest = time - $t0 if time - $t0 > $slowest;
+    sleep 1 - (time - $t0) if time - $t0 < 1;
+}
+sleep 1;
+Test::More::cmp_ok($slowest, '<', 3, sprintf 'the agent reached the new '
+                   . 'workers of every reload, the slowest in %.2f s',
+                   $slowest);
+open my $fh, '>', $stop;
+close $fh;
+waitpid $_, 0 for @kids;
+
+my (%codes, $total);
+for my $n (1 .. 16) {
+    open my $in, '<', "$dir/load.$n" or next;
+    while (<$in>) {
+        chomp;
+        $codes{$_}++;
+        $total++;
+    }
+}
+my $workers = 0;
+for (1 .. 100) {
+    $workers = () = HopGate::Fixture::worker_pids();
+    last if $workers == 2;
+    sleep 0.1;
+}
+Test::More::is($workers, 2, 'the old workers exited once their requests '
+               . 'were done');
+my $bad = $total - ($codes{200} // 0);
+Test::More::cmp_ok($total, '>', 1000, "$total requests during the reloads");
+Test::More::is($bad, 0, 'none of them failed')
+    or Test::More::diag(join(', ', map { "$_: $codes{$_}" } sort keys %codes)
+                        . "\n" . `cat $dir/load.*.err`);
+--- request
+GET /hello
+--- response_body
+hello from the local app
+--- timeout: 60
+--- no_error_log
+[alert]
+[crit]

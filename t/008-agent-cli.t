@@ -29,7 +29,7 @@ my (@flags, %env_of);
 
 # a complete, valid command line but for what a test changes
 my @valid = ('--server', '127.0.0.1:9', '--domain', 'app.test',
-             '--key', 'k', '--to', '127.0.0.1:9', '--insecure');
+             '--key', test_key('cli'), '--to', '127.0.0.1:9', '--insecure');
 
 
 my $cli_runs = 0;
@@ -213,7 +213,7 @@ usage_error('--server without a port', {}, [@valid, '--server', 'edge'],
             qr/--server wants HOST:PORT, not "edge"/);
 usage_error('--to with a port out of range', {},
             [@valid, '--to', '127.0.0.1:70000'],
-            qr/--to wants HOST:PORT, not "127.0.0.1:70000"/);
+            qr/--to wants HOST:PORT or PORT, not "127.0.0.1:70000"/);
 usage_error('--insecure contradicts --ca', {},
             [@valid, '--ca', "$dir/edge.pem"], qr/--insecure.*--ca/);
 usage_error('a bad value in HOP_CLIENT_MTU names the variable',
@@ -242,6 +242,113 @@ subtest 'HOP_CLIENT_DEBUG=1 turns on debug lines' => sub {
 usage_error('a malformed --pin is bad usage', {},
             [grep { $_ ne '--insecure' } @valid, '--pin', 'xyz'],
             qr/--pin wants the SHA-256/);
+
+subtest '--help: every line under options belongs to a flag' => sub {
+    my $r = run_cli({}, '--help');
+    my ($options) = $r->{out} =~ /^options[^\n]*\n(.*?)\n\n/ms;
+    my @lines = split /\n/, $options // '';
+    cmp_ok scalar @lines, '>=', 20, 'the options are listed';
+    my $last = '';
+    for my $line (@lines) {
+        my $kind = $line =~ /^  (?:-\w, )?--[a-z]/ ? 'flag'
+                 : $line =~ /^\s{10,}\[HOP_CLIENT_\w+\]/ ? 'variable'
+                 : 'other';
+        ok $kind eq 'flag' || ($kind eq 'variable' && $last eq 'flag'),
+           "\"$line\" is a flag or its variable";
+        $last = $kind;
+    }
+    like $r->{out}, qr/--log-level .*\n\s+\[HOP_CLIENT_LOG_LEVEL\].*HOP_CLIENT_DEBUG=1/,
+        'HOP_CLIENT_DEBUG is told with --log-level';
+};
+
+
+# ---- the key ---------------------------------------------------------------
+
+# @valid without the flag $flag and its value
+sub without {
+    my ($flag, @args) = @_;
+    my @out;
+    while (@args) {
+        my $a = shift @args;
+        if ($a eq $flag) { shift @args; next }
+        push @out, $a;
+    }
+    return @out;
+}
+
+my $good_key = test_key('cli');
+
+usage_error('a key longer than 255 characters is refused, not truncated', {},
+            [without('--key', @valid), '--key', 'hg_' . ('a' x 300)],
+            qr/--key is 303 characters long; a key has at most 255/);
+usage_error('a key that is not hg_ and 64 hex digits is refused', {},
+            [without('--key', @valid), '--key', 'hg_' . ('g' x 64)],
+            qr/--key is not a client key: expected hg_ and 64 hex digits/);
+usage_error('a short key in HOP_CLIENT_API_KEY names the variable',
+            { HOP_CLIENT_API_KEY => 'secret' }, [without('--key', @valid)],
+            qr/HOP_CLIENT_API_KEY is not a client key/);
+
+subtest 'a refused key is not repeated in the message' => sub {
+    my $secret = 'hg_' . ('5' x 63) . 'z';
+    my $r = run_cli({}, without('--key', @valid), '--key', $secret);
+    is $r->{code}, 2, 'exit code 2';
+    unlike $r->{err}, qr/\Q$secret\E|5555/, 'the key is not shown';
+};
+
+my $key_file = write_file("$dir/cli.key", "$good_key\n");
+chmod 0600, $key_file;
+
+usage_error('--key-file: a missing file is named', {},
+            [without('--key', @valid), '--key-file', "$dir/none.key"],
+            qr/--key-file: cannot open "\Q$dir\E\/none\.key": No such file/);
+usage_error('--key-file: an empty file is refused', {},
+            [without('--key', @valid), '--key-file',
+             write_file("$dir/empty.key", "\n")],
+            qr/--key-file: "\Q$dir\E\/empty\.key" is empty/);
+usage_error('--key-file: a file with more than a key is refused', {},
+            [without('--key', @valid), '--key-file',
+             write_file("$dir/two.key", "$good_key\n$good_key\n")],
+            qr/the key in "\Q$dir\E\/two\.key" \(--key-file\) is not a client key/);
+usage_error('--key-file: a 1000-character key is refused', {},
+            [without('--key', @valid), '--key-file',
+             write_file("$dir/long.key", 'hg_' . ('a' x 997) . "\n")],
+            qr/is 1000 characters long; a key has at most 255/);
+usage_error('--key and --key-file together contradict each other', {},
+            [@valid, '--key-file', $key_file],
+            qr/--key-file: the key is also given directly; set only one/);
+usage_error('so do HOP_CLIENT_API_KEY and HOP_CLIENT_KEY_FILE',
+            { HOP_CLIENT_API_KEY => $good_key,
+              HOP_CLIENT_KEY_FILE => $key_file },
+            [without('--key', @valid)],
+            qr/HOP_CLIENT_\w+: the key is also given/);
+
+# a running agent says which key it sends in its debug line
+sub runs_with {
+    my ($name, %o) = @_;
+    subtest $name => sub {
+        my $agent = start_bare_agent(%o);
+        ok agent_wait($agent, qr/ debug dialling/, 1, 3), 'the agent runs';
+        my $log = agent_log($agent);
+        like $log, $o{want}, 'as configured' if $o{want};
+        unlike $log, $o{not}, 'and not otherwise' if $o{not};
+        stop_bare_agents();
+    };
+}
+
+runs_with('a --key-file with a trailing newline is accepted',
+          args => [without('--key', @valid), '--key-file', $key_file,
+                   '--log-level', 'debug'],
+          not => qr/ warn .*key file/);
+runs_with('a --key-file others can read gets a warning',
+          args => [without('--key', @valid), '--key-file',
+                   do { my $f = write_file("$dir/open.key", "$good_key\r\n");
+                        chmod 0644, $f; $f },
+                   '--log-level', 'debug'],
+          want => qr/ warn the key file "\Q$dir\E\/open\.key" is readable by group or others \(mode 0644\): chmod 600 it/);
+runs_with('--to PORT means 127.0.0.1:PORT',
+          args => [without('--to', @valid), '--to', '3000',
+                   '--log-level', 'debug'],
+          want => qr/serving app\.test from 127\.0\.0\.1:3000 via/);
 
 
 # ---- with an edge ------------------------------------------------------
@@ -342,7 +449,8 @@ refused for "other.test": the key does not match the domain
 
 === TEST 5: a wrong key: exit 3 within 5 s, the reason logged, no retry
 --- init
-my $agent = HopGate::Fixture::start_agent(key => 'not the key');
+my $agent = HopGate::Fixture::start_agent(
+    key => HopGate::Fixture::test_key('wrong'));
 my ($code, $secs) = main::wait_exit($agent, 5);
 Test::More::is($code, 3, 'exit code 3');
 Test::More::cmp_ok($secs, '<', 5, 'promptly');
@@ -419,7 +527,7 @@ Test::More::ok(HopGate::Fixture::agent_wait($agent,
 GET /hello
 --- error_code: 502
 --- response_body_like chomp
-tunnel offline
+local service unavailable
 
 
 
@@ -521,6 +629,91 @@ my $agent = main::start_bare_agent(env => \%env);
 Test::More::ok(HopGate::Fixture::agent_wait($agent,
     qr/does not match the pinned SHA-256/, 1, 2),
     'the reason is a warning or an error');
+--- request
+GET /hello
+--- error_code: 502
+
+
+
+=== TEST 15: --key-file (a line with its newline) opens the tunnel; it beats HOP_CLIENT_API_KEY
+--- init
+my $d = $ENV{TEST_NGINX_HOPGATE_DIR};
+my $file = main::write_file("$d/agent.key",
+                            HopGate::Fixture::hopgate_key() . "\n");
+chmod 0600, $file;
+my $agent = main::start_bare_agent(
+    env => { main::agent_env(
+        HOP_CLIENT_API_KEY => HopGate::Fixture::test_key('wrong')) },
+    args => ['--key-file', $file]);
+Test::More::ok(HopGate::Fixture::agent_wait($agent, qr/connected to/, 1),
+               'the agent connects with the key from the file');
+Test::More::unlike(HopGate::Fixture::agent_log($agent), qr/key file/,
+                   'no warning about a private key file');
+--- request
+GET /hello
+--- response_body
+hello from the local app
+
+
+
+=== TEST 16: HOP_CLIENT_KEY_FILE and key-file in the config file work too
+--- init
+my $d = $ENV{TEST_NGINX_HOPGATE_DIR};
+my $file = main::write_file("$d/conf.key",
+                            HopGate::Fixture::hopgate_key() . "\n");
+chmod 0600, $file;
+my $conf = main::write_file("$d/keyfile.conf", "key-file = $file\n");
+my %env = main::agent_env();
+delete $env{HOP_CLIENT_API_KEY};
+my $agent = main::start_bare_agent(env => { %env, HOP_CLIENT_CONFIG => $conf });
+Test::More::ok(HopGate::Fixture::agent_wait($agent, qr/connected to/, 1),
+               'key-file in the config file');
+Test::More::is(HopGate::Fixture::stop_agent($agent, 'TERM', 5), 0, 'it stops');
+$agent = main::start_bare_agent(env => { %env, HOP_CLIENT_KEY_FILE => $file });
+Test::More::ok(HopGate::Fixture::agent_wait($agent, qr/connected to/, 1),
+               'HOP_CLIENT_KEY_FILE');
+--- request
+GET /hello
+--- response_body
+hello from the local app
+
+
+
+=== TEST 17: --to PORT reaches the local target on 127.0.0.1
+--- init
+my %env = main::agent_env();
+delete $env{HOP_CLIENT_LOCAL_TARGET};
+my $agent = main::start_bare_agent(env => \%env,
+                                   args => ['--to', $ENV{TEST_NGINX_APP_PORT}]);
+Test::More::ok(HopGate::Fixture::agent_wait($agent, qr/connected to/, 1),
+               'the agent connects');
+Test::More::unlike(HopGate::Fixture::agent_log($agent),
+                   qr/local target .* (refuses|cannot be reached)/,
+                   'the local target answered the probe at start');
+--- request
+GET /hello
+--- response_body
+hello from the local app
+
+
+
+=== TEST 18: SIGHUP re-reads the key file: a new key replaces the sessions
+--- init
+my $d = $ENV{TEST_NGINX_HOPGATE_DIR};
+my $file = main::write_file("$d/hup.key",
+                            HopGate::Fixture::hopgate_key() . "\n");
+chmod 0600, $file;
+my %env = main::agent_env(HOP_CLIENT_KEY_FILE => $file);
+delete $env{HOP_CLIENT_API_KEY};
+my $agent = main::start_bare_agent(env => \%env);
+HopGate::Fixture::agent_wait($agent, qr/connected to/, 1);
+main::write_file($file, HopGate::Fixture::test_key('rotated') . "\n");
+kill 'HUP', $agent->{pid};
+my ($code) = main::wait_exit($agent, 5);
+Test::More::is($code, 3, 'the new key is sent, and refused: exit 3');
+Test::More::like(HopGate::Fixture::agent_log($agent),
+                 qr/edge, domain or key changed: replacing every session/,
+                 'the sessions were replaced');
 --- request
 GET /hello
 --- error_code: 502

@@ -91,17 +91,18 @@ sub send_junk {
 }
 
 
-# the replies that are stateless resets: the prefix alone, with the id
+# the replies that are stateless resets: the prefix with the id, and the
+# id's 16-byte token
 sub resets {
-    return grep { length == 9 && (ord) == 0x15 } @_;
+    return grep { length == 30 && (ord) == 0x15 } @_;
 }
 
 
 # the connection ids the edge gave the sessions that pass the relay
 sub session_cids {
     my ($relay) = @_;
-    return map { pack 'H16', $_ }
-           HopGate::Relay::log_text($relay) =~ /session cid ([0-9a-f]{16})/g;
+    return map { pack 'H26', $_ }
+           HopGate::Relay::log_text($relay) =~ /session cid ([0-9a-f]{26})/g;
 }
 
 
@@ -123,7 +124,7 @@ sub send_forward_junk {
         my $salen = int rand 40;
         my $frame = $i % 3 == 0 ? random_bytes(int rand 200)
                   : chr($i % 4) . chr($salen) . random_bytes($salen)
-                    . chr(0x10 | ($i % 4)) . random_bytes(8)
+                    . chr(0x10 | ($i % 4)) . random_bytes(13)
                     . dtls_record(22, 0, int rand 300);
         send($unix, $frame, MSG_DONTWAIT,
              pack_sockaddr_un($names[$i % @names]));
@@ -202,7 +203,7 @@ main::still_fine($before);
 --- init
 my $before = main::ready();
 main::send_junk(3000, sub {
-    chr(0x10 | int rand 8) . main::random_bytes(int rand 8);
+    chr(0x10 | int rand 8) . main::random_bytes(int rand 13);
 });
 main::still_fine($before);
 
@@ -213,7 +214,7 @@ main::still_fine($before);
 my $before = main::ready();
 main::send_junk(5000, sub {
     my $i = shift;
-    "\x10" . ("\0" x 8)
+    "\x10" . ("\0" x 13)
     . ($i % 3 == 0 ? main::client_hello_like()
        : $i % 3 == 1 ? main::dtls_record(22, 0, int rand 1000)
        : main::dtls_record(int rand 256, int rand 3, int rand 1000));
@@ -226,7 +227,7 @@ main::still_fine($before);
 --- init
 my $before = main::ready();
 my @replies = main::send_junk(5000, sub {
-    "\x11" . main::random_bytes(8)
+    "\x11" . main::random_bytes(13)
     . main::dtls_record(23, 1, int rand 1000);
 });
 my @resets = main::resets(@replies);
@@ -246,7 +247,7 @@ Test::More::is(scalar @tags, 2, 'both workers have a forwarding socket');
 my @replies = main::send_junk(5000, sub {
     my $i = shift;
     # the worker byte and the tag disagree half of the time: forwarded
-    "\x11" . chr($i % 2) . $tags[($i >> 1) % 2] . main::random_bytes(3)
+    "\x11" . chr($i % 2) . $tags[($i >> 1) % 2] . main::random_bytes(8)
     . main::dtls_record(23, 1, int rand 1000);
 });
 Test::More::cmp_ok(scalar main::resets(@replies), '>', 0,
@@ -260,7 +261,7 @@ main::still_fine($before);
 my $before = main::ready();
 main::send_junk(5000, sub {
     my $i = shift;
-    chr(0x10 | ($i % 16)) . main::random_bytes(8 + int rand 600);
+    chr(0x10 | ($i % 16)) . main::random_bytes(13 + int rand 600);
 });
 main::still_fine($before);
 
@@ -272,9 +273,9 @@ my $before = main::ready();
 my @tags = main::worker_tags();
 main::send_junk(2000, sub {
     my $i = shift;
-    my $prefix = $i % 2 ? "\x10" . ("\0" x 8)
-               : "\x11" . chr($i % 4 >> 1) . $tags[0] . "\0\0\0";
-    $prefix . main::dtls_record(22, 0, 3000 - 9 - 13);
+    my $prefix = $i % 2 ? "\x10" . ("\0" x 13)
+               : "\x11" . chr($i % 4 >> 1) . $tags[0] . "\0" x 8;
+    $prefix . main::dtls_record(22, 0, 3000 - 14 - 13);
 });
 main::still_fine($before);
 
@@ -362,11 +363,11 @@ main::send_junk(20000, sub {
     my $kind = $i % 6;
     return '' if $kind == 0;
     return main::random_bytes(1 + int rand 1400) if $kind == 1;
-    return "\x10" . ("\0" x 8) . main::client_hello_like() if $kind == 2;
-    return "\x11" . chr($i % 2) . $tags[$i % 2] . main::random_bytes(3)
+    return "\x10" . ("\0" x 13) . main::client_hello_like() if $kind == 2;
+    return "\x11" . chr($i % 2) . $tags[$i % 2] . main::random_bytes(8)
            . main::dtls_record(23, 1, int rand 1000) if $kind == 3;
-    return chr(0x10 | ($i % 16)) . main::random_bytes(8 + int rand 600)
+    return chr(0x10 | ($i % 16)) . main::random_bytes(13 + int rand 600)
         if $kind == 4;
-    return "\x10" . main::random_bytes(2991);
+    return "\x10" . main::random_bytes(2986);
 });
 main::still_fine($before);

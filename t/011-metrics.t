@@ -118,7 +118,9 @@ Test::More::is(HopGate::Fixture::agent_wait($agent, qr/connected to worker/,
                                             4, 15), 4,
                "the agent has a session in each of the 4 workers");
 
-for my $o ([key => 'not the key'], [domain => 'nowhere.test']) {
+for my $o ([key => HopGate::Fixture::test_key('wrong')],
+           [domain => 'nowhere.test'])
+{
     my $bad = HopGate::Fixture::start_agent(keep => 1, @$o);
     Test::More::is(HopGate::Fixture::stop_agent($bad, 'ZERO', 10), 3,
                    "an agent with a wrong $o->[0] is refused");
@@ -214,6 +216,16 @@ Test::More::is($m->value('hopgate_streams_opened_total'), 0,
 Test::More::is($m->value('hopgate_domain_streams_failed_total',
                          domain => '_other'), 1,
                "a domain without sessions makes no series of its own");
+
+($code) = HopGate::Fixture::http_get('/hello', 'nobody.test');
+Test::More::is($code, 404, "a domain that is not registered: 404");
+$m = main::scrape();
+Test::More::is($m->value('hopgate_streams_failed_total',
+                         reason => 'unknown_domain'), 1,
+               "counted as unknown_domain");
+Test::More::is($m->value('hopgate_streams_failed_total',
+                         reason => 'no_tunnel'), 1,
+               "not as no_tunnel");
 --- request
 GET /metrics
 --- response_body_like: hopgate_streams_failed_total\{reason="no_tunnel"\} 1

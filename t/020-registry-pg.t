@@ -153,7 +153,8 @@ sleep 0.3;
 my @closed = main::error_log() =~
     /closing session \w+ for "two\.test": domain unregistered/g;
 Test::More::is(scalar @closed, 4, 'every worker closed its session');
-Test::More::is(main::get('two.test'), 502, 'no tunnel afterwards');
+Test::More::is(main::get('two.test'), 404,
+               'afterwards the domain has no tunnel: 404');
 --- request
 GET /api/v1/admin/domains
 --- response_body_like: "a valid bearer token is required"
@@ -344,3 +345,78 @@ Test::More::like(main::error_log(),
 GET /api/v1/admin/domains
 --- error_code: 401
 --- response_body_like: bearer token
+
+
+
+=== TEST 8: no such tunnel: a 404 at once; a registered domain waits for its agent; an outage makes no 404
+--- config
+    location / {
+        hopgate_connect_timeout 500ms;
+        proxy_pass http://tunnels;
+    }
+    location /api/v1/admin/ {
+        hopgate_admin;
+        hopgate_admin_key_file $TEST_NGINX_ADMIN_KEY_FILE;
+    }
+--- init
+HopGate::Fixture::stop_agents();
+
+sub timed_get {
+    my ($domain) = @_;
+    my $start = time;
+    my $code = main::get($domain);
+    return ($code, time - $start);
+}
+
+# every worker asks the database once, then answers from its cache
+my @slow = grep { $_ >= 1 }
+           map { my ($c, $t) = timed_get('nobody8.test');
+                 Test::More::is($c, 404, 'not registered: 404');
+                 $t } 1 .. 8;
+Test::More::is(scalar @slow, 0, 'each at once, not after the wait');
+
+main::register('eight.test');
+my ($code, $took) = timed_get('eight.test');
+Test::More::is($code, 502, 'registered, its agent away: 502');
+Test::More::cmp_ok($took, '>=', 0.5, sprintf 'after the wait (%.2f s)',
+                   $took);
+
+# a domain answered 404 and registered then: the change reaches the
+# workers' caches, and requests wait for its agent
+Test::More::is(main::get('late8.test'), 404, 'late8.test: 404')
+    for 1 .. 8;
+main::register('late8.test');
+sleep 0.5;
+my @late = map { [timed_get('late8.test')] } 1 .. 4;
+Test::More::is(join(',', map { $_->[0] } @late), '502,502,502,502',
+               'once registered, every worker waits for its agent');
+
+# PostgreSQL stops: what cannot be known now waits, never a 404
+main::register('nine8.test');
+HopGate::Postgres::pg_stop('fast');
+sleep 0.5;
+($code, $took) = timed_get('nine8.test');
+Test::More::is($code, 502, 'registered, never asked, database down: the '
+               . 'request waits (502), no 404');
+Test::More::cmp_ok($took, '>=', 0.5, 'after the wait');
+Test::More::is(main::get('eight.test'), 502,
+               'registered and cached: it waits as well');
+Test::More::is(main::get('nobody9.test'), 502,
+               'a domain nobody knows waits too while nobody can tell');
+
+HopGate::Postgres::pg_restart();
+my $deadline = time + 40;
+my $healed;
+while (time < $deadline) {
+    last if ($healed = main::get('nobody9.test') eq '404');
+    sleep 0.2;
+}
+Test::More::ok($healed, 'with PostgreSQL back, unknown domains get '
+               . 'their 404 again');
+--- request
+GET /hello
+--- more_headers
+Host: nobody8.test
+--- response_body_like: no such tunnel
+--- error_code: 404
+--- timeout: 60

@@ -196,7 +196,7 @@ Test::More::is(HopGate::Postgres::pg_sql(
 GET /hello
 --- more_headers
 Host: app.test
---- error_code: 502
+--- error_code: 404
 
 
 

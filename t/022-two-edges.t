@@ -165,5 +165,5 @@ main::stop_edge2();
 GET /hello
 --- more_headers
 Host: shared.test
---- error_code: 502
+--- error_code: 404
 --- timeout: 15

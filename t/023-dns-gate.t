@@ -13,9 +13,9 @@ hopgate_init();
 no_shuffle();
 no_root_location();
 
-register_domain('good.test', 'the good key');
-register_domain('elsewhere.test', 'the elsewhere key');
-register_domain('nowhere.test', 'the nowhere key');
+register_domain('good.test', test_key('good'));
+register_domain('elsewhere.test', test_key('elsewhere'));
+register_domain('nowhere.test', test_key('nowhere'));
 
 # name -> IPv4 address; anything else is NXDOMAIN, and AAAA is empty
 my %zone = ('good.test' => '127.0.0.1', 'elsewhere.test' => '192.0.2.7');
@@ -68,29 +68,30 @@ __DATA__
         proxy_pass http://tunnels;
     }
 --- init
-my $good = HopGate::Fixture::start_agent(domain => 'good.test',
-                                         key => 'the good key');
+my $good = HopGate::Fixture::start_agent(
+    domain => 'good.test', key => HopGate::Fixture::test_key('good'));
 Test::More::is(HopGate::Fixture::agent_wait($good, qr/connected to/, 1), 1,
                'good.test resolves to the edge and connects');
 
-my $bad = HopGate::Fixture::start_agent(domain => 'elsewhere.test',
-                                        key => 'the elsewhere key',
-                                        keep => 1);
+my $bad = HopGate::Fixture::start_agent(
+    domain => 'elsewhere.test',
+    key => HopGate::Fixture::test_key('elsewhere'), keep => 1);
 Test::More::cmp_ok(HopGate::Fixture::agent_wait($bad,
     qr/refused by .*elsewhere\.test resolves to 192\.0\.2\.7, not to this edge \(127\.0\.0\.1, ::1\) \(dns gate\)/,
     2, 10), '>=', 2, 'elsewhere.test is refused, naming the mismatch, and '
     . 'the agent retries');
 Test::More::ok(HopGate::Fixture::agent_running($bad), 'it does not exit');
 
-my $none = HopGate::Fixture::start_agent(domain => 'nowhere.test',
-                                         key => 'the nowhere key',
-                                         keep => 1);
+my $none = HopGate::Fixture::start_agent(
+    domain => 'nowhere.test',
+    key => HopGate::Fixture::test_key('nowhere'), keep => 1);
 Test::More::cmp_ok(HopGate::Fixture::agent_wait($none,
     qr/refused by .*nowhere\.test does not resolve \(Host not found\)/, 1,
     10), '>=', 1, 'nowhere.test is refused: it does not resolve');
 
-my $wrong = HopGate::Fixture::start_agent(domain => 'good.test',
-                                          key => 'not the key', keep => 1);
+my $wrong = HopGate::Fixture::start_agent(
+    domain => 'good.test', key => HopGate::Fixture::test_key('wrong'),
+    keep => 1);
 my $start = Time::HiRes::time();
 while (HopGate::Fixture::agent_running($wrong)
        && Time::HiRes::time() - $start < 10)
@@ -129,3 +130,26 @@ hello from the local app
 --- must_die
 --- error_log
 "hopgate_expect_ips" takes IP addresses, not "edge.example.com"
+
+
+
+=== TEST 4: behind the gate, a request for a domain that is not registered is a 404 at once, and a registered one waits for its agent
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+    resolver 127.0.0.1:$TEST_NGINX_DNS_PORT ipv6=off valid=1s;
+    hopgate_expect_ips 127.0.0.1;
+--- config
+    location / {
+        hopgate_connect_timeout 300ms;
+        proxy_pass http://tunnels;
+    }
+--- init
+my ($code) = HopGate::Fixture::http_get('/hello', 'elsewhere.test');
+Test::More::is($code, 502, 'elsewhere.test is registered: it waits, 502');
+--- request
+GET /hello
+--- more_headers
+Host: nobody.test
+--- error_code: 404
+--- response_body_like: no such tunnel
+--- timeout: 1

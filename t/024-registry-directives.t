@@ -16,6 +16,15 @@ open $fh, '>', "$dir/good.key";
 print $fh "a-long-enough-admin-token\n";
 close $fh;
 
+# app.test three times: two stale lines, then the one with the agent's key
+open $fh, '>', "$dir/twice.registry";
+print $fh "app.test " . Digest::SHA::sha256_hex('a stale key') . "\n";
+print $fh "app.test " . Digest::SHA::sha256_hex('another stale key') . "\n";
+print $fh "# the new key\n";
+print $fh "app.test " . Digest::SHA::sha256_hex(HopGate::Fixture::hopgate_key())
+          . "\n";
+close $fh;
+
 run_tests();
 
 __DATA__
@@ -25,8 +34,8 @@ __DATA__
     hopgate_registry "host=127.0.0.1 dbname";
 --- config
 --- must_die
---- error_log
-"hopgate_registry": invalid PostgreSQL connection string
+--- error_log eval
+qr/"hopgate_registry": invalid PostgreSQL connection string: missing "=" after "dbname" in connection info string in \S+nginx\.conf:\d+$/
 
 
 
@@ -118,3 +127,29 @@ Authorization: Bearer a-long-enough-admin-token
 --- error_code: 503
 --- response_body
 {"success":false,"error":"registry unavailable"}
+
+
+
+=== TEST 9: a domain on several lines of the file registry: a warning, and the last line counts
+--- http_config
+    hopgate_listen 127.0.0.1:$TEST_NGINX_HOPGATE_PORT reuseport;
+    hopgate_certificate $TEST_NGINX_HOPGATE_DIR/edge.pem;
+    hopgate_certificate_key $TEST_NGINX_HOPGATE_DIR/edge.key;
+    hopgate_registry file:$TEST_NGINX_HOPGATE_DIR/twice.registry;
+    upstream tunnels { hopgate; }
+--- config
+    location /hello {
+        proxy_pass http://tunnels;
+    }
+--- init
+my $agent = HopGate::Fixture::start_agent();
+Test::More::is(HopGate::Fixture::agent_wait($agent, qr/connected to/, 1), 1,
+               'the key of the last line opens the tunnel');
+--- more_headers
+Host: app.test
+--- request
+GET /hello
+--- response_body
+hello from the local app
+--- error_log eval
+qr/\[warn\] .*"hopgate_registry": \S+\/twice\.registry:4: "app\.test" is also on line 2; line 4 counts/

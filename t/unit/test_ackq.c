@@ -158,6 +158,48 @@ test_delayed_ack(void)
 }
 
 
+/*
+ * PING, HELLO and HELLO_ACK are acked at once: their sender waits for the
+ * answer with nothing to follow, and on an idle session that ACK is the
+ * only rtt sample either end gets.
+ */
+static void
+test_prompt(void)
+{
+    hg_ackq_t  q;
+
+    tap_is_int(hg_ackq_frame_need(HOPGATE__FRAME__BODY_PING), HG_ACKQ_PROMPT,
+               "PING asks for a prompt ACK");
+    tap_is_int(hg_ackq_frame_need(HOPGATE__FRAME__BODY_HELLO),
+               HG_ACKQ_PROMPT, "so does HELLO");
+    tap_is_int(hg_ackq_frame_need(HOPGATE__FRAME__BODY_HELLO_ACK),
+               HG_ACKQ_PROMPT, "and HELLO_ACK");
+    tap_is_int(hg_ackq_frame_need(HOPGATE__FRAME__BODY_STREAM),
+               HG_ACKQ_ELICITING, "STREAM may wait for a partner");
+    tap_is_int(hg_ackq_frame_need(HOPGATE__FRAME__BODY_MAX_DATA),
+               HG_ACKQ_ELICITING, "so may MAX_DATA");
+    tap_is_int(hg_ackq_frame_need(HOPGATE__FRAME__BODY_ACK), HG_ACKQ_NONE,
+               "ACK elicits nothing");
+    tap_is_int(hg_ackq_frame_need(HOPGATE__FRAME__BODY_CLOSE), HG_ACKQ_NONE,
+               "nor does CLOSE");
+
+    hg_ackq_init(&q, MAD, 32);
+
+    hg_ackq_on_received(&q, 0, HG_ACKQ_PROMPT, 1000);
+    tap_ok(hg_ackq_due(&q, 1000), "a lone PING after a quiet spell: the ACK "
+           "is due at once");
+    tap_is_int(hg_ackq_deadline(&q), 1000, "deadline is now");
+
+    hg_ackq_on_ack_sent(&q);
+
+    hg_ackq_on_received(&q, 1, HG_ACKQ_ELICITING, 10 * HG_SEC);
+    tap_is_int(hg_ackq_deadline(&q), 10 * HG_SEC + MAD, "a lone STREAM "
+               "packet waits max_ack_delay");
+
+    hg_ackq_free(&q);
+}
+
+
 static void
 test_burst_end(void)
 {
@@ -344,6 +386,7 @@ main(void)
     test_reordering();
     test_duplicates();
     test_delayed_ack();
+    test_prompt();
     test_burst_end();
     test_out_of_order_ack();
     test_non_eliciting();

@@ -204,8 +204,8 @@ test_random_loss(void)
     static const uint64_t  seeds[] = { 41, 42, 43, 44 };
 
     download_t  d;
-    double      p, goodput, srtt, bound, datagram_bound, worst;
-    uint64_t    mss, worst_seed;
+    double      p, goodput, srtt, bound, datagram_bound, worst, best;
+    uint64_t    mss, worst_seed, best_seed;
     size_t      i, n;
 
     p = 0.01;
@@ -214,6 +214,8 @@ test_random_loss(void)
     srtt = 0;
     worst = 1e9;
     worst_seed = 0;
+    best = 0;
+    best_seed = 0;
     mss_seen = 0;
 
     for (i = 0; i < n; i++) {
@@ -228,6 +230,11 @@ test_random_loss(void)
         if (d.goodput < worst) {
             worst = d.goodput;
             worst_seed = seeds[i];
+        }
+
+        if (d.goodput > best) {
+            best = d.goodput;
+            best_seed = seeds[i];
         }
 
         tap_diag("  1%% loss, seed %llu: goodput %.2f Mbit/s, srtt %.1f ms, "
@@ -253,37 +260,38 @@ test_random_loss(void)
              100 * goodput / datagram_bound);
 
     /*
-     * The formula is not a floor for NewReno at 1% loss: RFC 9002's own
-     * algorithm, modelled ideally (every packet acknowledged at once, no
-     * pacing), averages 1.17 / sqrt(p) packets per RTT when the window
-     * holds whole packets and 1.26 when it is used to the byte, against
-     * the formula's 1.22; see docs/protocol.md, congestion control.
+     * The formula is an approximation, not a floor: its 1.22 = sqrt(3/2)
+     * is the sawtooth of a window that grows one packet per RTT and
+     * halves on a loss that comes once every 1/p packets. RFC 9002's
+     * NewReno under random loss differs from that both ways: several
+     * losses in one round are one congestion event (fewer halvings than
+     * the formula counts), while retransmissions cost goodput and a loss
+     * late in a round is found a round later. An ideal model of it
+     * (every packet acknowledged at once, no pacing, 3-packet and 9/8
+     * thresholds, recovery by send time) averages 1.17/sqrt(p) packets
+     * per RTT when the window holds whole packets and 1.26/sqrt(p) when
+     * it is used to the byte, 96-103% of the formula; see
+     * docs/protocol.md, congestion control. So the pooled figure must lie
+     * within 5% of the formula either way: below it, the controller
+     * wastes its window (without filling the window's remainder, keeping
+     * avoidance progress across a reduction, or acknowledging a burst's
+     * end promptly it falls to 93-94%); above it, it backs off too little
+     * (a reduction to 0.7 instead of 0.5 of the window gives 134%).
      */
-    if (!tap_todo(goodput >= bound, "NewReno at or above the formula",
-                  "1%% loss: goodput %.2f Mbit/s >= MSS/RTT * 1.22/sqrt(p) "
-                  "= %.2f Mbit/s", goodput, bound))
+    if (!tap_ok(goodput >= 0.95 * bound && goodput <= 1.05 * bound,
+                "1%% loss: within 5%% of the formula over the four seeds "
+                "(%.0f%%)", 100 * goodput / bound))
     {
         tap_diag("seeds 41-44");
     }
 
-    /*
-     * Held meanwhile: filling the window's remainder, keeping avoidance
-     * progress across a reduction and acknowledging a burst's end
-     * promptly are each worth 3-4% here; without any one of them the
-     * pooled figure falls to 93-94%.
-     */
-    if (!tap_ok(goodput >= 0.95 * bound, "1%% loss: within 5%% of the "
-                "formula over the four seeds (%.0f%%)",
-                100 * goodput / bound))
+    if (!tap_ok(worst >= 0.9 * bound && best <= 1.1 * bound,
+                "1%% loss: every seed within 10%% of the formula (%.0f%% "
+                "to %.0f%%)", 100 * worst / bound, 100 * best / bound))
     {
-        tap_diag("seeds 41-44");
-    }
-
-    if (!tap_ok(worst >= 0.9 * bound, "1%% loss: every seed within 10%% of "
-                "the formula (worst %.2f Mbit/s, %.0f%%)", worst,
-                100 * worst / bound))
-    {
-        tap_diag("seed %llu", (unsigned long long) worst_seed);
+        tap_diag("seed %llu", (unsigned long long) (worst < 0.9 * bound
+                                                    ? worst_seed
+                                                    : best_seed));
     }
 }
 

@@ -6,7 +6,8 @@
  * of virtual time; resuming delivers every byte intact. A rate-limited
  * reader keeps memory bounded on both ends and is not slowed below its
  * rate. Streams that pin the whole connection window do not deadlock the
- * others once they are reset, from either end.
+ * others once they are reset, from either end. A sender that ignores the
+ * connection window is refused with a protocol error.
  *
  * Windows are small (64 KiB per stream, 256 KiB per connection) so the
  * caps bind early and byte counts stay moderate.
@@ -519,6 +520,75 @@ test_partly_pinned(void)
 }
 
 
+/* ---- a sender past the connection window -------------------------------- */
+
+static int
+agent_closed(sim_t *sim)
+{
+    return sim->agents[0].closed;
+}
+
+
+/*
+ * The edge is made to believe the agent's connection limit is unbounded
+ * (its send_max, which only the agent's MAX_DATA should raise), while
+ * every stream still keeps to its own window: 8 streams of 64 KiB come to
+ * twice the 256 KiB connection window, and only the agent's connection
+ * level check can notice.
+ */
+static void
+test_conn_window_exceeded(void)
+{
+    sim_t        sim;
+    sim_bulk_t   b;
+    hg_conn_t   *agent;
+    int          nstreams, closed;
+
+    nstreams = 8;
+
+    if (setup(&sim, &b, nstreams, 1024 * KIB) != 0) {
+        tap_ok(0, "simulator set up");
+        return;
+    }
+
+    b.paused = 1;
+    sim_run(&sim, NULL, sim.now + 500 * HG_MS);
+
+    if (!tap_ok(sim.agents[0].ready && sim.agents[0].edge != NULL
+                && !sim.agents[0].closed, "cheating sender: the session is "
+                "up"))
+    {
+        sim_bulk_free(&b);
+        sim_free(&sim);
+        return;
+    }
+
+    agent = sim.agents[0].conn;
+
+    tap_is_int(agent->recv_highest, CONN_WIN, "the honest edge stopped at "
+               "the connection window");
+
+    sim.agents[0].edge->send_max = UINT64_MAX;
+
+    closed = sim_run(&sim, agent_closed, sim.now + 5 * HG_SEC);
+
+    tap_ok(closed, "the agent ends the session");
+    tap_is_int(sim.agents[0].close_code, HG_CODE_PROTOCOL, "with a "
+               "protocol violation");
+    tap_is_str(sim.agents[0].close_text, "connection flow control exceeded",
+               "naming the connection window");
+
+    /* the CLOSE crosses the 20 ms link */
+    sim_run(&sim, NULL, sim.now + 200 * HG_MS);
+
+    tap_is_int(sim.agents[0].edge->close_code, HG_CODE_PROTOCOL,
+               "the edge learns the code from the agent's CLOSE");
+
+    sim_bulk_free(&b);
+    sim_free(&sim);
+}
+
+
 int
 main(void)
 {
@@ -527,6 +597,7 @@ main(void)
     test_partly_pinned();
     test_pinned_window(1);
     test_pinned_window(0);
+    test_conn_window_exceeded();
 
     return tap_done();
 }

@@ -163,6 +163,44 @@ test_initial_state(void)
 }
 
 
+/*
+ * An idle session's samples on a 0.1 ms path: keepalive PINGs acked after
+ * the peer's full max_ack_delay, which it reports. Taken off, the samples
+ * are the path's; left on, they would read 25.1 ms.
+ */
+static void
+test_rtt_delayed_acks(void)
+{
+    int          i;
+    hg_time_t    t0;
+    test_conn_t  t;
+
+    test_setup(&t, 1024);
+
+    /* a prompt first sample (the session handshake's) */
+    test_send(&t, 1, 0);
+    test_ack(&t, 0, 1, 0, 100);
+    tap_is_int(t.r.min_rtt, 100, "idle path: a prompt first sample, "
+               "min_rtt 0.1 ms");
+
+    for (i = 1; i <= 8; i++) {
+        t0 = (hg_time_t) i * 5 * HG_SEC;
+        test_send(&t, 1, t0);
+        test_ack(&t, i, i + 1, MAD, t0 + MAD + 100);
+    }
+
+    tap_is_int(t.r.latest_rtt, MAD + 100, "a delayed ACK's raw sample is "
+               "25.1 ms");
+    tap_is_int(t.r.smoothed_rtt, 100, "with its 25 ms ack delay taken off, "
+               "srtt stays 0.1 ms");
+    tap_is_int(t.r.min_rtt, 100, "and min_rtt 0.1 ms");
+    tap_ok(t.r.rttvar < 100, "rttvar settles below the path's rtt (%llu us)",
+           (unsigned long long) t.r.rttvar);
+
+    test_teardown(&t);
+}
+
+
 static void
 test_rtt_estimator(void)
 {
@@ -610,10 +648,14 @@ test_ring_growth(void)
 
     test_setup(&t, 4096);
 
+    tap_ok(t.r.ring == NULL && t.r.ring_cap == 0, "no ring before the "
+           "first packet");
+
+    test_send(&t, 1, 0);
     tap_is_int(t.r.ring_cap, 64, "the ring starts small");
 
     pn = 0;
-    for (i = 0; i < 4096; i++) {
+    for (i = 1; i < 4096; i++) {
         pn = test_send(&t, 1, i);
         if (pn != i) {
             break;
@@ -673,6 +715,7 @@ main(void)
 {
     test_initial_state();
     test_rtt_estimator();
+    test_rtt_delayed_acks();
     test_rtt_sample_rules();
     test_loss_packet_threshold();
     test_loss_time_threshold();

@@ -738,7 +738,7 @@ main(void)
     test_tail_loss("upload", 0);
     test_lost_bare_fin();
 
-    test_ack_blackout("blackout 150 ms", 150 * HG_MS, &stall_link, SEED);
+    test_ack_blackout("blackout 200 ms", 200 * HG_MS, &stall_link, SEED);
     test_ack_blackout("blackout 1.5 s", 1500 * HG_MS, &stall_link, SEED);
     test_ack_blackout("blackout 1.5 s on a lossy path", 1500 * HG_MS,
                       &lossy_link, LOSSY_SEED);

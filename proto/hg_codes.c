@@ -21,6 +21,7 @@ hg_code_name(uint32_t code)
     case HG_CODE_DNS_GATE:          return "dns gate";
     case HG_CODE_REVOKED:           return "key revoked";
     case HG_CODE_BUSY:              return "edge busy";
+    case HG_CODE_DUPLICATE:         return "duplicate session";
     case HG_CODE_GOING_AWAY:        return "going away";
     case HG_CODE_HANDSHAKE_TIMEOUT: return "handshake timeout";
     case HG_CODE_TLS:               return "tls failure";
