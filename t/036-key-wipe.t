@@ -108,8 +108,7 @@ hello from the local app
 --- config
     location = /ok { return 200 "ok\n"; }
 --- init
-my $wrong = 'hg-wrong-key-' . join '', map { sprintf '%02x', rand 256 }
-                                       1 .. 16;
+my $wrong = 'hg_' . join '', map { sprintf '%02x', rand 256 } 1 .. 32;
 my $agent = HopGate::Fixture::start_agent(key => $wrong);
 Test::More::cmp_ok(HopGate::Fixture::agent_wait($agent, qr/refused|rejected/i),
                    '>=', 1, 'the agent is refused');
