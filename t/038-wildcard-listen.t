@@ -18,6 +18,8 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::Nginx::Socket 'no_plan';
 use HopGate::Fixture;
+use POSIX ();
+use Time::HiRes ();
 
 hopgate_init();
 master_on();
@@ -28,16 +30,12 @@ no_root_location();
 my $port = HopGate::Fixture::edge_port();
 my $dir = HopGate::Fixture::hopgate_dir();
 
-for my $listen ('0.0.0.0:%d reuseport', '0.0.0.0:%d') {
-    my $name = $listen =~ /reuseport/ ? 'TEST_NGINX_WILDCARD_HTTP'
-                                      : 'TEST_NGINX_WILDCARD_SHARED_HTTP';
-    $ENV{$name} = join "\n    ",
-        'hopgate_listen ' . sprintf($listen, $port) . ';',
-        "hopgate_certificate $dir/edge.pem;",
-        "hopgate_certificate_key $dir/edge.key;",
-        "hopgate_registry file:$dir/registry;",
-        'upstream tunnels { hopgate; }';
-}
+$ENV{TEST_NGINX_WILDCARD_HTTP} = join "\n    ",
+    "hopgate_listen 0.0.0.0:$port reuseport;",
+    "hopgate_certificate $dir/edge.pem;",
+    "hopgate_certificate_key $dir/edge.key;",
+    "hopgate_registry file:$dir/registry;",
+    'upstream tunnels { hopgate; }';
 
 
 # an agent that dials $server, and 20 requests and a download through it
@@ -95,17 +93,48 @@ ok
 
 
 
-=== TEST 2: wildcard listener shared by the workers: forwarded datagrams too
+=== TEST 2: a download across a reload: forwarded datagrams too
 --- http_config
-    $TEST_NGINX_WILDCARD_SHARED_HTTP
+    $TEST_NGINX_WILDCARD_HTTP
 --- config
     location / {
         hopgate_route app.test;
         proxy_pass http://tunnels;
+        proxy_buffering off;
     }
     location = /ok { return 200 "ok\n"; }
 --- init
-main::tunnel_works('127.0.0.2:' . HopGate::Fixture::edge_port());
+my $agent = HopGate::Fixture::start_agent(
+    server => '127.0.0.2:' . HopGate::Fixture::edge_port(),
+    args => [ '--server-name', 'localhost' ]);
+Test::More::is(HopGate::Fixture::agent_wait($agent, qr/connected to worker/,
+                                            2, 15),
+               2, 'the agent is connected to both workers');
+
+# the new workers forward to the old ones what comes for their sessions
+my $size = 40 * 1024 * 1024;
+my $result = HopGate::Fixture::hopgate_dir() . '/download.result';
+my $pid = fork;
+if ($pid == 0) {
+    my ($code, $sha, $got) = HopGate::Fixture::curl_sha("/bytes/$size",
+                                                        '--limit-rate', '20M');
+    open my $fh, '>', $result;
+    print $fh "$code $sha $got\n";
+    close $fh;
+    POSIX::_exit(0);
+}
+Time::HiRes::sleep(0.5);
+my ($master) = HopGate::Fixture::nginx_pids();
+kill 'HUP', $master;
+waitpid $pid, 0;
+
+open my $fh, '<', $result or die "$result: $!";
+my ($code, $sha, $got) = split ' ', scalar <$fh>;
+Test::More::is("$code $got", "200 $size", 'the download completed');
+Test::More::is($sha, HopGate::Fixture::pattern_sha256($size), 'intact');
+Test::More::cmp_ok(HopGate::Fixture::agent_wait($agent,
+                                                qr/connected to worker/, 4),
+                   '>=', 4, 'the agent reached the new workers');
 --- request
 GET /ok
 --- response_body
