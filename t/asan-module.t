@@ -40,6 +40,8 @@ my $log = "$reports/prove.log";
     local $ENV{TEST_NGINX_BINARY} = $nginx;
     local $ENV{TEST_NGINX_LOAD_MODULES} = $module;
     local $ENV{HOPGATE_BUILD} = $build;
+    # timing bounds (t/007's reload reconnects) double: ASan is slower
+    local $ENV{HOPGATE_SLOWDOWN} = 2;
     local $ENV{ASAN_OPTIONS} = "log_path=$reports/asan:detect_leaks=1"
                                . ':fast_unwind_on_malloc=0';
     # UBSan reads its options (from /proc/self/environ) only at its first
