@@ -24,7 +24,8 @@ my @files = map { "$root/t/$_" } qw(003-tunnel.t 006-agents.t 007-reload.t
     038-wildcard-listen.t);
 
 # the module's and the engine's frames, symbolized or not
-my $ours = qr/\b(?:ngx_hopgate_|ngx_http_hopgate_|hg_)\w+|ngx_http_hopgate_module\.so/;
+my $ours = qr/\b(?:ngx_hopgate_|ngx_http_hopgate_|hg_)\w+
+             |ngx_http_hopgate_module\.so/x;
 
 my $out = `make -s -C '$root' BUILD='$build' asan-module 2>&1`;
 is($?, 0, 'the sanitizer build of the module succeeds') or diag($out);
