@@ -4,6 +4,8 @@
 #   make test       build, then run the whole suite: prove -r t/
 #   make asan       the engine and its unit tests with ASan + UBSan
 #   make test-asan  run the C unit tests from the sanitizer build
+#   make asan-module  the nginx module with ASan + UBSan, and a wrapper
+#                   that runs nginx with libasan preloaded (t/asan-module.t)
 #   make demo       a private nginx + local app + agent, one request through
 #   make install    the module to /usr/lib/nginx/modules, the agent to
 #                   /usr/local/bin (PREFIX, MODULE_DIR, DESTDIR)
@@ -46,7 +48,7 @@ MODULE     := $(BUILD)/modules/ngx_http_hopgate_module.so
 .SECONDARY:
 
 .PHONY: all deps module agent unit test asan test-asan demo clean install \
-        fuzz bench fuzz-run fuzz-corpus bench-engine
+        fuzz bench fuzz-run fuzz-corpus bench-engine asan-module
 
 all: deps module agent unit tools
 
@@ -129,6 +131,36 @@ asan:
 test-asan: asan
 	HOPGATE_UNIT_DIR=$(abspath $(BUILD)/asan/unit) \
 	    prove $(PROVE_FLAGS) t/unit/
+
+# The module built with ASan + UBSan, for Debian's (uninstrumented) nginx:
+# $(ASAN_NGINX) runs it with the gcc's libasan preloaded, which must come
+# first in the process. Its ASAN_OPTIONS default to reports in
+# $(ASAN_MODULE_DIR)/reports/; set them to override. nodelete keeps the
+# module mapped after nginx unloads it, so leaks found at exit have names.
+ASAN_MODULE_DIR := $(BUILD)/asan-module
+ASAN_MODULE     := $(ASAN_MODULE_DIR)/modules/ngx_http_hopgate_module.so
+ASAN_NGINX      := $(ASAN_MODULE_DIR)/nginx-asan
+ASAN_MODULE_CC  := $(CC) -fsanitize=address,undefined -fno-omit-frame-pointer \
+                   -Wl,-z,nodelete
+
+asan-module: $(ASAN_MODULE) $(ASAN_NGINX)
+
+$(ASAN_MODULE): $(MODULE_SRCS)
+	NGINX_SRC=$(NGINX_SRC) MODULE_CC="$(ASAN_MODULE_CC)" \
+	    ./scripts/build-module $(ASAN_MODULE_DIR)
+
+$(ASAN_NGINX): Makefile
+	@mkdir -p $(dir $@)
+	@libasan=$$($(CC) -print-file-name=libasan.so); \
+	reports=$(abspath $(ASAN_MODULE_DIR))/reports; \
+	printf '%s\n' '#!/bin/sh' \
+	    '# nginx with the sanitizer runtime the asan module needs; UBSan' \
+	    '# reports to stderr, which nginx makes its error log' \
+	    "mkdir -p $$reports" \
+	    "export LD_PRELOAD=$$libasan\$${LD_PRELOAD:+:\$$LD_PRELOAD}" \
+	    "export ASAN_OPTIONS=\$${ASAN_OPTIONS:-log_path=$$reports/asan}" \
+	    'exec $(NGINX_BIN) "$$@"' >$@.tmp
+	@chmod +x $@.tmp && mv -f $@.tmp $@
 
 demo: all
 	./scripts/demo

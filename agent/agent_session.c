@@ -21,6 +21,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <openssl/rand.h>
 #include <openssl/x509.h>
@@ -92,6 +93,7 @@ agent_resolve(agent_t *a, struct sockaddr_storage *ss, socklen_t *len)
 static agent_session_t *
 agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
 {
+    int               pmtu;
     agent_session_t  *s;
     hg_hello_t        hello;
     const char       *sni;
@@ -132,6 +134,14 @@ agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
         free(s);
         return NULL;
     }
+
+    /* never fragmented: a datagram too large for the path is refused */
+    pmtu = IP_PMTUDISC_DO;
+    (void) setsockopt(s->fd, s->peer.ss_family == AF_INET6 ? IPPROTO_IPV6
+                                                           : IPPROTO_IP,
+                      s->peer.ss_family == AF_INET6 ? IPV6_MTU_DISCOVER
+                                                    : IP_MTU_DISCOVER,
+                      &pmtu, sizeof(pmtu));
 
     /* SNI carries host names only; the TLS context checks the identity */
     sni = a->cfg.server_name ? a->cfg.server_name : a->server_host;
