@@ -457,8 +457,9 @@ agent_fill_coverage(agent_t *a, hg_time_t now)
     }
 
     if (a->worker_count == 0) {
-        if (!agent_connecting(a) && !agent_covered(a, -1, NULL)) {
-            if (agent_session_dial(a, -1, now) == NULL) {
+        /* aimed at worker 0: steered, the handshake stays in one worker */
+        if (!agent_connecting(a) && !agent_covered(a, 0, NULL)) {
+            if (agent_session_dial(a, 0, now) == NULL) {
                 agent_schedule_redial(a, now, 1);
             }
         }

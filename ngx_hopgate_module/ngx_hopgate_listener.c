@@ -72,6 +72,13 @@ static ngx_int_t ngx_hopgate_forward_init(ngx_cycle_t *cycle,
     ngx_hopgate_worker_t *w);
 static void ngx_hopgate_forward_name(struct sockaddr_un *sun,
     socklen_t *len, const uint8_t *tag);
+static void ngx_hopgate_steer_name(struct sockaddr_un *sun, socklen_t *len,
+    ngx_uint_t generation, ngx_uint_t worker);
+static ngx_connection_t *ngx_hopgate_forward_socket(ngx_cycle_t *cycle,
+    ngx_hopgate_worker_t *w);
+static ngx_int_t ngx_hopgate_forward_to(ngx_hopgate_listener_t *l,
+    struct sockaddr_un *sun, socklen_t namelen, const u_char *dgram,
+    size_t len, const struct sockaddr *from, socklen_t fromlen);
 static ngx_int_t ngx_hopgate_forward_sender(ngx_hopgate_worker_t *w,
     struct msghdr *msg);
 static void ngx_hopgate_noop_handler(ngx_event_t *ev);
@@ -383,6 +390,11 @@ ngx_hopgate_listeners_close(ngx_hopgate_worker_t *w)
     if (w->forward) {
         ngx_close_connection(w->forward);
         w->forward = NULL;
+    }
+
+    if (w->steer) {
+        ngx_close_connection(w->steer);
+        w->steer = NULL;
     }
 }
 
@@ -716,20 +728,93 @@ ngx_hopgate_forward_name(struct sockaddr_un *sun, socklen_t *len,
 }
 
 
+/* counted in the master, where configurations are loaded */
+static ngx_uint_t  ngx_hopgate_generations;
+
+
+ngx_uint_t
+ngx_hopgate_next_generation(void)
+{
+    return ++ngx_hopgate_generations;
+}
+
+
+/*
+ * Two names lead to a worker: its process tag (for the ids of its
+ * sessions), and its index in its configuration's generation, which lets
+ * a worker steer a handshake to the worker the agent aims at when the
+ * kernel cannot (one socket shared by the workers, no BPF), and an old
+ * worker pass new handshakes to its successor after a reload.
+ */
 static ngx_int_t
 ngx_hopgate_forward_init(ngx_cycle_t *cycle, ngx_hopgate_worker_t *w)
 {
-    int                  fd, on;
     ngx_uint_t           tries;
     socklen_t            len;
     ngx_connection_t    *c;
     struct sockaddr_un   sun;
 
+    c = ngx_hopgate_forward_socket(cycle, w);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (tries = 0; tries < 16; tries++) {
+        if (RAND_bytes(w->tag, NGX_HOPGATE_TAG_LEN) != 1) {
+            ngx_close_connection(c);
+            return NGX_ERROR;
+        }
+
+        ngx_hopgate_forward_name(&sun, &len, w->tag);
+
+        if (bind(c->fd, (struct sockaddr *) &sun, len) == 0) {
+            break;
+        }
+
+        if (ngx_socket_errno != NGX_EADDRINUSE) {
+            ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
+                          "bind() of the hopgate forwarding socket failed");
+            ngx_close_connection(c);
+            return NGX_ERROR;
+        }
+    }
+
+    w->forward = c;
+
+    c = ngx_hopgate_forward_socket(cycle, w);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_hopgate_steer_name(&sun, &len, w->conf->generation, ngx_worker);
+
+    if (bind(c->fd, (struct sockaddr *) &sun, len) == -1) {
+        /* the name is taken (a module loaded anew): steering by hash only */
+        ngx_log_error(NGX_LOG_INFO, cycle->log, ngx_socket_errno,
+                      "hopgate: no steering socket for worker %ui",
+                      ngx_worker);
+        ngx_close_connection(c);
+        return NGX_OK;
+    }
+
+    w->steer = c;
+
+    return NGX_OK;
+}
+
+
+/* a unix datagram socket of ours: every sender is known (SO_PASSCRED) */
+static ngx_connection_t *
+ngx_hopgate_forward_socket(ngx_cycle_t *cycle, ngx_hopgate_worker_t *w)
+{
+    int                fd, on;
+    ngx_connection_t  *c;
+
     fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
                       "socket(AF_UNIX) failed");
-        return NGX_ERROR;
+        return NULL;
     }
 
     /* every datagram then comes with its sender's pid and uid */
@@ -738,33 +823,13 @@ ngx_hopgate_forward_init(ngx_cycle_t *cycle, ngx_hopgate_worker_t *w)
         ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
                       "setsockopt(SO_PASSCRED) failed");
         close(fd);
-        return NGX_ERROR;
-    }
-
-    for (tries = 0; tries < 16; tries++) {
-        if (RAND_bytes(w->tag, NGX_HOPGATE_TAG_LEN) != 1) {
-            close(fd);
-            return NGX_ERROR;
-        }
-
-        ngx_hopgate_forward_name(&sun, &len, w->tag);
-
-        if (bind(fd, (struct sockaddr *) &sun, len) == 0) {
-            break;
-        }
-
-        if (ngx_socket_errno != NGX_EADDRINUSE) {
-            ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
-                          "bind() of the hopgate forwarding socket failed");
-            close(fd);
-            return NGX_ERROR;
-        }
+        return NULL;
     }
 
     c = ngx_get_connection(fd, cycle->log);
     if (c == NULL) {
         close(fd);
-        return NGX_ERROR;
+        return NULL;
     }
 
     c->data = w;
@@ -773,31 +838,102 @@ ngx_hopgate_forward_init(ngx_cycle_t *cycle, ngx_hopgate_worker_t *w)
 
     if (ngx_add_event(c->read, NGX_READ_EVENT, 0) == NGX_ERROR) {
         ngx_close_connection(c);
-        return NGX_ERROR;
+        return NULL;
     }
 
-    w->forward = c;
-
-    return NGX_OK;
+    return c;
 }
 
 
-/*
- * A datagram for a session another process owns. The frame carries the
- * listen index, the agent's address and the address the datagram was sent
- * to (wildcard listeners), so the owner replies from the right socket and
- * address to the right peer:
- *
- *     index, fromlen, dstlen, from, dst, datagram
- */
+static void
+ngx_hopgate_steer_name(struct sockaddr_un *sun, socklen_t *len,
+    ngx_uint_t generation, ngx_uint_t worker)
+{
+    int  n;
+
+    ngx_memzero(sun, sizeof(struct sockaddr_un));
+    sun->sun_family = AF_UNIX;
+
+    n = snprintf(sun->sun_path + 1, sizeof(sun->sun_path) - 1,
+                 "hopgate/%d/g%lu/w%lu", (int) ngx_parent,
+                 (unsigned long) generation, (unsigned long) worker);
+
+    *len = offsetof(struct sockaddr_un, sun_path) + 1 + n;
+}
+
+
 ngx_int_t
 ngx_hopgate_forward(ngx_hopgate_listener_t *l, const u_char *cid,
     const u_char *dgram, size_t len, const struct sockaddr *from,
     socklen_t fromlen)
 {
-    u_char               msg[NGX_HOPGATE_FRAME_MAX], *p;
-    socklen_t            namelen;
-    struct sockaddr_un   sun;
+    socklen_t           namelen;
+    struct sockaddr_un  sun;
+
+    ngx_hopgate_forward_name(&sun, &namelen, cid + 1);
+
+    return ngx_hopgate_forward_to(l, &sun, namelen, dgram, len, from,
+                                  fromlen);
+}
+
+
+ngx_int_t
+ngx_hopgate_forward_steered(ngx_hopgate_listener_t *l, ngx_uint_t worker,
+    const u_char *dgram, size_t len, const struct sockaddr *from,
+    socklen_t fromlen)
+{
+    socklen_t           namelen;
+    struct sockaddr_un  sun;
+
+    ngx_hopgate_steer_name(&sun, &namelen,
+                           ngx_hopgate_worker->conf->generation, worker);
+
+    return ngx_hopgate_forward_to(l, &sun, namelen, dgram, len, from,
+                                  fromlen);
+}
+
+
+/*
+ * The next generation's worker of our index, or a later one's if several
+ * reloads came quickly; NGX_DECLINED when none is there (nginx quits).
+ */
+ngx_int_t
+ngx_hopgate_forward_successor(ngx_hopgate_listener_t *l, const u_char *dgram,
+    size_t len, const struct sockaddr *from, socklen_t fromlen)
+{
+    ngx_uint_t          g;
+    socklen_t           namelen;
+    struct sockaddr_un  sun;
+
+    /* the newest first: an older successor may itself be on its way out */
+    for (g = 4; g >= 1; g--) {
+        ngx_hopgate_steer_name(&sun, &namelen,
+                               ngx_hopgate_worker->conf->generation + g,
+                               ngx_worker);
+
+        if (ngx_hopgate_forward_to(l, &sun, namelen, dgram, len, from,
+                                   fromlen)
+            == NGX_OK)
+        {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The frame carries the listen index, the agent's address and the
+ * address it sent to, so the receiver replies from the right socket and
+ * address to the right peer.
+ */
+static ngx_int_t
+ngx_hopgate_forward_to(ngx_hopgate_listener_t *l, struct sockaddr_un *sun,
+    socklen_t namelen, const u_char *dgram, size_t len,
+    const struct sockaddr *from, socklen_t fromlen)
+{
+    u_char  msg[NGX_HOPGATE_FRAME_MAX], *p;
 
     if (ngx_hopgate_worker->forward == NULL
         || fromlen > sizeof(ngx_sockaddr_t) || len > NGX_HOPGATE_DGRAM_MAX)
@@ -812,10 +948,8 @@ ngx_hopgate_forward(ngx_hopgate_listener_t *l, const u_char *cid,
     p = ngx_cpymem(p, &l->dst, l->dst_len);
     p = ngx_cpymem(p, dgram, len);
 
-    ngx_hopgate_forward_name(&sun, &namelen, cid + 1);
-
     if (sendto(ngx_hopgate_worker->forward->fd, msg, p - msg, 0,
-               (struct sockaddr *) &sun, namelen)
+               (struct sockaddr *) sun, namelen)
         == -1)
     {
         /* ECONNREFUSED: no such process any more; EAGAIN: it is busy */

@@ -28,6 +28,9 @@ static void ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf,
 static void ngx_hopgate_input_moved(ngx_hopgate_session_t *s,
     ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     struct sockaddr *from, socklen_t fromlen);
+static void ngx_hopgate_input_new(ngx_hopgate_listener_t *l, hg_prefix_t *p,
+    u_char *buf, size_t len, struct sockaddr *from, socklen_t fromlen,
+    ngx_uint_t forwarded);
 static void ngx_hopgate_reset(ngx_hopgate_listener_t *l, const u_char *cid,
     size_t trigger_len, struct sockaddr *to, socklen_t tolen);
 static ngx_hopgate_session_t *ngx_hopgate_by_cid(const u_char *cid);
@@ -176,14 +179,7 @@ ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     } else {
         s = ngx_hopgate_by_addr(from, fromlen);
         if (s == NULL) {
-            /*
-             * a worker on its way out takes no new sessions; the agent's
-             * handshake retransmission finds the new worker sharing the
-             * socket
-             */
-            if (!w->exiting) {
-                ngx_hopgate_accept(l, buf, len, from, fromlen);
-            }
+            ngx_hopgate_input_new(l, &p, buf, len, from, fromlen, forwarded);
             return;
         }
     }
@@ -255,6 +251,48 @@ ngx_hopgate_session_set_local(ngx_hopgate_session_t *s,
 
     ngx_memcpy(&s->local, local, len);
     s->local_len = len;
+}
+
+
+/*
+ * A datagram of no session here, without an id: a new handshake. It is
+ * the business of the worker the agent aims at, when the kernel did not
+ * steer it there (one socket shared by the workers, no BPF): that worker
+ * makes the cookie and keeps the handshake. A worker on its way out takes
+ * no new sessions: after a reload its successor does.
+ */
+static void
+ngx_hopgate_input_new(ngx_hopgate_listener_t *l, hg_prefix_t *p,
+    u_char *buf, size_t len, struct sockaddr *from, socklen_t fromlen,
+    ngx_uint_t forwarded)
+{
+    ngx_uint_t        target;
+    ngx_core_conf_t  *ccf;
+
+    if (!forwarded) {
+        if (ngx_hopgate_worker->exiting) {
+            (void) ngx_hopgate_forward_successor(l, buf, len, from, fromlen);
+            return;
+        }
+
+        if (p->flags & HG_PREFIX_FLAG_STEER) {
+            ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                                   ngx_core_module);
+            target = p->steer % (ngx_uint_t) ccf->worker_processes;
+
+            if (target != ngx_worker
+                && ngx_hopgate_forward_steered(l, target, buf, len, from,
+                                               fromlen)
+                   == NGX_OK)
+            {
+                return;
+            }
+        }
+    }
+
+    if (!ngx_hopgate_worker->exiting) {
+        ngx_hopgate_accept(l, buf, len, from, fromlen);
+    }
 }
 
 

@@ -268,6 +268,9 @@ ngx_http_hopgate_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    /* each loaded configuration is a generation of workers */
+    hmcf->generation = ngx_hopgate_next_generation();
+
     /*
      * set by ngx_pcalloc():
      *

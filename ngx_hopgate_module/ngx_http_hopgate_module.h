@@ -91,6 +91,7 @@ typedef struct {
                                                 those with "hopgate" */
     SSL_CTX                     *ssl_ctx;
     ngx_log_t                   *log;
+    ngx_uint_t                   generation; /* configurations loaded */
 } ngx_http_hopgate_main_conf_t;
 
 
@@ -199,6 +200,7 @@ typedef struct {
     hg_config_t                   engine;
     uint8_t                       tag[NGX_HOPGATE_TAG_LEN];
     ngx_connection_t             *forward;   /* unix datagram socket */
+    ngx_connection_t             *steer;     /* and by worker index */
     ngx_int_t                     forward_slot;  /* the last sender's */
     ngx_uint_t                    forward_refused;
     time_t                        forward_logged;
@@ -237,6 +239,15 @@ void ngx_hopgate_send_batch(ngx_hopgate_listener_t *l,
 ngx_int_t ngx_hopgate_forward(ngx_hopgate_listener_t *l, const u_char *cid,
     const u_char *dgram, size_t len, const struct sockaddr *from,
     socklen_t fromlen);
+/* to the worker of that index of this configuration (software steering) */
+ngx_int_t ngx_hopgate_forward_steered(ngx_hopgate_listener_t *l,
+    ngx_uint_t worker, const u_char *dgram, size_t len,
+    const struct sockaddr *from, socklen_t fromlen);
+/* to this worker's successor of a later configuration (after a reload) */
+ngx_int_t ngx_hopgate_forward_successor(ngx_hopgate_listener_t *l,
+    const u_char *dgram, size_t len, const struct sockaddr *from,
+    socklen_t fromlen);
+ngx_uint_t ngx_hopgate_next_generation(void);
 
 /* ngx_hopgate_session.c */
 void ngx_hopgate_datagram(ngx_hopgate_listener_t *l, u_char *buf,
