@@ -532,6 +532,7 @@ agent_session_ready(agent_session_t *s, const hg_event_t *ev)
               a->server_host, a->server_port,
               (unsigned long long) s->session_id,
               (double) st.srtt / HG_MS);
+    agent_notify_connected(a, s->worker, s->worker_count);
 
     if (a->stable_since == HG_TIME_INFINITE) {
         a->stable_since = s->ready_at;
