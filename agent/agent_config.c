@@ -817,8 +817,13 @@ agent_config_free(agent_config_t *cfg)
 void
 agent_usage(const char *prog)
 {
-    size_t  i;
-    char    flag[64];
+    size_t       i;
+    char         flag[64];
+    const char  *base;
+
+    /* the name people type, whatever path ran it (also in the man page) */
+    base = strrchr(prog, '/');
+    prog = base ? base + 1 : prog;
 
     printf("usage: %s --server HOST:PORT --domain DOMAIN --key-file FILE "
            "--to [HOST:]PORT [options]\n\n"
