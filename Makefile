@@ -49,6 +49,7 @@ MODULE     := $(BUILD)/modules/ngx_http_hopgate_module.so
 .SECONDARY:
 
 .PHONY: all deps module agent unit test asan test-asan demo clean install \
+        deb \
         fuzz bench fuzz-run fuzz-corpus bench-engine
 
 all: deps module agent unit tools
@@ -274,6 +275,36 @@ install: module agent dist
 	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/
 	install -d $(DESTDIR)$(DOCDIR)/examples
 	install -m 0644 examples/* $(DESTDIR)$(DOCDIR)/examples/
+
+# --- Debian packages ----------------------------------------------------------
+#
+#   make deb    build/deb/libnginx-mod-http-hopgate_*.deb, hopgate-agent_*.deb
+#
+# dpkg-buildpackage runs in a copy of the tree (the files git knows, or
+# everything but build/ outside a checkout), so its products land in
+# build/deb and never in the directory above the tree.
+
+DEB_DIR := $(BUILD)/deb
+
+.PHONY: deb lintian
+deb:
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_DIR)/src
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git ls-files -z --cached --others --exclude-standard \
+	        | xargs -0 sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done' sh \
+	        | tar --null -T - -cf - | tar -C $(DEB_DIR)/src -xf -; \
+	else \
+	    tar --exclude=./build --exclude=./demo-run -cf - . \
+	        | tar -C $(DEB_DIR)/src -xf -; \
+	fi
+	cd $(DEB_DIR)/src && dpkg-buildpackage -b -us -uc -jauto
+	rm -rf $(DEB_DIR)/src
+	@ls -l $(DEB_DIR)/*.deb
+
+# lintian's verdict on the packages (make deb first)
+lintian:
+	lintian --info --display-info --suppress-tags-from-file debian/lintian-ignore $(DEB_DIR)/*.changes
 
 clean:
 	rm -rf $(BUILD) t/servroot
