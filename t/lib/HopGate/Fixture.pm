@@ -162,7 +162,8 @@ sub start_app {
 
 # Starts hopgate-agent; by default for app.test with the right key, the
 # edge's CA, and the local app. Options: domain, key, to, server, args
-# (extra flags), env (hash), keep (do not stop the agents already running),
+# (extra flags), no_key (no --key: args or env give it), env (hash), keep
+# (do not stop the agents already running),
 # binary (another build of the agent, e.g. the sanitizer one).
 sub start_agent {
     my (%o) = @_;
@@ -174,7 +175,7 @@ sub start_agent {
     my @args = (
         '--server', $o{server} // "127.0.0.1:$state{edge_port}",
         '--domain', $o{domain} // 'app.test',
-        '--key', $o{key} // $state{key},
+        ($o{no_key} ? () : ('--key', $o{key} // $state{key})),
         '--to', $o{to} // "127.0.0.1:$state{app_port}",
         '--ca', "$state{dir}/edge.pem",
         '--log-level', $o{log_level} // 'debug',
