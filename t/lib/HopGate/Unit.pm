@@ -87,7 +87,7 @@ sub start {
     my ($uid, $gid) = $dynamic ? (getpwnam('nobody'))[2, 3] : ($<, $();
 
     my $exec = last_value($unit, 'ExecStart') or die "no ExecStart\n";
-    die "ExecStart prefixes are not emulated\n" if $exec =~ /^[-@:+!]/;
+    die "ExecStart prefixes are not emulated\n" if $exec =~ /^[-\@:+!]/;
     my @argv = map { $path->($_) } split ' ', $exec;
 
     my %env = (%ENV, %{ $o{env} || {} });
