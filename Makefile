@@ -5,6 +5,7 @@
 #   make asan       the engine and its unit tests with ASan + UBSan
 #   make test-asan  run the C unit tests from the sanitizer build
 #   make demo       a private nginx + local app + agent, one request through
+#                   (DEMO_KEEP=1 leaves it running; make demo-stop)
 #   make install    the module to /usr/lib/nginx/modules (enabled in
 #                   /etc/nginx/modules-enabled), the agent, its man page
 #                   and systemd unit under PREFIX (/usr/local; DESTDIR,
@@ -49,7 +50,7 @@ MODULE     := $(BUILD)/modules/ngx_http_hopgate_module.so
 .SECONDARY:
 
 .PHONY: all deps module agent unit test asan test-asan demo clean install \
-        deb \
+        deb demo-stop \
         fuzz bench fuzz-run fuzz-corpus bench-engine
 
 all: deps module agent unit tools
@@ -131,6 +132,9 @@ test-asan: asan
 
 demo: all
 	./scripts/demo
+
+demo-stop:
+	./scripts/demo stop
 
 # --- fuzzing: clang, libFuzzer, ASan + UBSan ---------------------------------
 #

@@ -16,7 +16,7 @@ my $root = "$FindBin::Bin/..";
 my $build = $ENV{HOPGATE_BUILD} || "$root/build";
 my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
 
-sub slurp { open my $fh, '<', $_[0] or return undef; local $/; <$fh> }
+sub slurp { open my $fh, '<', $_[0] or return undef; local $/; scalar <$fh> }
 
 sub install_into {
     my ($dest, @vars) = @_;

@@ -33,7 +33,7 @@ for my $tool (qw(dpkg-buildpackage dh dh_nginx help2man)) {
 local $SIG{ALRM} = sub { die "timed out\n" };
 alarm 600;
 
-sub slurp { open my $fh, '<', $_[0] or return undef; local $/; <$fh> }
+sub slurp { open my $fh, '<', $_[0] or return undef; local $/; scalar <$fh> }
 
 # --- build --------------------------------------------------------------------
 

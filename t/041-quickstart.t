@@ -50,7 +50,7 @@ my $agent_bin = HopGate::Fixture::agent_binary();
 local $SIG{ALRM} = sub { die "timed out\n" };
 alarm 120;
 
-sub slurp { open my $fh, '<', $_[0] or die "$_[0]: $!"; local $/; <$fh> }
+sub slurp { open my $fh, '<', $_[0] or die "$_[0]: $!"; local $/; scalar <$fh> }
 sub spew { open my $fh, '>', $_[0] or die "$_[0]: $!"; print $fh $_[1]; close $fh }
 
 # --- the blocks -------------------------------------------------------------------
