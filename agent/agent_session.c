@@ -471,6 +471,7 @@ agent_schedule_redial(agent_t *a, hg_time_t now, int failure)
 {
     hg_time_t  delay;
     unsigned   shift;
+    char       status[320];
 
     if (!failure) {
         a->redial_at = now;
@@ -495,6 +496,11 @@ agent_schedule_redial(agent_t *a, hg_time_t now, int failure)
     a->reconnects++;
     agent_log(AGENT_LOG_INFO, "reconnecting in %.1f s",
               (double) delay / HG_SEC);
+
+    /* what `systemctl status` shows while the edge cannot be reached */
+    snprintf(status, sizeof(status), "dialling %s:%s again in %.1f s",
+             a->server_host, a->server_port, (double) delay / HG_SEC);
+    agent_notify_status(status);
 }
 
 

@@ -109,6 +109,22 @@ my @s = HopGate::Unit::notify_until($u, qr/^STOPPING=1$/m, 5);
 ok((grep { /^STOPPING=1$/m } @s), 'SIGTERM: STOPPING=1');
 is(HopGate::Unit::stop($u), 0, 'and a clean exit (0)');
 
+# --- an edge that does not answer: not ready, and the status says why ------------
+
+{
+    my $closed = HopGate::Fixture::free_port();
+    write_file("$etc/agent-down.conf", "server = 127.0.0.1:$closed\n"
+               . "server-name = localhost\ndomain = app.test\nto = $app\n"
+               . "ca = $hg/edge.pem\n");
+    write_file("$etc/agent-down.key", HopGate::Fixture::hopgate_key() . "\n", 0600);
+    my $x = HopGate::Unit::start(unit => $unit, instance => 'down', path => $map);
+    my @m = HopGate::Unit::notify_until($x, qr/^STATUS=dialling/m, 10);
+    like($m[-1] // '', qr/^STATUS=dialling 127\.0\.0\.1:$closed again in \d+\.\d s$/m,
+         'edge unreachable: STATUS says it dials again, and when');
+    is(scalar(grep { /^READY=1$/m } @m), 0, 'and READY=1 is not sent');
+    is(HopGate::Unit::stop($x), 0, 'it still stops cleanly');
+}
+
 # --- what the unit does not restart ------------------------------------------------
 
 my $unit_text = do { open my $fh, '<', $unit or die; local $/; <$fh> };
