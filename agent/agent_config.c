@@ -43,7 +43,7 @@ typedef enum {
 /* a key file holds one line; anything much longer is not one */
 #define KEY_FILE_MAX  4096
 
-/* systemd's LoadCredential=key:FILE puts it here, as $CREDENTIALS_DIRECTORY/key */
+/* systemd's LoadCredential=key:FILE: $CREDENTIALS_DIRECTORY/key */
 #define KEY_CREDENTIAL  "key"
 
 typedef struct {
@@ -845,8 +845,8 @@ agent_usage(const char *prog)
     printf("  %-24s %s\n", "-V, --version", "print the version");
     printf("\nexit codes: 0 clean shutdown, 1 error, 2 bad usage, "
            "3 key or domain rejected\n");
-    printf("\nwithout a key setting, $CREDENTIALS_DIRECTORY/key is read (systemd's "
-           "LoadCredential=key:FILE)\n");
+    printf("\nwithout a key setting, $CREDENTIALS_DIRECTORY/key is read "
+           "(systemd's LoadCredential=key:FILE)\n");
     printf("\n%s keygen DOMAIN: a new key and its file-registry line\n", prog);
     printf("%s admin --help: manage domains through the edge's admin API\n",
            prog);
