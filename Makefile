@@ -98,7 +98,12 @@ $(BUILD)/unit/%.o: t/unit/%.c $(wildcard t/unit/*.h) $(wildcard proto/*.h) $(GEN
 	$(CC) $(CFLAGS_ALL) -It/unit -c -o $@ $<
 
 $(BUILD)/unit/test_%: $(BUILD)/unit/test_%.o $(UNIT_SOBJS) $(PROTO_LIB)
-	$(CC) -o $@ $< $(UNIT_SOBJS) $(PROTO_LIB) $(LIBS) $(LDFLAGS) -lm
+	$(CC) -o $@ $< $(UNIT_SOBJS) $(PROTO_LIB) $(LIBS) $(LDFLAGS) \
+	    $(UNIT_LDFLAGS) -lm
+
+# test_events injects allocation failures into the engine it links
+$(BUILD)/unit/test_events: UNIT_LDFLAGS = \
+    -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 
 # --- the nginx module -----------------------------------------------------------
 

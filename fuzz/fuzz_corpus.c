@@ -15,6 +15,10 @@
  *   flow-*     agent streams that fill the edge's windows (the fuzz config
  *              has the smallest allowed) or overrun them, or the stream
  *              limit
+ *   move-*     the agent's packets from another address: the edge's path
+ *              validation answered (the challenges are a function of the
+ *              session's seed) from the new address or the old, timed
+ *              out, or cut short by the agent back at its address
  *   tick-*, app-*  the clock and the edge's application
  *
  * Plaintexts stay valid in any process; sealed datagrams only decrypt in
@@ -59,6 +63,12 @@ static int hg_fuzz_corpus_records(const char *dir);
 static void hg_fuzz_stream_op(hg_fuzz_script_t *sc, uint64_t pn,
     uint64_t id, uint64_t offset, size_t len);
 static int hg_fuzz_corpus_misc(const char *dir);
+static int hg_fuzz_corpus_moves(const char *dir, SSL_CTX *server_ctx,
+    SSL_CTX *client_ctx);
+static size_t hg_fuzz_one_frame(uint64_t pn, Hopgate__Frame *frame,
+    uint8_t *out);
+static void hg_fuzz_moved_op(hg_fuzz_script_t *sc, hg_fuzz_session_t *s,
+    unsigned kind, const uint8_t *plain, size_t len);
 static void hg_fuzz_capture(void *arg, const uint8_t *dgram, size_t len);
 static void hg_fuzz_capture_plain(void *arg, const uint8_t *plain,
     size_t len);
@@ -80,7 +90,8 @@ hg_fuzz_corpus_write(const char *dir, SSL_CTX *server_ctx,
         || hg_fuzz_corpus_frames(dir) != 0
         || hg_fuzz_corpus_flow(dir) != 0
         || hg_fuzz_corpus_records(dir) != 0
-        || hg_fuzz_corpus_misc(dir) != 0)
+        || hg_fuzz_corpus_misc(dir) != 0
+        || hg_fuzz_corpus_moves(dir, server_ctx, client_ctx) != 0)
     {
         return -1;
     }
@@ -395,6 +406,8 @@ hg_fuzz_corpus_frames(const char *dir)
     Hopgate__MaxStreamDataFrame  max_stream_data;
     Hopgate__MaxStreamsFrame     max_streams;
     Hopgate__PingFrame           ping;
+    Hopgate__PathChallengeFrame  path_challenge;
+    Hopgate__PathResponseFrame   path_response;
     Hopgate__TransportParams     params;
     Hopgate__HelloFrame          hello;
     Hopgate__HelloAckFrame       hello_ack;
@@ -404,7 +417,7 @@ hg_fuzz_corpus_frames(const char *dir)
     static const char  *const names[] = {
         NULL, "stream", "ack", "reset-stream", "stop-sending", "max-data",
         "max-stream-data", "max-streams", "ping", "hello", "hello-ack",
-        "goaway", "close"
+        "goaway", "close", "path-challenge", "path-response"
     };
 
     hopgate__packet__init(&pkt);
@@ -418,6 +431,8 @@ hg_fuzz_corpus_frames(const char *dir)
     hopgate__max_stream_data_frame__init(&max_stream_data);
     hopgate__max_streams_frame__init(&max_streams);
     hopgate__ping_frame__init(&ping);
+    hopgate__path_challenge_frame__init(&path_challenge);
+    hopgate__path_response_frame__init(&path_response);
     hopgate__transport_params__init(&params);
     hopgate__hello_frame__init(&hello);
     hopgate__hello_ack_frame__init(&hello_ack);
@@ -468,12 +483,15 @@ hg_fuzz_corpus_frames(const char *dir)
     goaway.reason = "agent restart";
     close_frame.error_code = HG_CODE_NORMAL;
     close_frame.reason = "bye";
+    path_challenge.data = 0x0123456789abcdefULL;
+    path_response.data = 0xfedcba9876543210ULL;
 
     frames[0] = &frame;
     pkt.frames = frames;
     pkt.n_frames = 1;
 
-    for (i = HOPGATE__FRAME__BODY_STREAM; i <= HOPGATE__FRAME__BODY_CLOSE;
+    for (i = HOPGATE__FRAME__BODY_STREAM;
+         i <= HOPGATE__FRAME__BODY_PATH_RESPONSE;
          i++)
     {
         frame.body_case = (Hopgate__Frame__BodyCase) i;
@@ -511,6 +529,12 @@ hg_fuzz_corpus_frames(const char *dir)
             break;
         case HOPGATE__FRAME__BODY_GOAWAY:
             frame.goaway = &goaway;
+            break;
+        case HOPGATE__FRAME__BODY_PATH_CHALLENGE:
+            frame.path_challenge = &path_challenge;
+            break;
+        case HOPGATE__FRAME__BODY_PATH_RESPONSE:
+            frame.path_response = &path_response;
             break;
         default:
             frame.close = &close_frame;
@@ -705,4 +729,145 @@ hg_fuzz_corpus_misc(const char *dir)
     hg_fuzz_script_app(&hg_fuzz_script, NULL, HG_FUZZ_APP_CLOSE, 0, 0);
 
     return hg_fuzz_script_save(dir, "app-mix", &hg_fuzz_script);
+}
+
+
+/* ---- the agent at another address --------------------------------------- */
+
+static int
+hg_fuzz_corpus_moves(const char *dir, SSL_CTX *server_ctx,
+    SSL_CTX *client_ctx)
+{
+    size_t                      len;
+    uint8_t                     plain[64];
+    Hopgate__Frame              frame;
+    Hopgate__PingFrame          ping;
+    Hopgate__PathResponseFrame  response;
+    hg_fuzz_session_t          *s;
+    static hg_fuzz_session_t    session;
+    static hg_fuzz_script_t     answered;
+
+    /* 400 ms, three times: the challenge again, then past the 1 s floor */
+    static const uint8_t  pto[4] = { 0x00, 0x06, 0x1a, 0x80 };
+
+    hopgate__frame__init(&frame);
+    hopgate__ping_frame__init(&ping);
+    frame.body_case = HOPGATE__FRAME__BODY_PING;
+    frame.ping = &ping;
+
+    /* a PING from the new address with data waiting, then silence */
+    hg_fuzz_script.len = 0;
+    hg_fuzz_script_app(&hg_fuzz_script, NULL, HG_FUZZ_APP_OPEN, 0, 5);
+    hg_fuzz_script_app(&hg_fuzz_script, NULL, HG_FUZZ_APP_WRITE, 0, 20000);
+    len = hg_fuzz_one_frame(100, &frame, plain);
+    hg_fuzz_script_op(&hg_fuzz_script, HG_FUZZ_SEALED_MOVED, plain, len);
+    hg_fuzz_script_op(&hg_fuzz_script, HG_FUZZ_TICK, pto, sizeof(pto));
+    hg_fuzz_script_op(&hg_fuzz_script, HG_FUZZ_TICK, pto, sizeof(pto));
+    hg_fuzz_script_op(&hg_fuzz_script, HG_FUZZ_TICK, pto, sizeof(pto));
+
+    if (hg_fuzz_script_save(dir, "move-timeout", &hg_fuzz_script) != 0) {
+        return -1;
+    }
+
+    /* the agent's next packet from its own address again */
+    hg_fuzz_script.len = 0;
+    hg_fuzz_script_op(&hg_fuzz_script, HG_FUZZ_SEALED_MOVED, plain, len);
+    len = hg_fuzz_one_frame(101, &frame, plain);
+    hg_fuzz_script_op(&hg_fuzz_script, HG_FUZZ_SEALED, plain, len);
+
+    if (hg_fuzz_script_save(dir, "move-back", &hg_fuzz_script) != 0) {
+        return -1;
+    }
+
+    /*
+     * The echoes, from the new address and from the old: the challenges
+     * as a session draws them, which the target's will draw alike
+     */
+    s = &session;
+
+    if (hg_fuzz_session_open(s, server_ctx, client_ctx) != 0) {
+        fprintf(stderr, "fuzz corpus: session handshake failed\n");
+        return -1;
+    }
+
+    hg_fuzz_script.len = 0;
+    len = hg_fuzz_one_frame(100, &frame, plain);
+    hg_fuzz_moved_op(&hg_fuzz_script, s, HG_FUZZ_SEALED_MOVED, plain, len);
+
+    if (s->edge->path.nchallenges == 0 || !s->edge->path.back_sent) {
+        fprintf(stderr, "fuzz corpus: the edge sent no challenges\n");
+        hg_fuzz_session_close(s);
+        return -1;
+    }
+
+    hopgate__path_response_frame__init(&response);
+    frame.body_case = HOPGATE__FRAME__BODY_PATH_RESPONSE;
+    frame.path_response = &response;
+
+    /* the agent's old address answers: the move was a copy */
+    response.data = s->edge->path.back_challenge;
+    len = hg_fuzz_one_frame(101, &frame, plain);
+    answered = hg_fuzz_script;
+    hg_fuzz_script_op(&answered, HG_FUZZ_SEALED, plain, len);
+
+    if (hg_fuzz_script_save(dir, "move-answered", &answered) != 0) {
+        hg_fuzz_session_close(s);
+        return -1;
+    }
+
+    /* the new address answers: validated */
+    response.data = s->edge->path.challenges[0];
+    len = hg_fuzz_one_frame(101, &frame, plain);
+    hg_fuzz_moved_op(&hg_fuzz_script, s, HG_FUZZ_SEALED_MOVED, plain, len);
+
+    if (s->edge->path.validating) {
+        fprintf(stderr, "fuzz corpus: the echo did not validate\n");
+        hg_fuzz_session_close(s);
+        return -1;
+    }
+
+    hg_fuzz_session_close(s);
+
+    return hg_fuzz_script_save(dir, "move-echo", &hg_fuzz_script);
+}
+
+
+/* a Packet of one frame */
+static size_t
+hg_fuzz_one_frame(uint64_t pn, Hopgate__Frame *frame, uint8_t *out)
+{
+    Hopgate__Packet   pkt;
+    Hopgate__Frame   *frames[1];
+
+    hopgate__packet__init(&pkt);
+    frames[0] = frame;
+    pkt.number = pn;
+    pkt.frames = frames;
+    pkt.n_frames = 1;
+
+    return hopgate__packet__pack(&pkt, out);
+}
+
+
+/* records a sealed operation and runs it as the fuzz target would */
+static void
+hg_fuzz_moved_op(hg_fuzz_script_t *sc, hg_fuzz_session_t *s, unsigned kind,
+    const uint8_t *plain, size_t len)
+{
+    size_t  n;
+
+    hg_fuzz_script_op(sc, kind, plain, len);
+
+    s->now += HG_FUZZ_STEP;
+    n = hg_fuzz_seal(s, plain, len, s->dgram, sizeof(s->dgram));
+
+    if (n > 0) {
+        (void) hg_conn_recv(s->edge, s->dgram, n,
+                            (const struct sockaddr *)
+                            (kind == HG_FUZZ_SEALED_MOVED ? &s->moved_addr
+                                                          : &s->agent_addr),
+                            sizeof(s->agent_addr), s->now);
+    }
+
+    hg_fuzz_pump(s, 0);
 }

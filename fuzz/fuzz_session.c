@@ -256,9 +256,11 @@ hg_fuzz_session_close(hg_fuzz_session_t *s)
 void
 hg_fuzz_pump(hg_fuzz_session_t *s, int to_agent)
 {
-    int          round, sends;
-    ssize_t      n;
-    hg_event_t   ev;
+    int                     round, sends;
+    ssize_t                 n;
+    socklen_t               tolen;
+    hg_event_t              ev;
+    const struct sockaddr  *to;
 
     if (s->edge == NULL) {
         return;
@@ -273,6 +275,18 @@ hg_fuzz_pump(hg_fuzz_session_t *s, int to_agent)
 
         if (hg_conn_deadline(s->edge) <= s->now) {
             hg_conn_timeout(s->edge, s->now);
+        }
+
+        /* a challenge to the validated address: the agent's own */
+        while ((n = hg_conn_send_probe(s->edge, s->dgram, sizeof(s->dgram),
+                                       s->now, &to, &tolen))
+               > 0)
+        {
+            if (to_agent) {
+                hg_conn_recv(s->agent, s->dgram, (size_t) n,
+                             (struct sockaddr *) &s->edge_addr,
+                             sizeof(s->edge_addr), s->now);
+            }
         }
 
         for (sends = 0; sends < 64; sends++) {

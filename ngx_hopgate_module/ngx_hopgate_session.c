@@ -439,6 +439,16 @@ ngx_hopgate_session_run(ngx_hopgate_session_t *s)
 
     ngx_hopgate_session_events(s);
 
+    /* a path challenge for another address than the session's (rare) */
+    while ((n = hg_conn_send_probe(s->conn, ngx_hopgate_out[0],
+                                   sizeof(ngx_hopgate_out[0]), now, &peer,
+                                   &plen))
+           > 0)
+    {
+        ngx_hopgate_send(s->listener, ngx_hopgate_out[0], (size_t) n, peer,
+                         plen);
+    }
+
     peer = hg_conn_peer(s->conn, &plen);
 
     /* what the engine has to say, to the kernel in sendmmsg() batches */

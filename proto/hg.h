@@ -273,11 +273,26 @@ int hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
  */
 ssize_t hg_conn_send(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now);
 
+/*
+ * Server: the next datagram for an address other than hg_conn_peer, that
+ * address in *to (valid until the next engine call): after the agent's
+ * packets came from a new address, one PATH_CHALLENGE to the address
+ * last validated, so that an agent still there answers even with nothing
+ * to send (the move may be a forwarded copy; RFC 9000 9.3.2). Its length,
+ * 0 when none is due, or HG_ERR. Call it until 0 before hg_conn_send.
+ */
+ssize_t hg_conn_send_probe(hg_conn_t *c, uint8_t *out, size_t cap,
+    hg_time_t now, const struct sockaddr **to, socklen_t *tolen);
+
 /* the earliest time hg_conn_timeout must be called (HG_TIME_INFINITE) */
 hg_time_t hg_conn_deadline(const hg_conn_t *c);
 void hg_conn_timeout(hg_conn_t *c, hg_time_t now);
 
-/* the address datagrams go to (updated after an authenticated rebinding) */
+/*
+ * The address datagrams go to. The server moves it when the agent's
+ * packets come from a new address (provisionally, see
+ * HG_EV_PEER_MIGRATED), the client never.
+ */
 const struct sockaddr *hg_conn_peer(const hg_conn_t *c, socklen_t *len);
 /*
  * The connection id: the server's from the start; the client's once
@@ -301,7 +316,15 @@ typedef enum {
                                  until the next hg_conn_next_event call */
     HG_EV_STREAMS_AVAILABLE,  /* peer raised our stream limit */
     HG_EV_GOAWAY,             /* peer will accept no new streams */
-    HG_EV_PEER_MIGRATED,      /* authenticated datagram from a new address */
+    HG_EV_PEER_MIGRATED,      /* server: the address datagrams go to
+                                 (hg_conn_peer) changed; re-index the
+                                 session by it. Raised when the agent's
+                                 packets come from a new address (sent to
+                                 within the anti-amplification limit until
+                                 validated), and when the session goes
+                                 back to the last validated address (no
+                                 validation in time, or the move was a
+                                 forwarded copy) */
     HG_EV_CLOSED              /* connection over (code, text); free it */
 } hg_event_type_t;
 
@@ -324,7 +347,13 @@ typedef struct {
     uint64_t           session_id;    /* READY */
 } hg_event_t;
 
-/* HG_OK with *ev filled, or HG_AGAIN when the queue is empty */
+/*
+ * HG_OK with *ev filled, or HG_AGAIN when the queue is empty. Events come
+ * in the order they happened. One that is already waiting is not queued
+ * twice (a second STREAM_READABLE merges into the first; read until
+ * HG_AGAIN), and a stream raises nothing after STREAM_CLOSED. The queue
+ * cannot overflow: no event is ever dropped.
+ */
 int hg_conn_next_event(hg_conn_t *c, hg_event_t *ev);
 
 /* server: answer HG_EV_HELLO (may be called later, asynchronously) */
@@ -355,7 +384,11 @@ int hg_conn_can_open_stream(const hg_conn_t *c);
 
 /* ---- streams ------------------------------------------------------------- */
 
-/* opens a bidirectional stream; returns its id or HG_ERR_LIMIT/STATE */
+/*
+ * Opens a bidirectional stream; returns its id, HG_ERR_LIMIT/STATE, or
+ * HG_ERR_NOMEM (nothing was opened: the room for its events is reserved
+ * here, so that no event is ever lost later).
+ */
 int64_t hg_stream_open(hg_conn_t *c, const hg_stream_meta_t *meta);
 
 /*
@@ -409,6 +442,8 @@ typedef struct {
     uint64_t   streams_opened;
     uint64_t   pto_count;
     uint64_t   congestion_events;
+    uint64_t   paths_validated;       /* server: new peer addresses proven */
+    uint64_t   path_failures;         /* server: moves given up (no echo) */
 } hg_conn_stats_t;
 
 void hg_conn_get_stats(const hg_conn_t *c, hg_conn_stats_t *st);

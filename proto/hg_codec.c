@@ -28,7 +28,7 @@
 #define HG_PACKET_NUMBER  1
 #define HG_PACKET_FRAMES  2
 
-#define HG_KIND_MAX       HOPGATE__FRAME__BODY_CLOSE
+#define HG_KIND_MAX       HOPGATE__FRAME__BODY_PATH_RESPONSE
 
 /* the tag byte of fields 1..15 */
 #define hg_codec_tag(number, wire)  ((uint8_t) ((number) << 3 | (wire)))
@@ -65,6 +65,7 @@ static uint8_t *hg_codec_put_string(uint8_t *p, unsigned number,
 static size_t hg_codec_meta_len(const hg_codec_stream_t *f);
 static size_t hg_codec_ranges_len(const hg_codec_ack_t *f);
 static uint8_t *hg_codec_put_varint(uint8_t *p, uint64_t v);
+static uint64_t hg_codec_fixed64(const uint8_t *p);
 
 
 /* fields of each all-uint64 frame; 0: not one of them */
@@ -74,9 +75,18 @@ static const size_t  hg_codec_uints[HG_KIND_MAX + 1] = {
     [HOPGATE__FRAME__BODY_MAX_DATA] = 1,
     [HOPGATE__FRAME__BODY_MAX_STREAM_DATA] = 2,
     [HOPGATE__FRAME__BODY_MAX_STREAMS] = 1,
+    [HOPGATE__FRAME__BODY_PATH_CHALLENGE] = 1,
+    [HOPGATE__FRAME__BODY_PATH_RESPONSE] = 1,
 };
 
-static const ProtobufCMessageDescriptor  *hg_codec_descriptors[] = {
+/* the all-uint64 frames whose fields are fixed64, not varints */
+static const uint8_t  hg_codec_fixed[HG_KIND_MAX + 1] = {
+    [HOPGATE__FRAME__BODY_PATH_CHALLENGE] = 1,
+    [HOPGATE__FRAME__BODY_PATH_RESPONSE] = 1,
+};
+
+static const ProtobufCMessageDescriptor  *hg_codec_descriptors[
+    HG_KIND_MAX + 1] = {
     [HOPGATE__FRAME__BODY_HELLO] = &hopgate__hello_frame__descriptor,
     [HOPGATE__FRAME__BODY_HELLO_ACK] = &hopgate__hello_ack_frame__descriptor,
     [HOPGATE__FRAME__BODY_GOAWAY] = &hopgate__go_away_frame__descriptor,
@@ -290,6 +300,23 @@ hg_codec_uint64(const uint8_t *p, size_t n)
 
     for (i = 0; i < n; i++) {
         v |= (uint64_t) (p[i] & 0x7f) << (7 * i);
+    }
+
+    return v;
+}
+
+
+/* a fixed64's eight bytes, little-endian */
+static uint64_t
+hg_codec_fixed64(const uint8_t *p)
+{
+    size_t    i;
+    uint64_t  v;
+
+    v = 0;
+
+    for (i = 0; i < 8; i++) {
+        v |= (uint64_t) p[i] << (8 * i);
     }
 
     return v;
@@ -645,11 +672,19 @@ int
 hg_codec_uints_decode(const uint8_t *p, size_t len, hg_codec_uints_t *f)
 {
     size_t             n;
+    unsigned           wire;
     const uint8_t     *end;
     hg_codec_field_t   g;
 
     memset(f->v, 0, sizeof(f->v));
-    n = f->kind > 0 && f->kind <= HG_KIND_MAX ? hg_codec_uints[f->kind] : 0;
+    n = 0;
+    wire = HG_WIRE_VARINT;
+
+    if (f->kind > 0 && f->kind <= HG_KIND_MAX) {
+        n = hg_codec_uints[f->kind];
+        wire = hg_codec_fixed[f->kind] ? HG_WIRE_I64 : HG_WIRE_VARINT;
+    }
+
     end = p + len;
 
     while (p < end) {
@@ -662,11 +697,13 @@ hg_codec_uints_decode(const uint8_t *p, size_t len, hg_codec_uints_t *f)
             continue;
         }
 
-        if (g.wire != HG_WIRE_VARINT) {
+        if (g.wire != wire) {
             return HG_ERR;
         }
 
-        f->v[g.number - 1] = hg_codec_uint64(g.raw, g.rawlen);
+        f->v[g.number - 1] = wire == HG_WIRE_I64
+                             ? hg_codec_fixed64(g.raw)
+                             : hg_codec_uint64(g.raw, g.rawlen);
     }
 
     return HG_OK;
@@ -793,7 +830,11 @@ hg_codec_uints_len(const hg_codec_uints_t *f)
     n = 0;
 
     for (i = 0; i < hg_codec_uints[f->kind]; i++) {
-        n += hg_codec_uint_len(f->v[i]);
+        if (hg_codec_fixed[f->kind]) {
+            n += f->v[i] ? 1 + 8 : 0;
+        } else {
+            n += hg_codec_uint_len(f->v[i]);
+        }
     }
 
     return n;
@@ -803,12 +844,25 @@ hg_codec_uints_len(const hg_codec_uints_t *f)
 uint8_t *
 hg_codec_put_uints(uint8_t *p, const hg_codec_uints_t *f)
 {
-    size_t  i;
+    size_t  i, b;
 
     p = hg_codec_put_frame_head(p, f->kind, hg_codec_uints_len(f));
 
     for (i = 0; i < hg_codec_uints[f->kind]; i++) {
-        p = hg_codec_put_uint(p, i + 1, f->v[i]);
+        if (!hg_codec_fixed[f->kind]) {
+            p = hg_codec_put_uint(p, i + 1, f->v[i]);
+            continue;
+        }
+
+        if (f->v[i] == 0) {
+            continue;
+        }
+
+        *p++ = hg_codec_tag(i + 1, HG_WIRE_I64);
+
+        for (b = 0; b < 8; b++) {
+            *p++ = (uint8_t) (f->v[i] >> (8 * b));
+        }
     }
 
     return p;

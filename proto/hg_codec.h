@@ -2,7 +2,8 @@
  * The protobuf wire format of proto/hopgate.proto, by hand, for the frames
  * every packet carries: Packet and Frame themselves, STREAM, ACK, and the
  * frames made of uint64 fields alone (RESET_STREAM, STOP_SENDING,
- * MAX_DATA, MAX_STREAM_DATA, MAX_STREAMS, PING). HELLO, HELLO_ACK, GOAWAY
+ * MAX_DATA, MAX_STREAM_DATA, MAX_STREAMS, PING, and PATH_CHALLENGE and
+ * PATH_RESPONSE, whose one field is a fixed64). HELLO, HELLO_ACK, GOAWAY
  * and CLOSE, which carry strings and nested messages and go once a
  * session, stay with protobuf-c.
  *
@@ -126,7 +127,7 @@ uint8_t *hg_codec_put_stream(uint8_t *p, const hg_codec_stream_t *f,
 size_t hg_codec_ack_len(const hg_codec_ack_t *f);
 uint8_t *hg_codec_put_ack(uint8_t *p, const hg_codec_ack_t *f);
 
-/* RESET_STREAM, STOP_SENDING, MAX_*, PING: the kind's fields from f->v */
+/* RESET_STREAM, STOP_SENDING, MAX_*, PING, PATH_*: the fields from f->v */
 size_t hg_codec_uints_len(const hg_codec_uints_t *f);
 uint8_t *hg_codec_put_uints(uint8_t *p, const hg_codec_uints_t *f);
 

@@ -81,6 +81,7 @@ hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
     c->release_id = -1;
     memcpy(&c->peer, peer, peerlen);
     c->peerlen = peerlen;
+    hg_path_init(c);
     c->now = now;
     c->created = now;
     c->last_recv = now;
@@ -118,10 +119,7 @@ hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
 
     hg_ackq_init(&c->ackq, cfg->max_ack_delay, cfg->max_ack_ranges);
 
-    c->ev_cap = 8;
-    c->events = calloc(c->ev_cap, sizeof(hg_event_t));
-
-    if (c->events == NULL || hg_cstreams_init(c) != 0) {
+    if (hg_conn_events_reserve(c, 0) != HG_OK || hg_cstreams_init(c) != 0) {
         hg_conn_free(c);
         return NULL;
     }
@@ -249,6 +247,9 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
 
     was_established = hg_dtls_established(c->dtls);
     c->authenticated_input = 0;
+    c->path.input_newest = 0;
+    c->path.input_echo = 0;
+    c->path.input_back_echo = 0;
     c->now = now;
 
     rc = hg_dtls_recv(c->dtls, dgram + HG_PREFIX_LEN, len - HG_PREFIX_LEN,
@@ -285,15 +286,8 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
     c->last_recv = now;
     hg_dtls_peer_confirmed(c->dtls);
 
-    if (c->role == HG_ROLE_SERVER && from != NULL
-        && (fromlen != c->peerlen || memcmp(from, &c->peer, fromlen) != 0)
-        && fromlen <= sizeof(c->peer))
-    {
-        /* only an authenticated packet may move the session */
-        memcpy(&c->peer, from, fromlen);
-        c->peerlen = fromlen;
-        hg_conn_event(c, HG_EV_PEER_MIGRATED, -1, 0);
-    }
+    /* only an authenticated packet may move the session */
+    hg_path_on_datagram(c, from, fromlen, len);
 
     if (c->state == HG_CS_CLOSING && now - c->last_close_sent > 50 * HG_MS) {
         /* the peer keeps talking: it did not get our CLOSE */
@@ -408,22 +402,64 @@ hg_conn_send(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
 
     c->now = now;
 
-    n = hg_dtls_pending(c->dtls, out + HG_PREFIX_LEN, cap - HG_PREFIX_LEN);
+    /* a queued DTLS datagram may be as large as the mtu */
+    n = hg_path_allowance(c) >= c->cfg.mtu
+        ? hg_dtls_pending(c->dtls, out + HG_PREFIX_LEN, cap - HG_PREFIX_LEN)
+        : 0;
+
     if (n > 0) {
         if (!hg_dtls_established(c->dtls)) {
             c->handshake_sent = now;
         }
 
         hg_prefix_write(c, out);
-        c->stats.bytes_sent += n + HG_PREFIX_LEN;
-        return n + HG_PREFIX_LEN;
+        n += HG_PREFIX_LEN;
+        c->stats.bytes_sent += n;
+        hg_path_on_sent(c, (size_t) n);
+        return n;
     }
 
     if (!hg_dtls_established(c->dtls)) {
         return 0;
     }
 
-    return hg_packet_build(c, out, cap, now);
+    n = hg_packet_build(c, out, cap, now);
+    if (n > 0) {
+        hg_path_on_sent(c, (size_t) n);
+    }
+
+    return n;
+}
+
+
+ssize_t
+hg_conn_send_probe(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now,
+    const struct sockaddr **to, socklen_t *tolen)
+{
+    ssize_t   n;
+    uint64_t  data;
+
+    if ((c->state != HG_CS_HELLO && c->state != HG_CS_READY)
+        || cap < c->cfg.mtu || !hg_path_back_due(c))
+    {
+        return 0;
+    }
+
+    c->now = now;
+
+    if (hg_path_challenge_data(c, &data) != HG_OK) {
+        return 0;
+    }
+
+    n = hg_packet_build_probe(c, out, cap, now, data);
+    if (n <= 0) {
+        return n;
+    }
+
+    hg_path_back_sent(c, data);
+    *to = hg_path_validated(c, tolen);
+
+    return n;
 }
 
 
@@ -498,8 +534,17 @@ hg_conn_deadline(const hg_conn_t *c)
     /* c->now: the time of the last call, which is what the pacer and the
      * loss timers were last consulted at */
     t = hg_min_time(t, hg_recovery_deadline(&c->rec, c->now));
-    t = hg_min_time(t, hg_ackq_deadline(&c->ackq));
-    t = hg_min_time(t, hg_packet_send_deadline(c, c->now));
+    t = hg_min_time(t, hg_path_deadline(c));
+
+    /*
+     * With the anti-amplification allowance used up nothing can be sent
+     * before the peer's next datagram: an ACK or a packet due now would
+     * be due again and again, and the shell would spin.
+     */
+    if (!hg_path_starved(c)) {
+        t = hg_min_time(t, hg_ackq_deadline(&c->ackq));
+        t = hg_min_time(t, hg_packet_send_deadline(c, c->now));
+    }
 
     /*
      * Once the PING is due, when it leaves is the send deadline's business
@@ -570,6 +615,8 @@ hg_conn_timeout(hg_conn_t *c, hg_time_t now)
     if (!hg_dtls_established(c->dtls)) {
         return;
     }
+
+    hg_path_timeout(c, now);
 
     if (now >= hg_recovery_deadline(&c->rec, now)) {
         probes = hg_recovery_on_timeout(&c->rec, now);
@@ -704,35 +751,83 @@ hg_conn_cid(const hg_conn_t *c)
 
 /* ---- events ------------------------------------------------------------- */
 
+/* see hg_conn.h for why the queue cannot overflow */
+int
+hg_conn_events_reserve(hg_conn_t *c, size_t nstreams)
+{
+    size_t            need, cap, i;
+    hg_event_slot_t  *grown;
+
+    need = HG_EV_CONN_KINDS + HG_EV_STREAM_KINDS * nstreams;
+
+    if (need <= c->ev_cap) {
+        return HG_OK;
+    }
+
+    /* a connection that never opens a stream costs 8 slots (128 bytes) */
+    for (cap = c->ev_cap ? c->ev_cap : 8; cap < need; cap *= 2) {
+        /* void */
+    }
+
+    grown = malloc(cap * sizeof(hg_event_slot_t));
+    if (grown == NULL) {
+        return HG_ERR_NOMEM;
+    }
+
+    for (i = 0; i < c->ev_count; i++) {
+        grown[i] = c->events[(c->ev_head + i) & (c->ev_cap - 1)];
+    }
+
+    free(c->events);
+    c->events = grown;
+    c->ev_cap = cap;
+    c->ev_head = 0;
+
+    return HG_OK;
+}
+
+
 void
 hg_conn_event(hg_conn_t *c, hg_event_type_t type, int64_t stream_id,
     uint32_t code)
 {
-    hg_event_t  *ev, *grown;
-    size_t       i, cap;
+    uint32_t         *queued, bit;
+    hg_cstream_t     *cs;
+    hg_event_slot_t  *ev;
 
-    if (c->ev_count == c->ev_cap) {
-        cap = c->ev_cap * 2;
-        grown = malloc(cap * sizeof(hg_event_t));
-        if (grown == NULL) {
-            hg_conn_log(c, HG_LOG_ERR, "event queue allocation failed");
+    bit = 1u << type;
+
+    if (stream_id >= 0) {
+        cs = hg_cstream_find(c, stream_id);
+
+        /* nothing follows STREAM_CLOSED: the bound counts on it */
+        if (cs == NULL || (cs->closed && type != HG_EV_STREAM_CLOSED)) {
             return;
         }
 
-        for (i = 0; i < c->ev_count; i++) {
-            grown[i] = c->events[(c->ev_head + i) & (c->ev_cap - 1)];
-        }
+        queued = &cs->ev_queued;
 
-        free(c->events);
-        c->events = grown;
-        c->ev_cap = cap;
-        c->ev_head = 0;
+    } else {
+        queued = &c->ev_queued;
     }
+
+    if (*queued & bit) {
+        /* one of this type waits already: the shell learns it from that */
+        return;
+    }
+
+    if (c->ev_count == c->ev_cap) {
+        /* cannot happen (room is reserved); refuse rather than overwrite */
+        hg_conn_log(c, HG_LOG_ERR, "event queue overflow: event %d lost",
+                    (int) type);
+        return;
+    }
+
+    *queued |= bit;
 
     ev = &c->events[(c->ev_head + c->ev_count) & (c->ev_cap - 1)];
     c->ev_count++;
 
-    memset(ev, 0, sizeof(*ev));
     ev->type = type;
     ev->stream_id = stream_id;
     ev->code = code;
@@ -742,7 +837,8 @@ hg_conn_event(hg_conn_t *c, hg_event_type_t type, int64_t stream_id,
 int
 hg_conn_next_event(hg_conn_t *c, hg_event_t *ev)
 {
-    hg_cstream_t  *cs;
+    hg_cstream_t     *cs;
+    hg_event_slot_t  *slot;
 
     /*
      * the stream of the STREAM_CLOSED event taken last goes now: the shell
@@ -757,9 +853,27 @@ hg_conn_next_event(hg_conn_t *c, hg_event_t *ev)
         return HG_AGAIN;
     }
 
-    *ev = c->events[c->ev_head];
+    slot = &c->events[c->ev_head];
     c->ev_head = (c->ev_head + 1) & (c->ev_cap - 1);
     c->ev_count--;
+
+    memset(ev, 0, sizeof(hg_event_t));
+    ev->type = (hg_event_type_t) slot->type;
+    ev->stream_id = slot->stream_id;
+    ev->code = slot->code;
+
+    /* from now on another event of the type may be queued */
+    cs = NULL;
+
+    if (ev->stream_id >= 0) {
+        cs = hg_cstream_find(c, ev->stream_id);
+        if (cs != NULL) {
+            cs->ev_queued &= ~(1u << ev->type);
+        }
+
+    } else {
+        c->ev_queued &= ~(1u << ev->type);
+    }
 
     switch (ev->type) {
 
@@ -789,7 +903,6 @@ hg_conn_next_event(hg_conn_t *c, hg_event_t *ev)
         break;
 
     case HG_EV_STREAM_OPENED:
-        cs = hg_cstream_find(c, ev->stream_id);
         ev->meta = cs ? &cs->s->meta : NULL;
         break;
 

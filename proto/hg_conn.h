@@ -9,6 +9,8 @@
  *   hg_packet_in.c    decoding incoming packets and acting on each frame,
  *                     acknowledgement and loss of what we sent
  *   hg_conn_stream.c  the stream table and the public stream calls
+ *   hg_path.c         where the server sends: path validation and the
+ *                     anti-amplification limit after the peer moved
  *   hg_listener.c     the server's stateless front door
  *
  * Nothing here is part of the public contract (hg.h).
@@ -27,6 +29,7 @@
 #include "hg_codec.h"
 #include "hg_dtls.h"
 #include "hg_frame.h"
+#include "hg_path.h"
 #include "hg_recovery.h"
 #include "hg_stream.h"
 
@@ -54,7 +57,37 @@ struct hg_cstream_s {
     unsigned        want_write:1;     /* the app got a short write */
     unsigned        abandoned:1;      /* the app reset it */
     unsigned        closed:1;         /* STREAM_CLOSED emitted */
+    uint32_t        ev_queued;        /* 1 << type of its queued events */
 };
+
+
+/*
+ * The event queue cannot overflow, so no event is ever lost: it holds at
+ * most one event of each type per owner (the connection, or one stream),
+ * since a second one of a type already waiting is merged into it (the
+ * shell reads the state when it takes the event: readable data, send
+ * room, the peer's address, the stream limit), and the other types are
+ * raised once per owner anyway. A stream raises nothing after
+ * STREAM_CLOSED, and its record lives until the shell has taken that
+ * event. So the queue never holds more than
+ *
+ *     HG_EV_CONN_KINDS + HG_EV_STREAM_KINDS * ncstreams
+ *
+ * events, and hg_cstream_create reserves that room before it creates a
+ * stream: when memory is short, the stream is refused, not an event.
+ */
+#define HG_EV_CONN_KINDS    8     /* HANDSHAKE_DONE, HELLO, READY, REJECTED,
+                                     STREAMS_AVAILABLE, GOAWAY,
+                                     PEER_MIGRATED, CLOSED */
+#define HG_EV_STREAM_KINDS  6     /* OPENED, READABLE, WRITABLE, RESET,
+                                     STOP, CLOSED */
+
+/* a queued event: the rest of hg_event_t is filled in when it is taken */
+typedef struct {
+    int64_t          stream_id;
+    uint32_t         code;
+    uint32_t         type;            /* hg_event_type_t */
+} hg_event_slot_t;
 
 
 /* the peer's limits on what we send, and ours on what it sends */
@@ -88,8 +121,9 @@ struct hg_conn_s {
     unsigned             has_cid:1;     /* client: from HELLO_ACK */
     int                  worker_hint;     /* client: steer byte, -1 none */
 
-    struct sockaddr_storage  peer;
+    struct sockaddr_storage  peer;        /* where datagrams go */
     socklen_t            peerlen;
+    hg_path_t            path;            /* and whether it is proven */
 
     hg_time_t            now;             /* of the call in progress */
     hg_time_t            created;
@@ -125,7 +159,9 @@ struct hg_conn_s {
     hg_cstream_t        *first;           /* all live streams */
     hg_cstream_t        *last;
     hg_cstream_t        *cursor;          /* round-robin send position */
-    size_t               nstreams;
+    size_t               nstreams;        /* open (not closed) */
+    size_t               ncstreams;       /* records, closed ones awaiting
+                                             release included */
     int64_t              next_local_id;
     uint64_t             local_opened;    /* streams we opened, ever */
     uint64_t             peer_opened;     /* streams the peer opened, ever */
@@ -165,8 +201,9 @@ struct hg_conn_s {
     char                 goaway_reason[HG_TEXT_MAX];
 
     /* events */
-    hg_event_t          *events;
+    hg_event_slot_t     *events;
     size_t               ev_cap;          /* power of two */
+    uint32_t             ev_queued;       /* 1 << type, connection events */
     size_t               ev_head;
     size_t               ev_count;
     char                 ev_text[HG_TEXT_MAX];
@@ -182,8 +219,11 @@ hg_conn_t *hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
 hg_conn_t *hg_conn_server_new(const hg_config_t *cfg, hg_dtls_t *dtls,
     const uint8_t cid[HG_CID_LEN], const struct sockaddr *peer,
     socklen_t peerlen, hg_time_t now);
+/* queues an event (merged into a queued one of its type and owner) */
 void hg_conn_event(hg_conn_t *c, hg_event_type_t type, int64_t stream_id,
     uint32_t code);
+/* room for the events of nstreams stream records; HG_OK or HG_ERR_NOMEM */
+int hg_conn_events_reserve(hg_conn_t *c, size_t nstreams);
 void hg_conn_protocol_error(hg_conn_t *c, const char *why);
 void hg_conn_set_remote_params(hg_conn_t *c, uint32_t max_streams,
     uint64_t stream_window, uint64_t conn_window, hg_time_t max_ack_delay);
@@ -205,6 +245,8 @@ void hg_session_frame_lost(hg_conn_t *c, hg_sent_frame_type_t type);
 ssize_t hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap,
     hg_time_t now);
 hg_time_t hg_packet_send_deadline(const hg_conn_t *c, hg_time_t now);
+ssize_t hg_packet_build_probe(hg_conn_t *c, uint8_t *out, size_t cap,
+    hg_time_t now, uint64_t data);
 size_t hg_prefix_write(const hg_conn_t *c, uint8_t *out);
 
 /* hg_packet_in.c */

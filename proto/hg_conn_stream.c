@@ -79,6 +79,7 @@ hg_cstream_destroy(hg_conn_t *c, hg_cstream_t *cs)
 
     hg_stream_free(cs->s);
     free(cs);
+    c->ncstreams--;
 }
 
 
@@ -127,6 +128,11 @@ hg_cstream_create(hg_conn_t *c, int64_t id, int local)
     size_t         h;
     uint64_t       send_max;
 
+    /* every event the stream can raise has its room before it exists */
+    if (hg_conn_events_reserve(c, c->ncstreams + 1) != HG_OK) {
+        return NULL;
+    }
+
     if (c->table == NULL) {
         c->table = calloc(c->table_size, sizeof(hg_cstream_t *));
         if (c->table == NULL) {
@@ -164,6 +170,7 @@ hg_cstream_create(hg_conn_t *c, int64_t id, int local)
     c->last = cs;
 
     c->nstreams++;
+    c->ncstreams++;
 
     return cs;
 }

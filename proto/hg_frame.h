@@ -24,7 +24,9 @@ typedef enum {
     HG_SF_HELLO,
     HG_SF_HELLO_ACK,
     HG_SF_GOAWAY,
-    HG_SF_CLOSE
+    HG_SF_CLOSE,
+    HG_SF_PATH_CHALLENGE,         /* value: the data */
+    HG_SF_PATH_RESPONSE
 } hg_sent_frame_type_t;
 
 typedef struct {

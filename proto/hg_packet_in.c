@@ -40,6 +40,8 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
     hg_conn_t                *c = arg;
     size_t                    i;
     unsigned                  eliciting;
+    int                       probing;
+    uint64_t                  largest;
     hg_codec_packet_t         pkt;
     hg_codec_frame_t          frames[HG_RECV_FRAMES], scratch;
     const hg_codec_frame_t   *f;
@@ -67,6 +69,8 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
 
     c->stats.packets_received++;
     eliciting = 0;
+    probing = 1;
+    largest = c->ackq.largest;
 
     for (i = 0; i < pkt.nframes; i++) {
         f = hg_codec_packet_frame(&pkt, i, &scratch);
@@ -83,11 +87,22 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
 
         eliciting |= hg_ackq_frame_need(f->kind);
 
+        if (f->kind != HOPGATE__FRAME__BODY_PATH_CHALLENGE
+            && f->kind != HOPGATE__FRAME__BODY_PATH_RESPONSE)
+        {
+            probing = 0;
+        }
+
         if (hg_frame_dispatch(c, f) != HG_OK) {
             c->stats.malformed++;
             hg_conn_protocol_error(c, "malformed frame");
             break;
         }
+    }
+
+    /* the newest packet that is not a probe may move the session */
+    if (!probing && (largest == UINT64_MAX || pkt.pn > largest)) {
+        c->path.input_newest = 1;
     }
 
     hg_ackq_on_received(&c->ackq, pkt.pn, eliciting, c->now);
@@ -157,6 +172,14 @@ hg_frame_uints(hg_conn_t *c, const hg_codec_uints_t *f)
             c->peer_max_streams = f->v[0];
             hg_conn_event(c, HG_EV_STREAMS_AVAILABLE, -1, 0);
         }
+        return HG_OK;
+
+    case HOPGATE__FRAME__BODY_PATH_CHALLENGE:
+        hg_path_on_challenge(c, f->v[0]);
+        return HG_OK;
+
+    case HOPGATE__FRAME__BODY_PATH_RESPONSE:
+        hg_path_on_response(c, f->v[0]);
         return HG_OK;
 
     default:
@@ -581,7 +604,11 @@ hg_packet_on_lost(void *ctx, const hg_sent_packet_t *pkt)
             break;
 
         default:
-            /* ACK, PING, CLOSE: never repeated as such */
+            /*
+             * ACK, PING, CLOSE: never repeated as such; nor PATH_CHALLENGE
+             * (a new one follows on a timer) or PATH_RESPONSE (the peer
+             * challenges again)
+             */
             break;
         }
     }

@@ -157,6 +157,43 @@ hg_add_ack(hg_builder_t *b)
 }
 
 
+/* ---- path validation ---------------------------------------------------- */
+
+/*
+ * PATH_RESPONSE and PATH_CHALLENGE go in the next packet, whatever the
+ * congestion window and the pacer say, as probes do: a few bytes once a
+ * PTO at most, and the path's validation (or the peer's) waits on them.
+ */
+static void
+hg_add_path(hg_builder_t *b)
+{
+    hg_conn_t         *c = b->c;
+    uint64_t           data;
+    hg_codec_uints_t   f;
+
+    if (c->path.response_due) {
+        f.kind = HOPGATE__FRAME__BODY_PATH_RESPONSE;
+        f.v[0] = c->path.response;
+
+        if (hg_builder_add_uints(b, &f, HG_SF_PATH_RESPONSE)) {
+            c->path.response_due = 0;
+        }
+    }
+
+    if (c->path.challenge_due
+        && hg_path_challenge_data(c, &data) == HG_OK)
+    {
+        f.kind = HOPGATE__FRAME__BODY_PATH_CHALLENGE;
+        f.v[0] = data;
+
+        if (hg_builder_add_uints(b, &f, HG_SF_PATH_CHALLENGE)) {
+            b->rec[b->n - 1].value = data;
+            hg_path_challenge_sent(c, data);
+        }
+    }
+}
+
+
 /* ---- control frames --------------------------------------------------- */
 
 
@@ -474,6 +511,21 @@ hg_add_stream_data(hg_builder_t *b)
 
 /* ---- the packet ------------------------------------------------------- */
 
+static void
+hg_builder_init(hg_builder_t *b, hg_conn_t *c, hg_time_t now)
+{
+    b->c = c;
+    b->now = now;
+    b->n = 0;
+    b->used = hg_number_room(c->rec.next_pn);
+    b->budget = c->max_payload;
+    b->eliciting = 0;
+    b->retransmission = 0;
+    b->has_ack = 0;
+    b->ack_forced = 0;
+}
+
+
 /* the initial RTT, or the handshake's, until the first sample */
 static hg_time_t
 hg_srtt(const hg_conn_t *c)
@@ -527,7 +579,7 @@ hg_control_pending(const hg_conn_t *c)
     hg_cstream_t  *cs;
 
     if (hg_session_pending(c) || c->max_data_due || c->max_streams_due
-        || c->ping_due || c->probes_due)
+        || c->ping_due || c->probes_due || hg_path_frames_due(c))
     {
         return 1;
     }
@@ -566,7 +618,7 @@ hg_packet_send_deadline(const hg_conn_t *c, hg_time_t now)
         return HG_TIME_INFINITE;
     }
 
-    if (c->probes_due > 0) {
+    if (c->probes_due > 0 || hg_path_frames_due(c)) {
         return now;
     }
 
@@ -657,7 +709,8 @@ hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
     hg_builder_t       b;
     hg_sent_packet_t  *slot;
     ssize_t            n;
-    int                more;
+    size_t             allowance, overhead, room;
+    int                more, limited;
 
     if (c->state != HG_CS_HELLO && c->state != HG_CS_READY
         && !(c->state == HG_CS_CLOSING && c->close_due))
@@ -670,15 +723,21 @@ hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
         return 0;
     }
 
-    b.c = c;
-    b.now = now;
-    b.n = 0;
-    b.used = hg_number_room(c->rec.next_pn);
-    b.budget = c->max_payload;
-    b.eliciting = 0;
-    b.retransmission = 0;
-    b.has_ack = 0;
-    b.ack_forced = 0;
+    hg_builder_init(&b, c, now);
+
+    /* an address not yet validated gets three times what it sent us */
+    overhead = c->cfg.mtu - c->max_payload;
+    allowance = hg_path_allowance(c);
+    limited = allowance < c->cfg.mtu;
+
+    if (limited) {
+        if (allowance <= overhead + b.used) {
+            hg_path_set_starved(c);
+            return 0;
+        }
+
+        b.budget = allowance - overhead;
+    }
 
     if (c->state == HG_CS_CLOSING) {
         hg_session_add_closing(&b);
@@ -686,6 +745,7 @@ hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
     } else {
         b.ack_forced = hg_ackq_due(&c->ackq, now);
         hg_add_ack(&b);
+        hg_add_path(&b);
 
         more = 0;
 
@@ -693,7 +753,10 @@ hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
             if (c->probes_due == 0) {
                 /* the datagram stays within the window; the ACK may
                  * already fill that, and then goes alone */
-                b.budget = hg_cwnd_room(c) - (c->cfg.mtu - c->max_payload);
+                room = hg_cwnd_room(c) - overhead;
+                if (room < b.budget) {
+                    b.budget = room > b.used ? room : b.used;
+                }
             }
 
             hg_add_control(&b);
@@ -710,13 +773,61 @@ hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
 
         if (b.has_ack && b.n == 1 && !b.ack_forced) {
             /* nothing else to say: let the ACK wait for its timer */
-            return 0;
+            b.n = 0;
         }
     }
 
     if (b.n == 0) {
+        /*
+         * What is due now but did not fit the allowance waits for the
+         * peer's next datagram; without the mark, the deadline would say
+         * "now" until then
+         */
+        if (limited && (hg_ackq_due(&c->ackq, now)
+                        || hg_packet_send_deadline(c, now) <= now))
+        {
+            hg_path_set_starved(c);
+        }
+
         return 0;
     }
+
+    n = hg_packet_seal(&b, out, cap);
+    if (n < 0) {
+        return HG_ERR;
+    }
+
+    hg_packet_record(&b, slot, (size_t) n);
+
+    return n;
+}
+
+
+/* a packet of one PATH_CHALLENGE, for the last validated address */
+ssize_t
+hg_packet_build_probe(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now,
+    uint64_t data)
+{
+    hg_builder_t       b;
+    hg_sent_packet_t  *slot;
+    hg_codec_uints_t   f;
+    ssize_t            n;
+
+    slot = hg_recovery_next_slot(&c->rec);
+    if (slot == NULL) {
+        return 0;
+    }
+
+    hg_builder_init(&b, c, now);
+
+    f.kind = HOPGATE__FRAME__BODY_PATH_CHALLENGE;
+    f.v[0] = data;
+
+    if (!hg_builder_add_uints(&b, &f, HG_SF_PATH_CHALLENGE)) {
+        return 0;
+    }
+
+    b.rec[0].value = data;
 
     n = hg_packet_seal(&b, out, cap);
     if (n < 0) {

@@ -7,6 +7,7 @@ use Test::Nginx::Socket 'no_plan';
 use HopGate::Fixture;
 use JSON::PP ();
 use Time::HiRes ();
+use POSIX ();
 
 hopgate_init();
 master_on();
@@ -44,6 +45,20 @@ sub wait_status {
         return $s if $cond->($s) || Time::HiRes::time() > $deadline;
         Time::HiRes::sleep(0.2);
     }
+}
+
+
+# the exit status of child $pid, killed if it is not done in $secs
+sub reap {
+    my ($pid, $secs) = @_;
+    my $deadline = Time::HiRes::time() + $secs;
+    while (Time::HiRes::time() < $deadline) {
+        return $? >> 8 if waitpid($pid, POSIX::WNOHANG()) == $pid;
+        Time::HiRes::sleep(0.05);
+    }
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+    return undef;
 }
 
 run_tests();
@@ -93,22 +108,38 @@ for my $x (@$s) {
                bytes_received);
 }
 
-# a download in flight shows as an open stream once the records refresh
-my $pid = fork // die;
+# a response in flight shows as an open stream once the records refresh
+# (every second): the app holds it open after its first 64 KiB until we
+# have looked, so no buffer on the way can finish it early
+my $size = 1024 * 1024;
+my $url = HopGate::Fixture::hold_url('status', $size);
+my $pid = fork // die "fork: $!";
 if ($pid == 0) {
-    HopGate::Fixture::curl_sha('/bytes/' . 20 * 1024 * 1024, '--limit-rate',
-                               '4M');
-    POSIX::_exit(0);
+    my ($code, $sha, $got) = eval { HopGate::Fixture::curl_sha($url) };
+    POSIX::_exit(($code // 0) == 200 && ($got // 0) == $size
+                 && $sha eq HopGate::Fixture::pattern_sha256($size) ? 0 : 1);
 }
-$s = main::wait_status(sub { grep { $_->{open_streams} == 1 } @{ $_[0] } });
-Test::More::is(scalar(grep { $_->{open_streams} == 1 } @$s), 1,
-               "the session carrying the download has an open stream");
-Test::More::cmp_ok((grep { $_->{open_streams} } @$s)[0]{bytes_received},
-                   '>', 0, "and has received bytes");
-Test::More::cmp_ok((grep { $_->{open_streams} } @$s)[0]{rtt_ms}, '>', 0,
-                   "and measured its RTT");
-kill 'TERM', $pid;
-waitpid $pid, 0;
+Test::More::ok(HopGate::Fixture::hold_wait('status'),
+               "the app holds a response open");
+$s = main::wait_status(sub {
+    grep { $_->{open_streams} == 1 && $_->{bytes_received} >= 65536 }
+         @{ $_[0] } });
+my @open = grep { $_->{open_streams} } @$s;
+Test::More::is(scalar @open, 1, "one session carries it");
+my $o = $open[0] // {};
+Test::More::is($o->{open_streams}, 1, "with one open stream");
+Test::More::cmp_ok($o->{bytes_received} // 0, '>=', 65536,
+                   "and has received its first 64 KiB");
+# measured, not the 333 ms a session starts from before any sample
+Test::More::ok(($o->{rtt_ms} // 0) > 0 && $o->{rtt_ms} < 100,
+               "and measured its RTT ($o->{rtt_ms} ms on loopback)");
+
+HopGate::Fixture::hold_release('status');
+Test::More::is(main::reap($pid, 30), 0,
+               "released, the response arrives whole");
+$s = main::wait_status(sub { !grep { $_->{open_streams} } @{ $_[0] } });
+Test::More::is(scalar(grep { $_->{open_streams} } @$s), 0,
+               "and its stream is no longer open");
 --- request
 GET /hopgate/status
 --- more_headers eval

@@ -252,6 +252,14 @@ hg_codec_diff_uints(const Hopgate__Frame *pb, const hg_codec_frame_t *frame)
         want[0] = pb->max_streams->max;
         break;
 
+    case HOPGATE__FRAME__BODY_PATH_CHALLENGE:
+        want[0] = pb->path_challenge->data;
+        break;
+
+    case HOPGATE__FRAME__BODY_PATH_RESPONSE:
+        want[0] = pb->path_response->data;
+        break;
+
     default:
         break;
     }

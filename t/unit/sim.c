@@ -277,8 +277,7 @@ sim_link_pop(sim_link_t *l, hg_time_t now, uint8_t *buf, int *from, int *to)
 
 /* ---- addresses --------------------------------------------------------------- */
 
-/* endpoint n is 10.0.0.n:4000+n; the edge is endpoint 0 */
-static void
+void
 sim_addr(int n, struct sockaddr_in *sin)
 {
     memset(sin, 0, sizeof(*sin));
@@ -288,7 +287,7 @@ sim_addr(int n, struct sockaddr_in *sin)
 }
 
 
-static int
+int
 sim_addr_number(const struct sockaddr *sa)
 {
     const struct sockaddr_in  *sin = (const struct sockaddr_in *) sa;
@@ -298,6 +297,20 @@ sim_addr_number(const struct sockaddr *sa)
 
 
 /* ---- setup ---------------------------------------------------------------- */
+
+/* SIM_LOG=1: the engines' logs on stderr, stamped with the virtual time */
+static void
+sim_log(void *ctx, int level, const char *msg)
+{
+    sim_t  *sim = ctx;
+
+    (void) level;
+
+    fprintf(stderr, "sim %llu.%06llu %s\n",
+            (unsigned long long) (sim->now / HG_SEC),
+            (unsigned long long) (sim->now % HG_SEC), msg);
+}
+
 
 static int
 sim_random(void *ctx, uint8_t *buf, size_t len)
@@ -343,6 +356,10 @@ sim_init(sim_t *sim, uint64_t seed, const sim_link_cfg_t *up,
     sim->cfg = *cfg;
     sim->cfg.cb.random = sim_random;
     sim->cfg.cb.ctx = sim;
+
+    if (getenv("SIM_LOG") != NULL) {
+        sim->cfg.cb.log = sim_log;
+    }
 
     if (hg_testcert_make_tmp(&sim->certs) != 0) {
         fprintf(stderr, "sim: cannot write test certificates\n");
@@ -441,6 +458,13 @@ sim_rebind(sim_t *sim, int agent)
 }
 
 
+void
+sim_inject(sim_t *sim, int from, const uint8_t *dgram, size_t len)
+{
+    sim_link_send(&sim->up, sim->now, dgram, len, from, SIM_EDGE);
+}
+
+
 /* ---- the loop ------------------------------------------------------------------ */
 
 static int
@@ -508,6 +532,10 @@ sim_deliver_edge(sim_t *sim, const uint8_t *dgram, size_t len, int from)
     sim->edge_datagrams++;
     sim_addr(from, &sin);
 
+    if (from >= 0 && from < SIM_MAX_ADDRS) {
+        sim->edge_bytes_from[from] += len;
+    }
+
     c = sim_edge_lookup(sim, dgram, len, from);
     if (c) {
         hg_conn_recv(c, dgram, len, (struct sockaddr *) &sin, sizeof(sin),
@@ -563,13 +591,40 @@ sim_dropped(sim_t *sim, int dir, const uint8_t *dgram, size_t len)
 static void
 sim_flush(sim_t *sim, hg_conn_t *c, sim_link_t *link, int from, int to)
 {
-    uint8_t  buf[HG_MTU_MAX + 64];
-    ssize_t  n;
-    int      dir;
+    uint8_t                 buf[HG_MTU_MAX + 64];
+    ssize_t                 n;
+    int                     dir, other;
+    socklen_t               len;
+    const struct sockaddr  *sa;
 
     dir = (link == &sim->down);
 
+    /* the edge's datagrams for another address than its peer's */
+    while (dir
+           && (n = hg_conn_send_probe(c, buf, sizeof(buf), sim->now, &sa,
+                                      &len))
+              > 0)
+    {
+        other = sim_addr_number(sa);
+
+        if (other >= 0 && other < SIM_MAX_ADDRS) {
+            sim->edge_bytes_to[other] += (uint64_t) n;
+        }
+
+        if (sim->mangle) {
+            sim->mangle(sim, dir, buf, (size_t) n);
+        }
+
+        if (!sim_dropped(sim, dir, buf, (size_t) n)) {
+            sim_link_send(link, sim->now, buf, (size_t) n, from, other);
+        }
+    }
+
     while ((n = hg_conn_send(c, buf, sizeof(buf), sim->now)) > 0) {
+        if (dir && to >= 0 && to < SIM_MAX_ADDRS) {
+            sim->edge_bytes_to[to] += (uint64_t) n;
+        }
+
         if (sim->mangle) {
             sim->mangle(sim, dir, buf, (size_t) n);
         }

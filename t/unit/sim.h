@@ -4,6 +4,9 @@
  * the real clock, so a run is a pure function of its seed and knobs; a
  * failing test prints its seed and can be replayed exactly.
  *
+ * SIM_LOG=1 in the environment prints the engines' logs with the virtual
+ * time.
+ *
  * Topology: any number of agents (clients) and one edge (a listener plus
  * the connections it accepts). All agent->edge datagrams share the "up"
  * link and all edge->agent datagrams the "down" link, so sessions compete
@@ -80,6 +83,7 @@ double sim_uniform(uint64_t *state);
 /* ---- the harness --------------------------------------------------------- */
 
 #define SIM_MAX_AGENTS  8
+#define SIM_MAX_ADDRS   128           /* endpoint numbers counted */
 #define SIM_EDGE        0             /* endpoint number of the edge */
 
 typedef struct sim_s  sim_t;
@@ -135,6 +139,9 @@ struct sim_s {
                              size_t len);
     hg_testcert_t    certs;
     hg_time_t        stalled_since;
+    /* datagram bytes the edge sent to each endpoint, and got from it */
+    uint64_t         edge_bytes_to[SIM_MAX_ADDRS];
+    uint64_t         edge_bytes_from[SIM_MAX_ADDRS];
 };
 
 /* server/client TLS from fresh test certificates */
@@ -147,6 +154,17 @@ int sim_add_agent(sim_t *sim, const char *domain, const char *key);
 
 /* a NAT rebinding: the agent's datagrams now come from a new address */
 void sim_rebind(sim_t *sim, int agent);
+
+/*
+ * A datagram to the edge from endpoint `from`, whoever that is (a copy
+ * of an agent's datagram forwarded from elsewhere); what the edge sends
+ * to an endpoint no agent has is lost.
+ */
+void sim_inject(sim_t *sim, int from, const uint8_t *dgram, size_t len);
+
+/* endpoint n is 10.0.0.n:4000+n; the edge is endpoint 0 */
+void sim_addr(int n, struct sockaddr_in *sin);
+int sim_addr_number(const struct sockaddr *sa);
 
 /*
  * Runs until done(sim) is true or the virtual clock passes `until`.

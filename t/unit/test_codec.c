@@ -32,6 +32,8 @@ typedef struct {
     Hopgate__MaxStreamDataFrame  max_stream_data;
     Hopgate__MaxStreamsFrame     max_streams;
     Hopgate__PingFrame           ping;
+    Hopgate__PathChallengeFrame  path_challenge;
+    Hopgate__PathResponseFrame   path_response;
     Hopgate__HelloFrame          hello;
     Hopgate__HelloAckFrame       hello_ack;
     Hopgate__GoAwayFrame         goaway;
@@ -257,6 +259,18 @@ test_uints(hg_test_t *t, hg_test_frame_t *f, hg_codec_kind_t kind,
         f->frame.max_streams = &f->max_streams;
         break;
 
+    case HOPGATE__FRAME__BODY_PATH_CHALLENGE:
+        hopgate__path_challenge_frame__init(&f->path_challenge);
+        f->path_challenge.data = u.v[0];
+        f->frame.path_challenge = &f->path_challenge;
+        break;
+
+    case HOPGATE__FRAME__BODY_PATH_RESPONSE:
+        hopgate__path_response_frame__init(&f->path_response);
+        f->path_response.data = u.v[0];
+        f->frame.path_response = &f->path_response;
+        break;
+
     default:
         hopgate__ping_frame__init(&f->ping);
         f->frame.ping = &f->ping;
@@ -358,7 +372,8 @@ test_packet(hg_test_t *t)
         hopgate__frame__init(&f->frame);
         t->ptrs[i] = &f->frame;
 
-        kind = (hg_codec_kind_t) (1 + test_rand(t) % HOPGATE__FRAME__BODY_CLOSE);
+        kind = (hg_codec_kind_t) (1 + test_rand(t)
+                                      % HOPGATE__FRAME__BODY_PATH_RESPONSE);
 
         if (kind == HOPGATE__FRAME__BODY_STREAM) {
             p = test_stream(t, f, p);
@@ -624,6 +639,13 @@ test_corners(void)
         { "1204 2a020a00", 0, "MAX_DATA's max as bytes" },
         { "1206 2a040801 1001", 1, "MAX_DATA with an unknown field" },
         { "1204 42020801", 1, "PING with an unknown field" },
+        { "120b 6a09 090102030405060708", 1, "a PATH_CHALLENGE" },
+        { "1202 7200", 1, "a PATH_RESPONSE of 0: no field" },
+        { "1205 6a03 080102", 0, "a PATH_CHALLENGE's data as a varint" },
+        { "1207 6a05 0d01020304", 0, "a PATH_CHALLENGE's data as fixed32" },
+        { "1208 7206 090102030405", 0, "a PATH_RESPONSE cut short" },
+        { "120d 720b 1001 090102030405060708", 1,
+          "a PATH_RESPONSE with an unknown field" },
         { "1203 4a0108", 0, "a broken HELLO" },
         { "1205 4a030a0161", 1, "a HELLO with a domain" },
         { "1204 0a021a00 1200 1200", 1, "an empty data field" },

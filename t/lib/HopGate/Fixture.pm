@@ -33,7 +33,8 @@ our @EXPORT = qw(hopgate_init hopgate_key test_key hopgate_dir app_port
                  start_agent stop_agent agent_wait agent_log agent_running
                  stop_agents agent_binary nginx_port servroot
                  nginx_pids worker_pids rss_kb curl curl_sha http_get
-                 register_domain pattern_sha256 pattern_chunk free_port);
+                 register_domain pattern_sha256 pattern_chunk free_port
+                 hold_url hold_wait hold_release);
 
 my $root = abs_path(File::Spec->catdir(dirname_of(__FILE__), '..', '..',
                                        '..'));
@@ -111,6 +112,8 @@ sub hopgate_init {
     register_domain('app.test', $state{key});
     register_domain('other.test', test_key('other'));
 
+    guard_init();
+
     $state{edge_port} = $ENV{TEST_NGINX_HOPGATE_PORT} || 1986;
     $state{app_port} = start_app();
 
@@ -125,6 +128,24 @@ sub hopgate_init {
         "upstream tunnels { hopgate; }";
 
     return $dir;
+}
+
+
+# The runner (ours and openresty's) answers an init section that dies with
+# bail_out, which stops the whole prove run. Each block's init runs inside
+# an eval instead, so a die fails its block (and so its file) and the
+# other files still run.
+sub guard_init {
+    &Test::Nginx::Util::add_block_preprocessor(sub {
+        my ($block) = @_;
+        my $init = $block->init;
+        return unless defined $init;
+        (my $name = "$0 " . $block->name) =~ s/([\\'])/\\$1/g;
+        # on the first line, so the lines of a die's message stay true
+        $block->set_value('init', "eval { $init\n};\n"
+            . "Test::More::fail('$name - init died: '"
+            . " . (\$@ =~ s/\\s+\\z//r)) if \$@;\n");
+    });
 }
 
 
@@ -143,7 +164,8 @@ sub start_app {
     die "fork: $!" unless defined $pid;
     if ($pid == 0) {
         open STDOUT, '>', '/dev/null';
-        exec $^X, "$root/t/lib/hopgate-app", '--port', $port
+        exec $^X, "$root/t/lib/hopgate-app", '--port', $port,
+             '--dir', $state{dir}
             or die "exec hopgate-app: $!";
     }
     $state{app_pid} = $pid;
@@ -155,6 +177,38 @@ sub start_app {
         sleep 0.05;
     }
     die "the local app did not start on port $port\n";
+}
+
+
+# ---- responses the app holds open ------------------------------------
+
+# The path of a response of $size bytes that the app starts (64 KiB) and
+# then holds open until hold_release($name): its stream stays in flight
+# for as long as the test needs, whatever the buffers on the way.
+sub hold_url {
+    my ($name, $size, $max) = @_;
+    unlink map { "$state{dir}/hold-$name.$_" } qw(started release);
+    return "/hold/$name/$size" . (defined $max ? "?max=$max" : '');
+}
+
+
+# waits until the app holds $name's response (sent its first bytes)
+sub hold_wait {
+    my ($name, $timeout) = @_;
+    my $deadline = time + ($timeout // 10);
+    while (time < $deadline) {
+        return 1 if -e "$state{dir}/hold-$name.started";
+        sleep 0.02;
+    }
+    return 0;
+}
+
+
+sub hold_release {
+    my ($name) = @_;
+    my $file = "$state{dir}/hold-$name.release";
+    open my $fh, '>', $file or die "$file: $!";
+    close $fh;
 }
 
 
@@ -204,6 +258,7 @@ sub agent_running {
     my $r = waitpid($agent->{pid}, WNOHANG);
     if ($r == $agent->{pid}) {
         $agent->{status} = $? >> 8;
+        $agent->{signal} = $? & 127;    # what killed it, 0 if it exited
         return 0;
     }
     return 1;

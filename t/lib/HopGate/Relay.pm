@@ -1,6 +1,7 @@
 package HopGate::Relay;
 # Starts t/lib/hopgate-relay (a UDP relay that loses, duplicates, delays
-# and reorders datagrams) for a test, and reads its counters.
+# and reorders datagrams, rebinds its clients' source ports, and forwards
+# a copy of one from elsewhere) for a test, and reads its counters.
 #
 #   my $relay = HopGate::Relay::start(to => "127.0.0.1:$port",
 #                                     loss => 0.05, seed => 7);
@@ -18,18 +19,23 @@ my $script = abs_path(__FILE__ =~ s{/HopGate/Relay\.pm$}{}r)
              . '/hopgate-relay';
 my $dir;
 my @running;
+my $started = 0;
 
 
 # Options: to (required), loss, duplicate, reorder, reorder_delay, delay,
-# seed. Returns {pid, port, log} once the relay listens.
+# rebind_after (bytes), rebind_at (seconds), forward_copy_after (bytes),
+# forward_copy_lead (ms), seed. Returns {pid, port, log} once the relay listens.
 sub start {
     my (%o) = @_;
     $dir //= tempdir('hopgate-relay-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-    my $log = "$dir/relay-" . (@running + 1) . ".log";
+    # a name never used before: a stopped relay's log must not be read
+    # for the next one's port
+    my $log = "$dir/relay-" . ++$started . ".log";
 
     my @args = ('--to', $o{to}, '--log', $log);
     for my $knob (qw(loss duplicate reorder reorder_delay delay seed
-                     listen))
+                     listen rebind_after rebind_at forward_copy_after
+                     forward_copy_lead corrupt_cid))
     {
         next unless defined $o{$knob};
         push @args, '--' . ($knob =~ tr/_/-/r), $o{$knob};
@@ -71,7 +77,8 @@ sub log_text {
 
 
 # The last counters the relay printed: {up => {in, out, lost, ...},
-# down => {...}, clients => N}.
+# down => {...}, clients => N, forwarder => {port, sent, got, datagrams}
+# once a copy went}.
 sub counters {
     my ($relay) = @_;
     my %c;
@@ -80,6 +87,8 @@ sub counters {
             $c{$1} = { map { split /=/ } split ' ', $2 };
         } elsif ($line =~ /^relay: clients=(\d+)/) {
             $c{clients} = $1;
+        } elsif ($line =~ /^relay: forwarder port (\d+) (.*)/) {
+            $c{forwarder} = { port => $1, map { split /=/ } split ' ', $2 };
         }
     }
     return \%c;
@@ -118,6 +127,19 @@ sub stop {
         @running = grep { $_ != $relay } @running;
     }
     return counters($relay);
+}
+
+
+# The relay's rebindings: [{client, from, to, after}], oldest first.
+sub rebindings {
+    my ($relay) = @_;
+    my @r;
+    for my $line (split /\n/, log_text($relay)) {
+        next unless $line =~ /^relay:[ ]client[ ](\S+)[ ]rebound[ ]from[ ]port[ ](\d+)
+                              [ ] to [ ] port [ ] (\d+) [ ] after [ ] (\d+)/x;
+        push @r, { client => $1, from => $2, to => $3, after => $4 };
+    }
+    return \@r;
 }
 
 
