@@ -136,6 +136,8 @@ sub hopgate_init {
 # an eval instead, so a die fails its block (and so its file) and the
 # other files still run.
 sub guard_init {
+    # plain Test::More files (no blocks) use the fixture too
+    return unless defined &Test::Nginx::Util::add_block_preprocessor;
     &Test::Nginx::Util::add_block_preprocessor(sub {
         my ($block) = @_;
         my $init = $block->init;
