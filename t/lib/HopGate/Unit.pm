@@ -82,13 +82,19 @@ sub start {
     my $path = $o{path} || sub { $_[0] };
     my $dir = tempdir('hopgate-unit-XXXXXX', TMPDIR => 1, CLEANUP => 1);
     chmod 0755, $dir;
-    my $dynamic = (last_value($unit, 'DynamicUser') // 'no') =~ /^(yes|true|1)$/
-                  && $> == 0;
-    my ($uid, $gid) = $dynamic ? (getpwnam('nobody'))[2, 3] : ($<, $();
-
     my $exec = last_value($unit, 'ExecStart') or die "no ExecStart\n";
     die "ExecStart prefixes are not emulated\n" if $exec =~ /^[-\@:+!]/;
     my @argv = map { $path->($_) } split ' ', $exec;
+
+    my $dynamic = (last_value($unit, 'DynamicUser') // 'no') =~ /^(yes|true|1)$/
+                  && $> == 0;
+    my ($uid, $gid) = $dynamic ? (getpwnam('nobody'))[2, 3] : ($<, $();
+    my $not_dynamic;
+    # a checkout under a private directory: nobody cannot run its build
+    if ($dynamic && !runs_as($uid, $gid, $argv[0])) {
+        $not_dynamic = "nobody cannot execute $argv[0]";
+        ($dynamic, $uid, $gid) = (0, $<, $();
+    }
 
     my %env = (%ENV, %{ $o{env} || {} });
     for my $e (@{ $unit->{Service}{Environment} || [] }) {
@@ -162,7 +168,23 @@ sub start {
 
     return { pid => $pid, sock => $sock, log => $log, dir => $dir,
              unit => $unit, argv => \@argv, env => \%env,
-             dynamic => $dynamic, messages => [] };
+             dynamic => $dynamic, not_dynamic => $not_dynamic,
+             messages => [] };
+}
+
+
+# whether that user may execute the file
+sub runs_as {
+    my ($uid, $gid, $file) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        POSIX::setgid($gid);
+        $) = "$gid $gid";
+        POSIX::setuid($uid);
+        POSIX::_exit(-x $file ? 0 : 1);
+    }
+    waitpid $pid, 0;
+    return $? == 0;
 }
 
 
