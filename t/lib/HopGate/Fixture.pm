@@ -166,8 +166,9 @@ sub start_app {
     die "fork: $!" unless defined $pid;
     if ($pid == 0) {
         open STDOUT, '>', '/dev/null';
+        # (without hopgate_init there is no directory for /hold)
         exec $^X, "$root/t/lib/hopgate-app", '--port', $port,
-             '--dir', $state{dir}
+             ($state{dir} ? ('--dir', $state{dir}) : ())
             or die "exec hopgate-app: $!";
     }
     $state{app_pid} = $pid;
