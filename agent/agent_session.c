@@ -482,6 +482,7 @@ agent_schedule_redial(agent_t *a, hg_time_t now, int failure)
 {
     hg_time_t  delay;
     unsigned   shift;
+    char       status[320];
 
     if (!failure) {
         a->redial_at = now;
@@ -506,6 +507,11 @@ agent_schedule_redial(agent_t *a, hg_time_t now, int failure)
     a->reconnects++;
     agent_log(AGENT_LOG_INFO, "reconnecting in %.1f s",
               (double) delay / HG_SEC);
+
+    /* what `systemctl status` shows while the edge cannot be reached */
+    snprintf(status, sizeof(status), "dialling %s:%s again in %.1f s",
+             a->server_host, a->server_port, (double) delay / HG_SEC);
+    agent_notify_status(status);
 }
 
 
@@ -543,6 +549,7 @@ agent_session_ready(agent_session_t *s, const hg_event_t *ev)
               a->server_host, a->server_port,
               (unsigned long long) s->session_id,
               (double) st.srtt / HG_MS);
+    agent_notify_connected(a, s->worker, s->worker_count);
 
     if (a->stable_since == HG_TIME_INFINITE) {
         a->stable_since = s->ready_at;
