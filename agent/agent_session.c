@@ -21,6 +21,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <openssl/rand.h>
 #include <openssl/x509.h>
@@ -92,6 +93,7 @@ agent_resolve(agent_t *a, struct sockaddr_storage *ss, socklen_t *len)
 static agent_session_t *
 agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
 {
+    int               pmtu;
     agent_session_t  *s;
     hg_hello_t        hello;
     const char       *sni;
@@ -132,6 +134,14 @@ agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
         free(s);
         return NULL;
     }
+
+    /* never fragmented: a datagram too large for the path is refused */
+    pmtu = IP_PMTUDISC_DO;
+    (void) setsockopt(s->fd, s->peer.ss_family == AF_INET6 ? IPPROTO_IPV6
+                                                           : IPPROTO_IP,
+                      s->peer.ss_family == AF_INET6 ? IPV6_MTU_DISCOVER
+                                                    : IP_MTU_DISCOVER,
+                      &pmtu, sizeof(pmtu));
 
     /* SNI carries host names only; the TLS context checks the identity */
     sni = a->cfg.server_name ? a->cfg.server_name : a->server_host;
@@ -447,8 +457,9 @@ agent_fill_coverage(agent_t *a, hg_time_t now)
     }
 
     if (a->worker_count == 0) {
-        if (!agent_connecting(a) && !agent_covered(a, -1, NULL)) {
-            if (agent_session_dial(a, -1, now) == NULL) {
+        /* aimed at worker 0: steered, the handshake stays in one worker */
+        if (!agent_connecting(a) && !agent_covered(a, 0, NULL)) {
+            if (agent_session_dial(a, 0, now) == NULL) {
                 agent_schedule_redial(a, now, 1);
             }
         }
@@ -471,6 +482,7 @@ agent_schedule_redial(agent_t *a, hg_time_t now, int failure)
 {
     hg_time_t  delay;
     unsigned   shift;
+    char       status[320];
 
     if (!failure) {
         a->redial_at = now;
@@ -495,6 +507,11 @@ agent_schedule_redial(agent_t *a, hg_time_t now, int failure)
     a->reconnects++;
     agent_log(AGENT_LOG_INFO, "reconnecting in %.1f s",
               (double) delay / HG_SEC);
+
+    /* what `systemctl status` shows while the edge cannot be reached */
+    snprintf(status, sizeof(status), "dialling %s:%s again in %.1f s",
+             a->server_host, a->server_port, (double) delay / HG_SEC);
+    agent_notify_status(status);
 }
 
 
@@ -532,6 +549,7 @@ agent_session_ready(agent_session_t *s, const hg_event_t *ev)
               a->server_host, a->server_port,
               (unsigned long long) s->session_id,
               (double) st.srtt / HG_MS);
+    agent_notify_connected(a, s->worker, s->worker_count);
 
     if (a->stable_since == HG_TIME_INFINITE) {
         a->stable_since = s->ready_at;
