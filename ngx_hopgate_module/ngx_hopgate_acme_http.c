@@ -195,6 +195,9 @@ ngx_hopgate_acme_http(ngx_str_t *url, ngx_str_t *body, ngx_uint_t head,
                          (char *) ngx_hopgate_acme_http_ca.data);
     }
 
+    /* the trust store is parsed once a day, not on every new connection */
+    curl_easy_setopt(easy, CURLOPT_CA_CACHE_TIMEOUT, 86400L);
+
     /* no "Expect: 100-continue" round trip before a JWS */
     h->headers = curl_slist_append(NULL, "Expect:");
 

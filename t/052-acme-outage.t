@@ -99,10 +99,12 @@ sub error_log_text {
     return <$fh>;
 }
 
-# the slowest of 20 plain requests to the worker running the client
+# the slowest of plain requests to the worker running the client: 20 of
+# them, or as many as SECONDS take (to span some of the client's retries)
 sub slowest {
-    my $max = 0;
-    for (1 .. 20) {
+    my ($seconds) = @_;
+    my ($max, $n, $start) = (0, 0, time);
+    while ($seconds ? time - $start < $seconds : $n++ < 20) {
         my $t = time;
         my ($code) = HopGate::Fixture::http_get('/ping');
         return 99 if $code != 200;
@@ -160,9 +162,10 @@ Test::More::like($log, qr/order for new\.test failed: .*retrying in 2s \(failure
 
 my ($fp, $issuer) = HopGate::Acme::cert_of('app.test');
 Test::More::like($issuer, qr/Pebble/, 'app.test keeps its certificate');
-my $during = main::slowest();
-Test::More::cmp_ok($during, '<', $before + 0.2, sprintf('requests are as '
-    . 'fast as before (slowest %.3f s, was %.3f s)', $during, $before));
+my $during = main::slowest(4);
+Test::More::cmp_ok($during, '<', $before + 0.4, sprintf('requests are as '
+    . 'fast as before (slowest %.3f s in 4 s of retries, was %.3f s)',
+    $during, $before));
 Test::More::ok(main::nginx_t(), 'nginx -t passes');
 
 my $root = HopGate::Fixture::servroot();
@@ -210,9 +213,10 @@ Test::More::like($issuer, qr/Pebble/, 'app.test is served from the state '
 Test::More::ok(main::wait_log(qr/directory failed: .*timed out.*retrying in 2s/, 10),
                'the directory request times out and is retried, backing '
                . 'off');
-my $slowest = main::slowest();
-Test::More::cmp_ok($slowest, '<', 0.2, sprintf('requests do not wait for '
-    . 'it (slowest %.3f s)', $slowest));
+# a worker that waited for the CA would hold requests up to the 1 s timeout
+my $slowest = main::slowest(4);
+Test::More::cmp_ok($slowest, '<', 0.5, sprintf('requests do not wait for '
+    . 'it (slowest %.3f s in 4 s of its retries)', $slowest));
 Test::More::ok(main::nginx_t(), 'nginx -t passes');
 --- request
 GET /ping
