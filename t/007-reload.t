@@ -54,8 +54,12 @@ sleep 1;
 my $t0 = time;
 my ($got_code) = HopGate::Fixture::http_get('/hello', 'app.test');
 my $took = time - $t0;
+my $reached = () = HopGate::Fixture::agent_log($agent)
+                   =~ /connected to worker/g;
 Test::More::ok(waitpid($pid, POSIX::WNOHANG()) == 0,
                'the download is still running in the old worker');
+Test::More::cmp_ok($reached, '>=', 4, 'by then the agent had sessions in '
+                   . 'both new workers too');
 Test::More::ok($got_code eq '200' && $took < 2, sprintf 'a request to the '
                . 'new workers is served meanwhile (%s in %.2f s)',
                $got_code, $took);
