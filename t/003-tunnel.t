@@ -306,3 +306,22 @@ GET /hello
 --- response_body_like chomp
 local service unavailable.*Failed at: <b>local service</b>
 --- timeout: 3
+
+
+
+=== TEST 15: a response that ends where the local connection ends (no length, no chunks) ends for the visitor too
+--- http_config
+    $TEST_NGINX_HOPGATE_HTTP
+--- config
+    location / {
+        hopgate_route app.test;
+        proxy_pass http://tunnels;
+    }
+--- init
+HopGate::Fixture::start_agent();
+HopGate::Fixture::agent_wait($HopGate::Fixture::last, qr/connected to/, 1);
+--- request
+GET /until-close
+--- response_body
+until the end
+--- timeout: 5
