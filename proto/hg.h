@@ -73,7 +73,9 @@ typedef enum {
     HG_CODE_GOING_AWAY = 20,          /* reload/shutdown drain */
     HG_CODE_HANDSHAKE_TIMEOUT = 21,
     HG_CODE_TLS = 22,                 /* DTLS failure (certificate etc.) */
-    HG_CODE_RESET = 23                /* the edge lost the session (restart) */
+    HG_CODE_RESET = 23,               /* the edge lost the session (restart) */
+    HG_CODE_CARRIER = 24              /* never sent: the agent's TCP carrier
+                                         failed (connect, proxy, upgrade) */
 } hg_code_t;
 
 /* whether a rejection is final for the agent (exit 3, no retry loop) */
@@ -151,6 +153,9 @@ typedef struct {
                                          address the certificate must
                                          carry; NULL: none */
     int         insecure;             /* explicit: skip verification */
+    int         stream;               /* TLS 1.2+ over TCP for the stream
+                                         carrier (ALPN http/1.1), not
+                                         DTLS 1.2 */
 } hg_tls_client_opts_t;
 
 SSL_CTX *hg_tls_client_ctx(const hg_tls_client_opts_t *opts,

@@ -426,8 +426,14 @@ hg_stream_carrier_timeout(hg_conn_t *c, hg_time_t now)
     if (c->state != HG_CS_READY
         && now >= c->created + c->cfg.handshake_timeout)
     {
+        /* a peer that never heard from us (the shell never got the
+         * carrier up) is told nothing */
         hg_conn_enter_closing(c, HG_CODE_HANDSHAKE_TIMEOUT,
-                              "handshake timeout", 1, now);
+                              "handshake timeout", c->stats.packets_sent > 0,
+                              now);
+        if (c->stats.packets_sent == 0) {
+            hg_conn_set_closed(c);
+        }
         return;
     }
 
