@@ -79,7 +79,7 @@ agent_transport_tick(agent_t *a, hg_time_t now)
 {
     agent_session_t  *s, *probe;
     hg_time_t         oldest;
-    int               i, udp_up;
+    int               i, udp_up, tcp_up;
 
     if (!agent_transport_auto(a)) {
         return;
@@ -87,12 +87,14 @@ agent_transport_tick(agent_t *a, hg_time_t now)
 
     oldest = HG_TIME_INFINITE;
     udp_up = 0;
+    tcp_up = 0;
     probe = NULL;
 
     for (i = 0; i < a->nsessions; i++) {
         s = a->sessions[i];
 
         if (s->carrier != HG_CARRIER_DATAGRAM) {
+            tcp_up |= s->state == AGENT_SS_READY;
             continue;
         }
 
@@ -129,7 +131,13 @@ agent_transport_tick(agent_t *a, hg_time_t now)
         probe = NULL;
     }
 
-    if (probe == NULL && now >= a->probe_at) {
+    /*
+     * while TCP does not work either (the edge is down, or restarting),
+     * UDP is tried with every redial: whichever comes up first wins
+     */
+    if (probe == NULL && (now >= a->probe_at
+                          || (!tcp_up && now >= a->redial_at)))
+    {
         a->probe_at = agent_transport_reprobe(a, now);
         agent_log(AGENT_LOG_DEBUG, "trying UDP to %s:%s again",
                   a->server_host, a->server_port);

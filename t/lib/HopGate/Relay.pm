@@ -24,7 +24,7 @@ my $started = 0;
 
 # Options: to (required), loss, duplicate, reorder, reorder_delay, delay,
 # rebind_after (bytes), rebind_at (seconds), forward_copy_after (bytes),
-# forward_copy_lead (ms), seed. Returns {pid, port, log} once the relay listens.
+# forward_copy_lead (ms), block (drop everything; see block()), seed. Returns {pid, port, log} once the relay listens.
 sub start {
     my (%o) = @_;
     $dir //= tempdir('hopgate-relay-XXXXXX', TMPDIR => 1, CLEANUP => 1);
@@ -40,6 +40,7 @@ sub start {
         next unless defined $o{$knob};
         push @args, '--' . ($knob =~ tr/_/-/r), $o{$knob};
     }
+    push @args, '--block' if $o{block};
 
     my $pid = fork;
     die "fork: $!" unless defined $pid;
@@ -107,6 +108,24 @@ sub snapshot {
         sleep 0.02;
     }
     return counters($relay);
+}
+
+
+# UDP blocked (1) or passing (0) from now on; waits until the relay says so
+sub block {
+    my ($relay, $on) = @_;
+    my $want = $on ? 'blocking' : 'passing';
+    my @lines = log_text($relay) =~ /^relay: (blocking|passing)$/mg;
+    return 1 if (@lines ? $lines[-1] : 'passing') eq $want;
+    my $before = @lines;
+    kill 'USR2', $relay->{pid};
+    my $deadline = time + 5;
+    while (time < $deadline) {
+        my @now = log_text($relay) =~ /^relay: (blocking|passing)$/mg;
+        return 1 if @now > $before && $now[-1] eq $want;
+        sleep 0.02;
+    }
+    return 0;
 }
 
 
