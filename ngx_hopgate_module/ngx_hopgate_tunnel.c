@@ -165,8 +165,12 @@ ngx_hopgate_tunnel_check(ngx_http_request_t *r)
                       "hopgate: tunnel request refused: %s", why);
     }
 
-    /* tell the client what would be understood */
-    h = ngx_list_push(&r->headers_out.headers);
+    /*
+     * tell the client what would be understood (HTTP/1 only: HTTP/2
+     * forbids connection headers)
+     */
+    h = r->http_version < NGX_HTTP_VERSION_20
+        ? ngx_list_push(&r->headers_out.headers) : NULL;
     if (h) {
         h->hash = 1;
         ngx_str_set(&h->key, "Upgrade");
@@ -326,6 +330,7 @@ ngx_hopgate_tunnel_start(ngx_http_request_t *r)
     ngx_str_set(&h->value, NGX_HOPGATE_TUNNEL_TOKEN);
 
     r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
+    ngx_str_set(&r->headers_out.status_line, "101 Switching Protocols");
     r->header_only = 1;
     r->keepalive = 0;
 
