@@ -395,7 +395,8 @@ agent_tcp_proxy_answer(agent_session_t *s)
         return;
     }
 
-    if (code == 407) {
+    /* 407, as RFC 9110 has it; some proxies (tinyproxy) answer 401 */
+    if (code == 407 || code == 401) {
         agent_tcp_lost(s, "the proxy %s wants %s credentials (\"%s\"): "
                        "give them as --proxy http://USER:PASS@%s:%s",
                        a->proxy.shown, a->proxy.auth ? "other" : "",
