@@ -36,7 +36,8 @@
 #include "agent.h"
 
 
-#define AGENT_DUPLICATE_BUDGET  8     /* coverage re-dials per worker */
+#define AGENT_DUPLICATE_BUDGET  32    /* coverage re-dials in a row */
+#define AGENT_DUPLICATE_PAUSE   (200 * HG_MS)   /* then, between tries */
 
 
 static void agent_session_free(agent_session_t *s);
@@ -775,6 +776,16 @@ agent_session_closed(agent_session_t *s, const hg_event_t *ev)
                   "(%s)", s->worker, agent_carrier_name(s->carrier),
                   ev->text && *ev->text ? ev->text : hg_code_name(ev->code),
                   hg_code_name(ev->code));
+
+        /*
+         * a TCP connection that served and broke (a reset on the way, a
+         * NAT that forgot it) is dialled again at once; if the edge is
+         * gone, the dials fail and back off
+         */
+        if (ev->code == HG_CODE_CARRIER) {
+            agent_schedule_redial(a, now, 0);
+            return;
+        }
     } else {
         /* a certificate or pin mismatch must be visible at the default */
         agent_log(AGENT_LOG_WARN, "cannot connect to %s: %s (%s)", where,
@@ -816,9 +827,13 @@ agent_session_rejected(agent_session_t *s, const hg_event_t *ev)
             return;
         }
 
-        agent_log(AGENT_LOG_INFO, "%u dials in a row landed on workers "
-                  "already covered: backing off", a->duplicates);
-        agent_schedule_redial(a, agent_now(), 1);
+        if (a->duplicates == AGENT_DUPLICATE_BUDGET + 1) {
+            agent_log(AGENT_LOG_INFO, "%u dials in a row landed on workers "
+                      "already covered: trying every %llu ms", a->duplicates,
+                      (unsigned long long) (AGENT_DUPLICATE_PAUSE / HG_MS));
+        }
+
+        a->redial_at = agent_now() + AGENT_DUPLICATE_PAUSE;
         return;
     }
 

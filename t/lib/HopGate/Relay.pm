@@ -17,6 +17,8 @@ use Cwd qw(abs_path);
 
 my $script = abs_path(__FILE__ =~ s{/HopGate/Relay\.pm$}{}r)
              . '/hopgate-relay';
+my $tcp_script = abs_path(__FILE__ =~ s{/HopGate/Relay\.pm$}{}r)
+                 . '/hopgate-tcprelay';
 my $dir;
 my @running;
 my $started = 0;
@@ -66,6 +68,54 @@ sub start {
         sleep 0.02;
     }
     die "hopgate-relay did not start: " . log_text($relay);
+}
+
+
+# The TCP relay (t/lib/hopgate-tcprelay) in front of the edge's tunnel
+# port: {pid, port, log}; reset_tcp() resets what it carries.
+sub start_tcp {
+    my (%o) = @_;
+    $dir //= tempdir('hopgate-relay-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    my $log = "$dir/tcprelay-" . ++$started . ".log";
+
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDOUT, '>>', $log;
+        open STDERR, '>>', $log;
+        exec $^X, $tcp_script, '--to', $o{to}, '--log', $log
+            or die "exec $tcp_script: $!";
+    }
+
+    my $relay = { pid => $pid, log => $log, owner => $$ };
+    push @running, $relay;
+
+    my $deadline = time + 10;
+    while (time < $deadline) {
+        if (log_text($relay) =~ /listening on [\d.]+:(\d+)/) {
+            $relay->{port} = $1;
+            return $relay;
+        }
+        die "hopgate-tcprelay exited: " . log_text($relay)
+            if waitpid($pid, WNOHANG) == $pid;
+        sleep 0.02;
+    }
+    die "hopgate-tcprelay did not start: " . log_text($relay);
+}
+
+
+# resets every connection the TCP relay carries; the count it reset
+sub reset_tcp {
+    my ($relay) = @_;
+    my $before = () = log_text($relay) =~ /^relay: reset/mg;
+    kill 'USR1', $relay->{pid};
+    my $deadline = time + 5;
+    while (time < $deadline) {
+        my @n = log_text($relay) =~ /^relay: reset (\d+)/mg;
+        return $n[-1] if @n > $before;
+        sleep 0.02;
+    }
+    return undef;
 }
 
 
