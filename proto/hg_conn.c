@@ -292,11 +292,21 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
     }
 
     /*
-     * The agent never takes the edge's id from a prefix: nothing
-     * authenticates the prefix, and one rewritten byte would send our
-     * datagrams astray. HELLO_ACK carries the id (hg_session.c); until
-     * then our datagrams are found by their address.
+     * The session's id is the one HELLO_ACK carries (hg_session.c):
+     * nothing authenticates a prefix, and once READY no datagram changes
+     * the id, or one rewritten byte would send ours astray. Until then
+     * our datagrams echo the id of the edge's latest good datagram, for
+     * routing only: the rest of the handshake and HELLO must reach the
+     * worker that holds it, steered or not (one socket shared by the
+     * workers, a reload); a rewritten id there costs what a lost
+     * datagram does, and the edge's next one puts it right.
      */
+    if (c->role == HG_ROLE_CLIENT && !c->has_cid && rc == HG_OK
+        && (prefix.flags & HG_PREFIX_FLAG_CID))
+    {
+        memcpy(c->route_cid, prefix.cid, HG_CID_LEN);
+        c->has_route_cid = 1;
+    }
 
     if (!c->authenticated_input) {
         if (rc != HG_OK) {
@@ -403,6 +413,10 @@ hg_prefix_write(const hg_conn_t *c, uint8_t *out)
     if (c->has_cid) {
         out[0] |= HG_PREFIX_FLAG_CID;
         memcpy(out + 1, c->cid, HG_CID_LEN);
+
+    } else if (c->has_route_cid) {
+        out[0] |= HG_PREFIX_FLAG_CID;
+        memcpy(out + 1, c->route_cid, HG_CID_LEN);
 
     } else if (c->worker_hint >= 0) {
         out[0] |= HG_PREFIX_FLAG_STEER;

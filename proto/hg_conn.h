@@ -132,7 +132,9 @@ struct hg_conn_s {
 
     uint8_t              cid[HG_CID_LEN];
     uint8_t              reset_token[HG_RESET_TOKEN_LEN];
+    uint8_t              route_cid[HG_CID_LEN]; /* client, until HELLO_ACK */
     unsigned             has_cid:1;     /* client: from HELLO_ACK */
+    unsigned             has_route_cid:1;
     int                  worker_hint;     /* client: steer byte, -1 none */
 
     struct sockaddr_storage  peer;        /* where datagrams go */
