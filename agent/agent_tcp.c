@@ -329,9 +329,8 @@ agent_tcp_proxy_request(agent_session_t *s)
 
 
 /*
- * A response head read so far: 1 when whole (the status code parsed into
- * the return value's caller), 0 while incomplete, -1 when the session
- * failed (too long).
+ * The response head read so far: 1 when it is whole, 0 while it is not,
+ * -1 when it is too long (the session failed).
  */
 static int
 agent_tcp_head(agent_session_t *s, const char *who)

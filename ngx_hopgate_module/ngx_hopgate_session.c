@@ -547,9 +547,10 @@ ngx_hopgate_session_events(ngx_hopgate_session_t *s)
 
         case HG_EV_HANDSHAKE_DONE:
             ngx_hopgate_halfopen_established(s);
-            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                           "hopgate: DTLS up with %*s", s->addr_len,
-                           s->addr_text);
+            ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                           "hopgate: %s up with %*s",
+                           s->tunnel ? "the TCP carrier" : "DTLS",
+                           s->addr_len, s->addr_text);
             break;
 
         case HG_EV_HELLO:
