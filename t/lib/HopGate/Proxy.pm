@@ -72,15 +72,17 @@ sub connects {
 }
 
 
+# tinyproxy keeps no state: TERM, and KILL if it lingers (it waits for
+# its threads)
 sub stop {
     my ($proxy) = @_;
     return unless $proxy->{pid};
     kill 'TERM', $proxy->{pid};
-    my $deadline = time + 5;
+    my $deadline = time + 1;
     while (time < $deadline && waitpid($proxy->{pid}, WNOHANG) == 0) {
         sleep 0.02;
     }
-    if (kill 0, $proxy->{pid}) {
+    if (waitpid($proxy->{pid}, WNOHANG) == 0) {
         kill 'KILL', $proxy->{pid};
         waitpid $proxy->{pid}, 0;
     }
@@ -91,7 +93,8 @@ sub stop {
 
 END {
     local $?;
-    stop($_) for grep { $_->{owner} == $$ } @running;
+    my @mine = grep { $_->{owner} == $$ } @running;
+    stop($_) for @mine;
 }
 
 1;
