@@ -4,9 +4,15 @@
 #   make test       build, then run the whole suite: prove -r t/
 #   make asan       the engine and its unit tests with ASan + UBSan
 #   make test-asan  run the C unit tests from the sanitizer build
+#   make asan-module  the nginx module with ASan + UBSan, and a wrapper
+#                   that runs nginx with libasan preloaded (t/asan-module.t)
 #   make demo       a private nginx + local app + agent, one request through
-#   make install    the module to /usr/lib/nginx/modules, the agent to
-#                   /usr/local/bin (PREFIX, MODULE_DIR, DESTDIR)
+#                   (DEMO_KEEP=1 leaves it running; make demo-stop)
+#   make install    the module to /usr/lib/nginx/modules (enabled in
+#                   /etc/nginx/modules-enabled), the agent, its man page
+#                   and systemd unit under PREFIX (/usr/local; DESTDIR,
+#                   PREFIX, MODULE_DIR, ENABLE_MODULE=0)
+#   make deb        build/deb/*.deb: libnginx-mod-http-hopgate, hopgate-agent
 #   make clean
 
 BUILD      ?= build
@@ -46,7 +52,8 @@ MODULE     := $(BUILD)/modules/ngx_http_hopgate_module.so
 .SECONDARY:
 
 .PHONY: all deps module agent unit test asan test-asan demo clean install \
-        fuzz bench fuzz-run fuzz-corpus bench-engine
+        deb demo-stop \
+        fuzz bench fuzz-run fuzz-corpus bench-engine asan-module
 
 all: deps module agent unit tools
 
@@ -130,8 +137,41 @@ test-asan: asan
 	HOPGATE_UNIT_DIR=$(abspath $(BUILD)/asan/unit) \
 	    prove $(PROVE_FLAGS) t/unit/
 
+# The module built with ASan + UBSan, for Debian's (uninstrumented) nginx:
+# $(ASAN_NGINX) runs it with the gcc's libasan preloaded, which must come
+# first in the process. Its ASAN_OPTIONS default to reports in
+# $(ASAN_MODULE_DIR)/reports/; set them to override. nodelete keeps the
+# module mapped after nginx unloads it, so leaks found at exit have names.
+ASAN_MODULE_DIR := $(BUILD)/asan-module
+ASAN_MODULE     := $(ASAN_MODULE_DIR)/modules/ngx_http_hopgate_module.so
+ASAN_NGINX      := $(ASAN_MODULE_DIR)/nginx-asan
+ASAN_MODULE_CC  := $(CC) -fsanitize=address,undefined -fno-omit-frame-pointer \
+                   -Wl,-z,nodelete
+
+asan-module: $(ASAN_MODULE) $(ASAN_NGINX)
+
+$(ASAN_MODULE): $(MODULE_SRCS)
+	NGINX_SRC=$(NGINX_SRC) MODULE_CC="$(ASAN_MODULE_CC)" \
+	    ./scripts/build-module $(ASAN_MODULE_DIR)
+
+$(ASAN_NGINX): Makefile
+	@mkdir -p $(dir $@)
+	@libasan=$$($(CC) -print-file-name=libasan.so); \
+	reports=$(abspath $(ASAN_MODULE_DIR))/reports; \
+	printf '%s\n' '#!/bin/sh' \
+	    '# nginx with the sanitizer runtime the asan module needs; UBSan' \
+	    '# reports to stderr, which nginx makes its error log' \
+	    "mkdir -p $$reports" \
+	    "export LD_PRELOAD=$$libasan\$${LD_PRELOAD:+:\$$LD_PRELOAD}" \
+	    "export ASAN_OPTIONS=\$${ASAN_OPTIONS:-log_path=$$reports/asan}" \
+	    'exec $(NGINX_BIN) "$$@"' >$@.tmp
+	@chmod +x $@.tmp && mv -f $@.tmp $@
+
 demo: all
 	./scripts/demo
+
+demo-stop:
+	./scripts/demo stop
 
 # --- fuzzing: clang, libFuzzer, ASan + UBSan ---------------------------------
 #
@@ -224,14 +264,88 @@ $(SESSION_GEN): bench/session_gen.c $(wildcard proto/*.h) $(GEN) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ bench/session_gen.c $(PROTO_LIB) $(LIBS)
 
-# the module where Debian's nginx looks for modules, the agent on PATH;
-# install(1) replaces files by a new inode, so running nginx is safe
-PREFIX     ?= /usr/local
-MODULE_DIR ?= /usr/lib/nginx/modules
+# --- install ------------------------------------------------------------------
+#
+# As Debian's libnginx-mod-* packages lay it out: the module in nginx's
+# module directory, its load_module snippet in modules-available and (for
+# a plain `make install`; packages do it in postinst) the link that
+# enables it in /etc/nginx/modules-enabled. The agent, its man page, the
+# systemd unit and the example configuration follow PREFIX. install(1)
+# replaces files by a new inode, so a running nginx is safe.
 
-install: module agent
+PREFIX        ?= /usr/local
+BINDIR        ?= $(PREFIX)/bin
+MANDIR        ?= $(PREFIX)/share/man
+DOCDIR        ?= $(PREFIX)/share/doc/hopgate
+MODULE_DIR    ?= /usr/lib/nginx/modules
+NGINX_MODCONF ?= /usr/share/nginx/modules-available
+NGINX_ENABLED ?= /etc/nginx/modules-enabled
+ENABLE_MODULE ?= 1
+# bookworm's units live in /lib; /usr/local/lib/systemd/system is searched too
+UNIT_DIR      ?= $(if $(filter /usr,$(PREFIX)),/lib,$(PREFIX)/lib)/systemd/system
+
+MODCONF   := mod-http-hopgate.conf
+MANPAGE   := $(BUILD)/dist/hopgate-agent.1
+
+.PHONY: dist
+dist: $(MANPAGE)
+
+# from --help, plus the sections --help has no room for
+$(MANPAGE): $(AGENT) dist/hopgate-agent.h2m
+	@mkdir -p $(dir $@)
+	help2man --no-info --section=1 --include=dist/hopgate-agent.h2m \
+	    --name="serve a domain's requests from a HopGate edge" \
+	    --output=$@ $(AGENT)
+
+install: module agent dist
 	install -D -m 0644 $(MODULE) $(DESTDIR)$(MODULE_DIR)/ngx_http_hopgate_module.so
-	install -D -m 0755 $(AGENT) $(DESTDIR)$(PREFIX)/bin/hopgate-agent
+	install -D -m 0644 dist/$(MODCONF) $(DESTDIR)$(NGINX_MODCONF)/$(MODCONF)
+	if [ "$(ENABLE_MODULE)" = 1 ]; then \
+	    install -d $(DESTDIR)$(NGINX_ENABLED); \
+	    ln -sfn $(NGINX_MODCONF)/$(MODCONF) \
+	        $(DESTDIR)$(NGINX_ENABLED)/50-$(MODCONF); \
+	fi
+	install -D -m 0755 $(AGENT) $(DESTDIR)$(BINDIR)/hopgate-agent
+	install -D -m 0644 $(MANPAGE) $(DESTDIR)$(MANDIR)/man1/hopgate-agent.1
+	# the unit names the agent where this install puts it
+	install -d $(DESTDIR)$(UNIT_DIR)
+	sed 's|@BINDIR@|$(BINDIR)|g' dist/hopgate-agent@.service.in \
+	    > $(DESTDIR)$(UNIT_DIR)/hopgate-agent@.service
+	chmod 0644 $(DESTDIR)$(UNIT_DIR)/hopgate-agent@.service
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -d $(DESTDIR)$(DOCDIR)/examples
+	install -m 0644 examples/* $(DESTDIR)$(DOCDIR)/examples/
+
+# --- Debian packages ----------------------------------------------------------
+#
+#   make deb    build/deb/libnginx-mod-http-hopgate_*.deb, hopgate-agent_*.deb
+#
+# dpkg-buildpackage runs in a copy of the tree (the files git knows, or
+# everything but build/ outside a checkout), so its products land in
+# build/deb and never in the directory above the tree.
+
+DEB_DIR := $(BUILD)/deb
+
+.PHONY: deb lintian
+deb:
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_DIR)/src
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git ls-files -z --cached --others --exclude-standard \
+	        | xargs -0 sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done' sh \
+	        | tar --null -T - -cf - | tar -C $(DEB_DIR)/src -xf -; \
+	else \
+	    tar --exclude=./build --exclude=./demo-run -cf - . \
+	        | tar -C $(DEB_DIR)/src -xf -; \
+	fi
+	cd $(DEB_DIR)/src && dpkg-buildpackage -b -us -uc -jauto
+	rm -rf $(DEB_DIR)/src
+	@ls -l $(DEB_DIR)/*.deb
+
+# lintian's verdict on the packages (make deb first)
+lintian:
+	lintian --info --display-info $(DEB_DIR)/*.changes
 
 clean:
 	rm -rf $(BUILD) t/servroot

@@ -17,6 +17,8 @@
  *   agent_log.c       log lines, including one per stream
  *   agent_admin.c     `hopgate-agent admin`, a client of the admin API
  *   agent_metrics.c   --metrics: GET /metrics on a local TCP port
+ *   agent_keygen.c    `hopgate-agent keygen`, a key and its registry line
+ *   agent_notify.c    readiness and status for systemd (sd_notify)
  */
 
 #ifndef HG_AGENT_H
@@ -299,9 +301,18 @@ void agent_metrics_stop(agent_t *a);
 
 /* agent_admin.c: `hopgate-agent admin ...` */
 int agent_admin_main(int argc, char **argv);
+int agent_keygen_main(int argc, char **argv);
 
 /* agent_log.c */
 void agent_log_init(int level);
+
+void agent_notify_init(void);
+void agent_notify_connected(agent_t *a, int worker, unsigned workers);
+void agent_notify_reloading(void);
+void agent_notify_reloaded(agent_t *a);
+void agent_notify_stopping(void);
+void agent_notify_status(const char *status);
+void agent_notify_tick(hg_time_t now);
 void agent_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void agent_log_stream(const agent_stream_t *st, const char *outcome);

@@ -45,6 +45,9 @@ typedef enum {
 /* a key file holds one line; anything much longer is not one */
 #define KEY_FILE_MAX  4096
 
+/* systemd's LoadCredential=key:FILE: $CREDENTIALS_DIRECTORY/key */
+#define KEY_CREDENTIAL  "key"
+
 typedef struct {
     const char   *name;         /* --name and the config file key */
     const char   *env;
@@ -616,6 +619,16 @@ load_env(agent_config_t *cfg, char *err, size_t errlen)
         }
     }
 
+    /* the name the seed's HOP_CLIENT_API_KEY suggests */
+    v = getenv("HOP_CLIENT_API_KEY_FILE");
+    if (v != NULL && getenv("HOP_CLIENT_KEY_FILE") == NULL
+        && apply(cfg, find_opt("key-file", 8), v, "HOP_CLIENT_API_KEY_FILE",
+                 LAYER_ENV, err, errlen)
+           != 0)
+    {
+        return -1;
+    }
+
     /* the seed's switch */
     v = getenv("HOP_CLIENT_DEBUG");
     if (v != NULL && parse_bool(v, &debug) == 0 && debug) {
@@ -696,6 +709,36 @@ scan_args(agent_config_t *cfg, int argc, char **argv, int apply_values,
 }
 
 
+/*
+ * Under systemd with LoadCredential=key:/etc/hopgate/agent-NAME.key the key
+ * file stays root's (mode 0600) while the service's own user, a
+ * DynamicUser, reads the copy systemd hands it. Used only when no flag,
+ * variable or config line gives a key.
+ */
+static int
+load_credential(agent_config_t *cfg, char *err, size_t errlen)
+{
+    const char  *dir;
+    char         path[4096];
+
+    dir = getenv("CREDENTIALS_DIRECTORY");
+
+    if (cfg->key != NULL || dir == NULL || *dir == '\0') {
+        return 0;
+    }
+
+    if ((size_t) snprintf(path, sizeof(path), "%s/%s", dir, KEY_CREDENTIAL)
+        >= sizeof(path)
+        || access(path, F_OK) != 0)
+    {
+        return 0;
+    }
+
+    return read_key_file(cfg, path, "the systemd credential \"" KEY_CREDENTIAL
+                         "\"", 0, err, errlen);
+}
+
+
 static int
 check_required(const agent_config_t *cfg, char *err, size_t errlen)
 {
@@ -706,7 +749,7 @@ check_required(const agent_config_t *cfg, char *err, size_t errlen)
         { OFF(server), "--server (or HOP_CLIENT_SERVER_ADDR)" },
         { OFF(domain), "--domain (or HOP_CLIENT_DOMAIN)" },
         { OFF(key), "--key-file or --key (or HOP_CLIENT_KEY_FILE, "
-                    "HOP_CLIENT_API_KEY)" },
+                    "HOP_CLIENT_API_KEY, or the systemd credential \"key\")" },
         { OFF(to), "--to (or HOP_CLIENT_LOCAL_TARGET)" },
     };
 
@@ -770,6 +813,10 @@ load_layers(agent_config_t *cfg, int argc, char **argv, char *err,
         return cmd;
     }
 
+    if (load_credential(cfg, err, errlen) != 0) {
+        return -1;
+    }
+
     return check_required(cfg, err, errlen) == 0 ? AGENT_CMD_RUN : -1;
 }
 
@@ -812,8 +859,13 @@ agent_config_free(agent_config_t *cfg)
 void
 agent_usage(const char *prog)
 {
-    size_t  i;
-    char    flag[64];
+    size_t       i;
+    char         flag[64];
+    const char  *base;
+
+    /* the name people type, whatever path ran it (also in the man page) */
+    base = strrchr(prog, '/');
+    prog = base ? base + 1 : prog;
 
     printf("usage: %s --server HOST:PORT --domain DOMAIN --key-file FILE "
            "--to [HOST:]PORT [options]\n\n"
@@ -835,6 +887,9 @@ agent_usage(const char *prog)
     printf("  %-24s %s\n", "-V, --version", "print the version");
     printf("\nexit codes: 0 clean shutdown, 1 error, 2 bad usage, "
            "3 key or domain rejected\n");
-    printf("\n%s admin --help: manage domains through the edge's admin API\n",
+    printf("\nwithout a key setting, $CREDENTIALS_DIRECTORY/key is read "
+           "(systemd's LoadCredential=key:FILE)\n");
+    printf("\n%s keygen DOMAIN: a new key and its file-registry line\n", prog);
+    printf("%s admin --help: manage domains through the edge's admin API\n",
            prog);
 }

@@ -2,26 +2,62 @@
  * Log lines: a timestamp, a level, a message; one line per stream with
  * what happened on it (method, path and status parsed from the bytes that
  * went by, sizes, duration).
+ *
+ * When stderr is the journal (systemd sets JOURNAL_STREAM to its device
+ * and inode), a line is "<PRIORITY>message": the journal stamps the time
+ * itself and takes the syslog priority from the prefix, so that
+ * `journalctl -p warning` finds the warnings.
  */
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 
 #include "agent.h"
 
 
 static int  agent_log_level = AGENT_LOG_INFO;
+static int  agent_log_journal = -1;              /* -1: not checked yet */
 
 static const char  *agent_level_names[] = { "error", "warn", "info",
                                             "debug" };
+
+/* syslog's LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG */
+static const int    agent_level_prio[] = { 3, 4, 6, 7 };
+
+
+/* JOURNAL_STREAM is inherited: it counts only while it names our stderr */
+static int
+agent_log_to_journal(void)
+{
+    const char          *v;
+    unsigned long long   dev, ino;
+    struct stat          st;
+
+    v = getenv("JOURNAL_STREAM");
+
+    if (v == NULL || sscanf(v, "%llu:%llu", &dev, &ino) != 2
+        || fstat(2, &st) != 0)
+    {
+        return 0;
+    }
+
+    return (unsigned long long) st.st_dev == dev
+           && (unsigned long long) st.st_ino == ino;
+}
 
 
 void
 agent_log_init(int level)
 {
     agent_log_level = level;
+
+    if (agent_log_journal == -1) {
+        agent_log_journal = agent_log_to_journal();
+    }
 }
 
 
@@ -34,6 +70,15 @@ agent_log(int level, const char *fmt, ...)
     char             stamp[32];
 
     if (level > agent_log_level) {
+        return;
+    }
+
+    if (agent_log_journal == 1) {
+        fprintf(stderr, "<%d>", agent_level_prio[level]);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
         return;
     }
 

@@ -105,7 +105,9 @@ agent_signal(agent_t *a)
 
         case SIGHUP:
             agent_log(AGENT_LOG_INFO, "SIGHUP: re-reading the configuration");
+            agent_notify_reloading();
             agent_sessions_reload(a);
+            agent_notify_reloaded(a);
             break;
 
         case SIGTERM:
@@ -119,6 +121,7 @@ agent_signal(agent_t *a)
                       "%llu s)", si.ssi_signo == SIGTERM ? "SIGTERM"
                                                          : "SIGINT",
                       (unsigned long long) (AGENT_DRAIN_TIMEOUT / HG_SEC));
+            agent_notify_stopping();
             agent_sessions_drain(a);
             break;
         }
@@ -202,6 +205,7 @@ agent_loop_run(agent_t *a)
         /* streams closed in this batch: no pending event points at them */
         agent_streams_reap(a);
         agent_metrics_tick(a, agent_now());
+        agent_notify_tick(agent_now());
     }
 
     return a->exit_code;

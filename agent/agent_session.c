@@ -29,6 +29,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <openssl/rand.h>
 #include <openssl/x509.h>
@@ -122,6 +123,7 @@ static int
 agent_session_udp_open(agent_session_t *s, const hg_hello_t *hello,
     hg_time_t now)
 {
+    int          pmtu;
     agent_t     *a = s->agent;
     const char  *sni;
 
@@ -139,6 +141,14 @@ agent_session_udp_open(agent_session_t *s, const hg_hello_t *hello,
                   a->server_host, a->server_port, strerror(errno));
         return -1;
     }
+
+    /* never fragmented: a datagram too large for the path is refused */
+    pmtu = IP_PMTUDISC_DO;
+    (void) setsockopt(s->fd, s->peer.ss_family == AF_INET6 ? IPPROTO_IPV6
+                                                           : IPPROTO_IP,
+                      s->peer.ss_family == AF_INET6 ? IPV6_MTU_DISCOVER
+                                                    : IP_MTU_DISCOVER,
+                      &pmtu, sizeof(pmtu));
 
     /* SNI carries host names only; the TLS context checks the identity */
     sni = a->cfg.server_name ? a->cfg.server_name : a->server_host;
@@ -544,8 +554,9 @@ agent_fill_coverage(agent_t *a, hg_time_t now)
     }
 
     if (a->worker_count == 0) {
-        if (!agent_connecting(a) && !agent_covered(a, -1, NULL)) {
-            if (agent_session_dial(a, a->carrier, -1, now) == NULL) {
+        /* aimed at worker 0: steered, the handshake stays in one worker */
+        if (!agent_connecting(a) && !agent_covered(a, 0, NULL)) {
+            if (agent_session_dial(a, a->carrier, 0, now) == NULL) {
                 agent_schedule_redial(a, now, 1);
             }
         }
@@ -577,6 +588,7 @@ agent_schedule_redial(agent_t *a, hg_time_t now, int failure)
 {
     hg_time_t  delay;
     unsigned   shift;
+    char       status[320];
 
     if (!failure) {
         a->redial_at = now;
@@ -601,6 +613,11 @@ agent_schedule_redial(agent_t *a, hg_time_t now, int failure)
     a->reconnects++;
     agent_log(AGENT_LOG_INFO, "reconnecting in %.1f s",
               (double) delay / HG_SEC);
+
+    /* what `systemctl status` shows while the edge cannot be reached */
+    snprintf(status, sizeof(status), "dialling %s:%s again in %.1f s",
+             a->server_host, a->server_port, (double) delay / HG_SEC);
+    agent_notify_status(status);
 }
 
 
@@ -651,6 +668,8 @@ agent_session_ready(agent_session_t *s, const hg_event_t *ev)
                   (unsigned long long) s->session_id,
                   (double) st.srtt / HG_MS);
     }
+
+    agent_notify_connected(a, s->worker, s->worker_count);
 
     if (a->stable_since == HG_TIME_INFINITE) {
         a->stable_since = s->ready_at;

@@ -136,6 +136,10 @@ main(int argc, char **argv)
         return agent_admin_main(argc - 1, argv + 1);
     }
 
+    if (argc >= 2 && strcmp(argv[1], "keygen") == 0) {
+        return agent_keygen_main(argc - 1, argv + 1);
+    }
+
     cmd = agent_config_load(&agent.cfg, argc, argv, err, sizeof(err));
 
     switch (cmd) {
@@ -158,6 +162,7 @@ main(int argc, char **argv)
     agent.argc = argc;
     agent.argv = argv;
     agent_log_init(agent.cfg.log_level);
+    agent_notify_init();
 
     if (agent_init(&agent) != 0) {
         return AGENT_EXIT_ERROR;

@@ -10,8 +10,9 @@
  *   POST .../domains/enable          {domain}
  *
  * Every answer is JSON with "success"; failures carry "error". The body is
- * read asynchronously, and the answer is sent when the registry backend
- * has one (a database round trip): the request holds a reference
+ * read asynchronously, at most 16k of it (a chunked body is cut off with a
+ * 413 where it passes that), and the answer is sent when the registry
+ * backend has one (a database round trip): the request holds a reference
  * (r->main->count) meanwhile, and a cleanup cancels the call if the
  * request goes away first.
  *
@@ -52,6 +53,10 @@ typedef struct {
 
 
 static ngx_int_t ngx_hopgate_admin_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_hopgate_admin_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static void ngx_hopgate_admin_read_body(ngx_http_request_t *r);
+static ngx_int_t ngx_hopgate_admin_too_large(ngx_http_request_t *r);
 static ngx_hopgate_admin_ctx_t *ngx_hopgate_admin_ctx(ngx_http_request_t *r,
     ngx_hopgate_admin_op_e op);
 static ngx_int_t ngx_hopgate_admin_route(ngx_http_request_t *r,
@@ -70,6 +75,9 @@ static ngx_int_t ngx_hopgate_admin_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *error);
 static ngx_int_t ngx_hopgate_admin_send(ngx_http_request_t *r,
     ngx_uint_t status, json_t *json);
+
+
+static ngx_http_request_body_filter_pt  ngx_hopgate_admin_next_body_filter;
 
 
 static ngx_hopgate_admin_route_t  ngx_hopgate_admin_routes[] = {
@@ -107,6 +115,17 @@ ngx_hopgate_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_hopgate_admin_handler;
 
     return NGX_CONF_OK;
+}
+
+
+/* postconfiguration: the body size limit, as a request body filter */
+ngx_int_t
+ngx_hopgate_admin_init(ngx_conf_t *cf)
+{
+    ngx_hopgate_admin_next_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_hopgate_admin_body_filter;
+
+    return NGX_OK;
 }
 
 
@@ -281,11 +300,87 @@ ngx_hopgate_admin_handler(ngx_http_request_t *r)
 
     rc = ngx_http_read_client_request_body(r, ngx_hopgate_admin_body);
 
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        return ngx_hopgate_admin_too_large(r);
+    }
+
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
     }
 
+    /* the rest comes later: a 413 then is ours too, in JSON */
+    if (rc == NGX_AGAIN
+#if (NGX_HTTP_V2)
+        && r->stream == NULL
+#endif
+       )
+    {
+        r->read_event_handler = ngx_hopgate_admin_read_body;
+    }
+
     return NGX_DONE;
+}
+
+
+/*
+ * A chunked body announces no length: the limit is applied as it is
+ * decoded (the chunked filter counts it in content_length_n), so that
+ * nothing past 16k is read, buffered or written to a temporary file.
+ */
+static ngx_int_t
+ngx_hopgate_admin_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_http_hopgate_loc_conf_t  *hlcf;
+
+    if (r->headers_in.chunked
+        && r->headers_in.content_length_n > NGX_HOPGATE_ADMIN_BODY_MAX)
+    {
+        hlcf = ngx_http_get_module_loc_conf(r, ngx_http_hopgate_module);
+
+        if (hlcf->admin) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "hopgate admin: chunked body over %d bytes, "
+                          "not read further", NGX_HOPGATE_ADMIN_BODY_MAX);
+            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+    }
+
+    return ngx_hopgate_admin_next_body_filter(r, in);
+}
+
+
+/*
+ * nginx's own body read handler, but its errors are answered here: the
+ * read stops where the filter above says so
+ */
+static void
+ngx_hopgate_admin_read_body(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    /* in a buffered read this reads on, and calls the post handler */
+    rc = ngx_http_read_unbuffered_request_body(r);
+
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        ngx_http_finalize_request(r, ngx_hopgate_admin_too_large(r));
+        return;
+    }
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+static ngx_int_t
+ngx_hopgate_admin_too_large(ngx_http_request_t *r)
+{
+    /* the rest of the body stays unread: nginx drains it as it closes */
+    r->keepalive = 0;
+    r->lingering_close = 1;
+
+    return ngx_hopgate_admin_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                   "the body is too large");
 }
 
 
@@ -489,7 +584,8 @@ ngx_hopgate_admin_body(ngx_http_request_t *r)
             }
             p += n;
 
-        } else {
+        } else if (b->last != b->pos) {
+            /* not the empty last buffer of a chunked body (pos NULL) */
             p = ngx_cpymem(p, b->pos, b->last - b->pos);
         }
     }

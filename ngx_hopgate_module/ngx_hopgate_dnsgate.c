@@ -56,6 +56,7 @@ static ngx_int_t ngx_hopgate_dnsgate_lookup(ngx_hopgate_registry_t *r,
 static void ngx_hopgate_dnsgate_lookup_cancel(ngx_hopgate_registry_t *r,
     void *data);
 static void ngx_hopgate_dnsgate_resolved(ngx_resolver_ctx_t *rctx);
+static void ngx_hopgate_dnsgate_free(ngx_hopgate_dnsgate_check_t *ck);
 
 
 const ngx_hopgate_registry_ops_t  ngx_hopgate_dnsgate_ops = {
@@ -147,7 +148,7 @@ ngx_hopgate_dnsgate_exit_process(ngx_hopgate_registry_t *r)
         ck = ngx_queue_data(q, ngx_hopgate_dnsgate_check_t, link);
         ngx_queue_remove(q);
         ngx_resolve_name_done(ck->rctx);
-        ngx_free(ck);
+        ngx_hopgate_dnsgate_free(ck);
     }
 
     if (gate->next->ops->exit_process) {
@@ -187,7 +188,7 @@ ngx_hopgate_dnsgate_check(ngx_hopgate_registry_t *r, ngx_str_t *domain,
 
     rctx = ngx_resolve_start(gate->resolver, NULL);
     if (rctx == NULL || rctx == NGX_NO_RESOLVER) {
-        ngx_free(ck);
+        ngx_hopgate_dnsgate_free(ck);
         verdict->why = "the DNS gate has no resolver";
         return NGX_DECLINED;
     }
@@ -202,7 +203,7 @@ ngx_hopgate_dnsgate_check(ngx_hopgate_registry_t *r, ngx_str_t *domain,
 
     if (ngx_resolve_name(rctx) != NGX_OK) {
         /* the resolver freed rctx */
-        ngx_free(ck);
+        ngx_hopgate_dnsgate_free(ck);
         verdict->why = "the resolver failed";
         return NGX_DECLINED;
     }
@@ -216,7 +217,7 @@ ngx_hopgate_dnsgate_check(ngx_hopgate_registry_t *r, ngx_str_t *domain,
 
     /* answered from the resolver's cache, within the call */
     *verdict = ck->verdict;
-    ngx_free(ck);
+    ngx_hopgate_dnsgate_free(ck);
 
     if (verdict->rc != NGX_OK) {
         return NGX_DECLINED;
@@ -309,7 +310,7 @@ ngx_hopgate_dnsgate_resolved(ngx_resolver_ctx_t *rctx)
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                       "hopgate: DNS gate: %s", ck->verdict.why);
         ck->done(ck->data, &ck->verdict);
-        ngx_free(ck);
+        ngx_hopgate_dnsgate_free(ck);
         return;
     }
 
@@ -321,7 +322,7 @@ ngx_hopgate_dnsgate_resolved(ngx_resolver_ctx_t *rctx)
         ck->done(ck->data, &v);
     }
 
-    ngx_free(ck);
+    ngx_hopgate_dnsgate_free(ck);
 }
 
 
@@ -341,7 +342,7 @@ ngx_hopgate_dnsgate_cancel(ngx_hopgate_registry_t *r, void *data)
         if (ck->data == data) {
             ngx_queue_remove(q);
             ngx_resolve_name_done(ck->rctx);
-            ngx_free(ck);
+            ngx_hopgate_dnsgate_free(ck);
             return;
         }
     }
@@ -350,6 +351,15 @@ ngx_hopgate_dnsgate_cancel(ngx_hopgate_registry_t *r, void *data)
     if (gate->next->ops->cancel) {
         gate->next->ops->cancel(gate->next, data);
     }
+}
+
+
+/* the copy of the agent's key goes with the check, wiped */
+static void
+ngx_hopgate_dnsgate_free(ngx_hopgate_dnsgate_check_t *ck)
+{
+    ngx_explicit_memzero(ck->key.data, ck->key.len);
+    ngx_free(ck);
 }
 
 

@@ -35,6 +35,7 @@ typedef struct {
 } ngx_hopgate_file_t;
 
 
+static void ngx_hopgate_registry_file_cleanup(void *data);
 static ngx_int_t ngx_hopgate_registry_load(ngx_hopgate_file_t *reg,
     ngx_log_t *log, u_char *err, size_t errlen);
 static ngx_int_t ngx_hopgate_file_check(ngx_hopgate_registry_t *r,
@@ -71,12 +72,26 @@ void *
 ngx_hopgate_registry_file_create(ngx_conf_t *cf, ngx_str_t *path)
 {
     u_char               err[512];
+    ngx_pool_cleanup_t  *cln;
     ngx_hopgate_file_t  *reg;
 
     reg = ngx_pcalloc(cf->pool, sizeof(ngx_hopgate_file_t));
     if (reg == NULL) {
         return NULL;
     }
+
+    /*
+     * The table and the text are ngx_alloc()ed, since a worker replaces
+     * them when the file changes; they go with the cycle, or every reload
+     * would leave the master a copy.
+     */
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_hopgate_registry_file_cleanup;
+    cln->data = reg;
 
     reg->path = *path;
 
@@ -94,6 +109,25 @@ ngx_hopgate_registry_file_create(ngx_conf_t *cf, ngx_str_t *path)
     }
 
     return reg;
+}
+
+
+static void
+ngx_hopgate_registry_file_cleanup(void *data)
+{
+    ngx_hopgate_file_t  *reg = data;
+
+    if (reg->entries) {
+        ngx_free(reg->entries);
+        reg->entries = NULL;
+    }
+
+    if (reg->text) {
+        ngx_free(reg->text);
+        reg->text = NULL;
+    }
+
+    reg->nentries = 0;
 }
 
 

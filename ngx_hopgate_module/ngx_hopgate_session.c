@@ -25,6 +25,12 @@ static size_t  ngx_hopgate_out_len[NGX_HOPGATE_SEND_BATCH];
 static void ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf,
     size_t len, struct sockaddr *from, socklen_t fromlen,
     ngx_uint_t forwarded);
+static void ngx_hopgate_input_moved(ngx_hopgate_session_t *s,
+    ngx_hopgate_listener_t *l, u_char *buf, size_t len,
+    struct sockaddr *from, socklen_t fromlen);
+static void ngx_hopgate_input_new(ngx_hopgate_listener_t *l, hg_prefix_t *p,
+    u_char *buf, size_t len, struct sockaddr *from, socklen_t fromlen,
+    ngx_uint_t forwarded);
 static void ngx_hopgate_reset(ngx_hopgate_listener_t *l, const u_char *cid,
     size_t trigger_len, struct sockaddr *to, socklen_t tolen);
 static ngx_hopgate_session_t *ngx_hopgate_by_cid(const u_char *cid);
@@ -174,20 +180,21 @@ ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     } else {
         s = ngx_hopgate_by_addr(from, fromlen);
         if (s == NULL) {
-            /*
-             * a worker on its way out takes no new sessions; the agent's
-             * handshake retransmission finds the new worker sharing the
-             * socket
-             */
-            if (!w->exiting) {
-                ngx_hopgate_accept(l, buf, len, from, fromlen);
-            }
+            ngx_hopgate_input_new(l, &p, buf, len, from, fromlen, forwarded);
             return;
         }
     }
 
-    if (hg_conn_recv(s->conn, buf, len, from, fromlen, ngx_hopgate_now())
-        != HG_OK)
+    if (l->dst_len
+        && (l->dst_len != s->local_len
+            || ngx_memcmp(&l->dst, &s->local, l->dst_len) != 0))
+    {
+        /* sent to another of our addresses: it counts if it moves us */
+        ngx_hopgate_input_moved(s, l, buf, len, from, fromlen);
+
+    } else if (hg_conn_recv(s->conn, buf, len, from, fromlen,
+                            ngx_hopgate_now())
+               != HG_OK)
     {
         w->malformed++;
     }
@@ -197,6 +204,96 @@ ngx_hopgate_input(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
      * one ACK then covers the batch, and replies coalesce.
      */
     ngx_hopgate_session_kick(s);
+}
+
+
+/*
+ * A datagram of a session sent to a local address other than the one its
+ * agent used so far: the session answers from the new one only if the
+ * datagram moved it (authenticated, from a new peer address: migration),
+ * or anyone could make it answer from an address its agent drops.
+ */
+static void
+ngx_hopgate_input_moved(ngx_hopgate_session_t *s, ngx_hopgate_listener_t *l,
+    u_char *buf, size_t len, struct sockaddr *from, socklen_t fromlen)
+{
+    socklen_t               plen;
+    ngx_sockaddr_t          before;
+    const struct sockaddr  *peer;
+
+    peer = hg_conn_peer(s->conn, &plen);
+    ngx_memcpy(&before, peer, plen);
+
+    if (hg_conn_recv(s->conn, buf, len, from, fromlen, ngx_hopgate_now())
+        != HG_OK)
+    {
+        ngx_hopgate_worker->malformed++;
+        return;
+    }
+
+    peer = hg_conn_peer(s->conn, &plen);
+
+    if (ngx_cmp_sockaddr((struct sockaddr *) peer, plen, &before.sockaddr,
+                         plen, 1)
+        != NGX_OK)
+    {
+        ngx_hopgate_session_set_local(s, &l->dst.sockaddr, l->dst_len);
+    }
+}
+
+
+void
+ngx_hopgate_session_set_local(ngx_hopgate_session_t *s,
+    const struct sockaddr *local, socklen_t len)
+{
+    if (len > sizeof(ngx_sockaddr_t)) {
+        len = 0;
+    }
+
+    ngx_memcpy(&s->local, local, len);
+    s->local_len = len;
+}
+
+
+/*
+ * A datagram of no session here, without an id: a new handshake. It is
+ * the business of the worker the agent aims at, when the kernel did not
+ * steer it there (one socket shared by the workers, no BPF): that worker
+ * makes the cookie and keeps the handshake. A worker on its way out takes
+ * no new sessions: after a reload its successor does.
+ */
+static void
+ngx_hopgate_input_new(ngx_hopgate_listener_t *l, hg_prefix_t *p,
+    u_char *buf, size_t len, struct sockaddr *from, socklen_t fromlen,
+    ngx_uint_t forwarded)
+{
+    ngx_uint_t        target;
+    ngx_core_conf_t  *ccf;
+
+    if (!forwarded) {
+        if (ngx_hopgate_worker->exiting) {
+            (void) ngx_hopgate_forward_successor(l, buf, len, from, fromlen);
+            return;
+        }
+
+        if (p->flags & HG_PREFIX_FLAG_STEER) {
+            ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                                   ngx_core_module);
+            target = p->steer % (ngx_uint_t) ccf->worker_processes;
+
+            if (target != ngx_worker
+                && ngx_hopgate_forward_steered(l, target, buf, len, from,
+                                               fromlen)
+                   == NGX_OK)
+            {
+                return;
+            }
+        }
+    }
+
+    if (!ngx_hopgate_worker->exiting) {
+        ngx_hopgate_accept(l, buf, len, from, fromlen);
+    }
 }
 
 
@@ -399,6 +496,7 @@ ngx_hopgate_session_create(hg_conn_t *conn, struct sockaddr *from,
 
     s->addr_len = ngx_sock_ntop(from, fromlen, s->addr_text,
                                 NGX_SOCKADDR_STRLEN, 1);
+    ngx_hopgate_session_set_local(s, &l->dst.sockaddr, l->dst_len);
 
     s->cid_node.key = ngx_hopgate_cid_key(hg_conn_cid(conn));
     ngx_rbtree_insert(&w->by_cid, &s->cid_node);
@@ -479,7 +577,8 @@ ngx_hopgate_session_send(ngx_hopgate_session_t *s, hg_time_t now)
         }
 
         ngx_hopgate_send_batch(s->listener, ngx_hopgate_out,
-                               ngx_hopgate_out_len, count, peer, plen);
+                               ngx_hopgate_out_len, count, peer, plen,
+                               &s->local.sockaddr, s->local_len);
 
     } while (count == NGX_HOPGATE_SEND_BATCH);
 }
@@ -726,6 +825,9 @@ ngx_hopgate_session_decide(ngx_hopgate_session_t *s,
     ngx_hopgate_domain_t   *d;
     ngx_hopgate_session_t  *other;
 
+    /* the key has been judged: it is wiped, whatever the verdict */
+    hg_conn_forget_key(s->conn);
+
     domain.data = s->domain_name;
     domain.len = s->domain_len;
 
@@ -892,6 +994,8 @@ ngx_hopgate_session_destroy(ngx_hopgate_session_t *s)
         ngx_delete_posted_event(&s->run);
     }
 
+    /* the registry may not have answered */
+    hg_conn_forget_key(s->conn);
     hg_conn_free(s->conn);
     ngx_hopgate_halfopen_freed(s);
     ngx_free(s);

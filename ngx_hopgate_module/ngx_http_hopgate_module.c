@@ -30,6 +30,7 @@ static char *ngx_http_hopgate_check_buffer(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_http_hopgate_check_file(ngx_conf_t *cf, void *post,
     void *data);
+static void ngx_http_hopgate_ssl_cleanup(void *data);
 static ngx_int_t ngx_http_hopgate_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_hopgate_init_process(ngx_cycle_t *cycle);
 static void ngx_http_hopgate_exit_process(ngx_cycle_t *cycle);
@@ -256,6 +257,10 @@ ngx_http_hopgate_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (ngx_hopgate_admin_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_hopgate_pages_init(cf);
 }
 
@@ -269,6 +274,9 @@ ngx_http_hopgate_create_main_conf(ngx_conf_t *cf)
     if (hmcf == NULL) {
         return NULL;
     }
+
+    /* each loaded configuration is a generation of workers */
+    hmcf->generation = ngx_hopgate_next_generation();
 
     /*
      * set by ngx_pcalloc():
@@ -336,6 +344,7 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_uint_t                  i;
     const char                 *why, *directive;
     hg_config_t                 cfg;
+    ngx_pool_cleanup_t         *cln;
     ngx_http_hopgate_listen_t  *hl;
 
     ngx_conf_init_size_value(hmcf->mtu, HG_MTU_DEFAULT);
@@ -410,6 +419,15 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* the context goes with the cycle: a reload makes a new one */
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_hopgate_ssl_cleanup;
+    cln->data = hmcf;
+
     hmcf->ssl_ctx = hg_tls_server_ctx((char *) hmcf->certificate.data,
                                       (char *) hmcf->certificate_key.data,
                                       err, sizeof(err));
@@ -424,6 +442,12 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /*
+     * OpenSSL keeps a record's plaintext in its read buffer until the next
+     * record overwrites it; a HELLO carries the agent's key
+     */
+    SSL_CTX_set_options(hmcf->ssl_ctx, SSL_OP_CLEANSE_PLAINTEXT);
+
     hl = hmcf->listen.elts;
     for (i = 0; i < hmcf->listen.nelts; i++) {
         hl[i].index = i;
@@ -433,6 +457,18 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_hopgate_ssl_cleanup(void *data)
+{
+    ngx_http_hopgate_main_conf_t  *hmcf = data;
+
+    if (hmcf->ssl_ctx) {
+        SSL_CTX_free(hmcf->ssl_ctx);
+        hmcf->ssl_ctx = NULL;
+    }
 }
 
 
@@ -737,7 +773,11 @@ ngx_http_hopgate_init_module(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    /* the sockets are open and bound now: steer them */
+    /* the sockets are open and bound now: configure and steer them */
+    if (ngx_hopgate_listen_configure(cycle, hmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_hopgate_steer_attach(cycle, hmcf);
 }
 

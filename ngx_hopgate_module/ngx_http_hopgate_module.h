@@ -96,6 +96,7 @@ typedef struct {
     ngx_flag_t                   tunnel;     /* a hopgate_tunnel location */
     SSL_CTX                     *ssl_ctx;
     ngx_log_t                   *log;
+    ngx_uint_t                   generation; /* configurations loaded */
 } ngx_http_hopgate_main_conf_t;
 
 
@@ -119,6 +120,8 @@ struct ngx_hopgate_listener_s {
     ngx_connection_t            *conn;       /* our own dup of the socket */
     hg_listener_t               *engine;
     ngx_uint_t                   index;
+    ngx_sockaddr_t               dst;        /* where the datagram in hand */
+    socklen_t                    dst_len;    /* went; 0: not wildcard */
 };
 
 
@@ -149,6 +152,8 @@ struct ngx_hopgate_session_s {
     ngx_queue_t                  pumps;
     u_char                       addr_text[NGX_SOCKADDR_STRLEN];
     size_t                       addr_len;
+    ngx_sockaddr_t               local;      /* where the agent sends to, */
+    socklen_t                    local_len;  /* 0: the socket's address */
     u_char                       agent_version[64];
     u_char                       agent_id[64];
     ngx_int_t                    worker_hint; /* the worker it aimed at */
@@ -202,6 +207,10 @@ typedef struct {
     hg_config_t                   engine;
     uint8_t                       tag[NGX_HOPGATE_TAG_LEN];
     ngx_connection_t             *forward;   /* unix datagram socket */
+    ngx_connection_t             *steer;     /* and by worker index */
+    ngx_int_t                     forward_slot;  /* the last sender's */
+    ngx_uint_t                    forward_refused;
+    time_t                        forward_logged;
     ngx_connection_t             *exit_watch; /* told when the worker
                                                  quits (tunnels only) */
     ngx_queue_t                   tunnels;   /* open hopgate_tunnel
@@ -225,17 +234,31 @@ ngx_int_t ngx_hopgate_listen_add(ngx_conf_t *cf,
     ngx_http_hopgate_listen_t *hl);
 ngx_int_t ngx_hopgate_steer_attach(ngx_cycle_t *cycle,
     ngx_http_hopgate_main_conf_t *hmcf);
+ngx_int_t ngx_hopgate_listen_configure(ngx_cycle_t *cycle,
+    ngx_http_hopgate_main_conf_t *hmcf);
 ngx_int_t ngx_hopgate_listeners_init(ngx_cycle_t *cycle,
     ngx_hopgate_worker_t *w);
 void ngx_hopgate_listeners_close(ngx_hopgate_worker_t *w);
+/* a reply to the datagram in hand, from the address it was sent to */
 void ngx_hopgate_send(ngx_hopgate_listener_t *l, const u_char *buf,
     size_t len, const struct sockaddr *to, socklen_t tolen);
+/* a session's datagrams, from its local address (none: the socket's) */
 void ngx_hopgate_send_batch(ngx_hopgate_listener_t *l,
     u_char (*bufs)[HG_MTU_MAX + 64], size_t *lens, ngx_uint_t count,
-    const struct sockaddr *to, socklen_t tolen);
+    const struct sockaddr *to, socklen_t tolen,
+    const struct sockaddr *local, socklen_t locallen);
 ngx_int_t ngx_hopgate_forward(ngx_hopgate_listener_t *l, const u_char *cid,
     const u_char *dgram, size_t len, const struct sockaddr *from,
     socklen_t fromlen);
+/* to the worker of that index of this configuration (software steering) */
+ngx_int_t ngx_hopgate_forward_steered(ngx_hopgate_listener_t *l,
+    ngx_uint_t worker, const u_char *dgram, size_t len,
+    const struct sockaddr *from, socklen_t fromlen);
+/* to this worker's successor of a later configuration (after a reload) */
+ngx_int_t ngx_hopgate_forward_successor(ngx_hopgate_listener_t *l,
+    const u_char *dgram, size_t len, const struct sockaddr *from,
+    socklen_t fromlen);
+ngx_uint_t ngx_hopgate_next_generation(void);
 
 /* ngx_hopgate_session.c */
 void ngx_hopgate_datagram(ngx_hopgate_listener_t *l, u_char *buf,
@@ -247,6 +270,10 @@ ngx_hopgate_session_t *ngx_hopgate_session_create(hg_conn_t *conn,
 void ngx_hopgate_session_destroy(ngx_hopgate_session_t *s);
 const char *ngx_hopgate_session_transport(ngx_hopgate_session_t *s);
 void ngx_hopgate_session_run(ngx_hopgate_session_t *s);
+/* the address the session's agent sends to: set at accept, and when an
+   authenticated datagram moves the session; len 0 for the socket's own */
+void ngx_hopgate_session_set_local(ngx_hopgate_session_t *s,
+    const struct sockaddr *local, socklen_t len);
 void ngx_hopgate_session_kick(ngx_hopgate_session_t *s);
 void ngx_hopgate_domain_release(ngx_hopgate_domain_t *d);
 ngx_hopgate_domain_t *ngx_hopgate_domain_get(ngx_str_t *name,
@@ -288,6 +315,7 @@ void ngx_hopgate_pump_detach(ngx_hopgate_pump_t *p);
 
 
 /* ngx_hopgate_admin.c */
+ngx_int_t ngx_hopgate_admin_init(ngx_conf_t *cf);
 char *ngx_hopgate_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_hopgate_admin_key_file(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -437,6 +437,8 @@ int hg_conn_next_event(hg_conn_t *c, hg_event_t *ev);
 int hg_conn_accept(hg_conn_t *c, uint64_t session_id, uint32_t worker_index,
     uint32_t worker_count, const char *const *edges, size_t nedges);
 int hg_conn_reject(hg_conn_t *c, uint32_t code, const char *text);
+/* server: wipe the HELLO's key text (hello->api_key becomes "") */
+void hg_conn_forget_key(hg_conn_t *c);
 
 /*
  * GOAWAY: the peer may open no new stream; open ones finish. We may still

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "hg_conn.h"
 
 
@@ -987,4 +989,16 @@ hg_conn_get_stats(const hg_conn_t *c, hg_conn_stats_t *st)
     st->bytes_in_flight = c->cc.bytes_in_flight;
     st->packets_lost = c->rec.packets_lost;
     st->congestion_events = c->cc.congestion_events;
+}
+
+
+/*
+ * The edge needs the agent's key only until the registry has judged it:
+ * then the text is wiped, so that it does not sit in memory (or a core
+ * dump) for the session's whole life.
+ */
+void
+hg_conn_forget_key(hg_conn_t *c)
+{
+    OPENSSL_cleanse(c->hello_key, sizeof(c->hello_key));
 }

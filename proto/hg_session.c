@@ -19,6 +19,8 @@
 
 
 static int hg_params_valid(const Hopgate__TransportParams *p);
+static void hg_hello_cleanse(Hopgate__HelloFrame *f,
+    const hg_codec_bytes_t *body);
 static int hg_frame_hello(hg_conn_t *c, const Hopgate__HelloFrame *f);
 static int hg_frame_hello_ack(hg_conn_t *c, const Hopgate__HelloAckFrame *f);
 static int hg_frame_close(hg_conn_t *c, const Hopgate__CloseFrame *f);
@@ -204,6 +206,7 @@ hg_session_frame(hg_conn_t *c, hg_codec_kind_t kind,
 
     case HOPGATE__FRAME__BODY_HELLO:
         rc = hg_frame_hello(c, (Hopgate__HelloFrame *) m);
+        hg_hello_cleanse((Hopgate__HelloFrame *) m, body);
         break;
 
     case HOPGATE__FRAME__BODY_HELLO_ACK:
@@ -231,6 +234,23 @@ hg_session_frame(hg_conn_t *c, hg_codec_kind_t kind,
     protobuf_c_message_free_unpacked(m, NULL);
 
     return rc;
+}
+
+
+/*
+ * The key a HELLO carried is kept only in c->hello_key (which the shell
+ * wipes with hg_conn_forget_key once the registry has judged it): its
+ * decoded copy goes now, and so does the plaintext of the frame, which is
+ * the engine's own receive buffer.
+ */
+static void
+hg_hello_cleanse(Hopgate__HelloFrame *f, const hg_codec_bytes_t *body)
+{
+    if (f->api_key != NULL && f->api_key != protobuf_c_empty_string) {
+        OPENSSL_cleanse(f->api_key, strlen(f->api_key));
+    }
+
+    OPENSSL_cleanse((uint8_t *) body->data, body->len);
 }
 
 

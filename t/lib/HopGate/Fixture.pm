@@ -154,6 +154,8 @@ sub hopgate_init {
 # an eval instead, so a die fails its block (and so its file) and the
 # other files still run.
 sub guard_init {
+    # plain Test::More files (no blocks) use the fixture too
+    return unless defined &Test::Nginx::Util::add_block_preprocessor;
     &Test::Nginx::Util::add_block_preprocessor(sub {
         my ($block) = @_;
         my $init = $block->init;
@@ -182,8 +184,9 @@ sub start_app {
     die "fork: $!" unless defined $pid;
     if ($pid == 0) {
         open STDOUT, '>', '/dev/null';
+        # (without hopgate_init there is no directory for /hold)
         exec $^X, "$root/t/lib/hopgate-app", '--port', $port,
-             '--dir', $state{dir}
+             ($state{dir} ? ('--dir', $state{dir}) : ())
             or die "exec hopgate-app: $!";
     }
     $state{app_pid} = $pid;
@@ -234,10 +237,11 @@ sub hold_release {
 
 # Starts hopgate-agent; by default for app.test with the right key, the
 # edge's CA, and the local app. Options: domain, key, to, server, args
-# (extra flags), env (hash), keep (do not stop the agents already running),
-# binary (another build of the agent, e.g. the sanitizer one), transport
-# (--transport: udp unless given; with auto or tcp, --tcp-server is the
-# fixture's tunnel unless tcp_server says otherwise).
+# (extra flags), no_key (no --key: args or env give it), env (hash), keep
+# (do not stop the agents already running), binary (another build of the
+# agent, e.g. the sanitizer one), transport (--transport: udp unless
+# given; with auto or tcp, --tcp-server is the fixture's tunnel unless
+# tcp_server says otherwise).
 sub start_agent {
     my (%o) = @_;
 
@@ -248,7 +252,7 @@ sub start_agent {
     my @args = (
         '--server', $o{server} // "127.0.0.1:$state{edge_port}",
         '--domain', $o{domain} // 'app.test',
-        '--key', $o{key} // $state{key},
+        ($o{no_key} ? () : ('--key', $o{key} // $state{key})),
         '--to', $o{to} // "127.0.0.1:$state{app_port}",
         '--ca', "$state{dir}/edge.pem",
         '--log-level', $o{log_level} // 'debug',
