@@ -142,7 +142,7 @@ agent_transport_tick(agent_t *a, hg_time_t now)
         agent_log(AGENT_LOG_DEBUG, "trying UDP to %s:%s again",
                   a->server_host, a->server_port);
 
-        s = agent_session_dial(a, HG_CARRIER_DATAGRAM, -1, now);
+        s = agent_session_dial(a, HG_CARRIER_DATAGRAM, 0, now);
         if (s) {
             s->probe = 1;
         }

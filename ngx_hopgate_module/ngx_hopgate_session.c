@@ -447,6 +447,7 @@ ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
     }
 
     s->listener = l;
+    ngx_hopgate_session_set_local(s, &l->dst.sockaddr, l->dst_len);
     ngx_hopgate_addr_index(s);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
@@ -496,7 +497,6 @@ ngx_hopgate_session_create(hg_conn_t *conn, struct sockaddr *from,
 
     s->addr_len = ngx_sock_ntop(from, fromlen, s->addr_text,
                                 NGX_SOCKADDR_STRLEN, 1);
-    ngx_hopgate_session_set_local(s, &l->dst.sockaddr, l->dst_len);
 
     s->cid_node.key = ngx_hopgate_cid_key(hg_conn_cid(conn));
     ngx_rbtree_insert(&w->by_cid, &s->cid_node);

@@ -338,7 +338,8 @@ sleep 4;
 my $log = HopGate::Fixture::agent_log($agent);
 Test::More::unlike($log, qr/over tcp|switching|connected to/,
                    'no TCP, no session');
-Test::More::like($log, qr/dialling \S+ over udp/, 'it keeps to UDP');
+Test::More::like($log, qr/dialling \S+ (for worker \d+ )?over udp/,
+                 'it keeps to UDP');
 --- request
 GET /hello
 --- more_headers

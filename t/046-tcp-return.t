@@ -103,7 +103,7 @@ my $requests = main::in_child('requests', sub {
     my $t0 = time;
     while (time - $t0 < 8) {
         my ($code) = HopGate::Fixture::http_get('/hello');
-        push @codes, $code;
+        push @codes, sprintf '%s@%.3f', $code, time;
         sleep 0.02;
     }
     return "@codes";
@@ -114,10 +114,10 @@ Test::More::ok(HopGate::Relay::block($relay, 0), 'UDP passes again');
 my $unblocked = time;
 
 my $codes = main::child_result($requests, 30);
-my @codes = split ' ', $codes;
-Test::More::cmp_ok(scalar @codes, '>', 50, scalar(@codes) . ' requests');
-Test::More::is(scalar(grep { $_ ne '200' } @codes), 0,
-               'every request during the switch answered 200')
+my @answers = map { [split /@/] } split ' ', $codes;
+Test::More::is(scalar(grep { $_->[0] ne '200' } @answers), 0,
+               scalar(@answers) . ' requests before, during and after the '
+               . 'switch, all answered 200')
     or Test::More::diag("codes: $codes");
 
 my ($code, $got, $sha, $ended) = split ' ',
@@ -136,6 +136,11 @@ Test::More::ok(defined $back && defined $udp && defined $drain,
 Test::More::ok(defined $udp && $udp - $unblocked < 3.5,
                sprintf 'UDP serves %.2f s after it passed again (probes '
                        . 'every 2 s, jittered)', ($udp // 0) - $unblocked);
+# answered while UDP came up and TCP drained, a second either side
+my @during = grep { $_->[1] > $unblocked - 1 && $_->[1] < ($drain // 0) + 1 }
+             @answers;
+Test::More::cmp_ok(scalar @during, '>=', 3,
+                   scalar(@during) . ' of them around the switch');
 Test::More::ok(defined $drain && $ended > $drain + 1,
                sprintf 'the download was still on the TCP session when it '
                        . 'drained (it ended %.1f s later)',
