@@ -5,6 +5,12 @@
  *   agent_loop.c      epoll, the monotonic clock, the main loop
  *   agent_session.c   one session per edge worker: dialling, coverage,
  *                     backoff, GOAWAY, drain
+ *   agent_transport.c which carrier new sessions use (--transport auto:
+ *                     UDP, TCP when UDP gets no answer, UDP again when
+ *                     a probe gets one)
+ *   agent_tcp.c       the TCP carrier: connect, CONNECT through a proxy,
+ *                     TLS, the HTTP Upgrade, then packets
+ *   agent_proxy.c     --proxy, HTTPS_PROXY and NO_PROXY
  *   agent_stream.c    each tunnel stream as a TCP connection to the
  *                     local target, pumped both ways with backpressure
  *   agent_target.c    the local target: its address, a probe at start
@@ -40,6 +46,12 @@
 #define AGENT_RESTART_WINDOW  (60 * HG_SEC)
 #define AGENT_STABLE_PERIOD   (60 * HG_SEC)
 #define AGENT_IDENTITY_TRIES  3           /* certificate name mismatches */
+/* auto: a UDP handshake not done by then sends new sessions over TCP */
+#define AGENT_UDP_PATIENCE    (2 * HG_SEC)
+#define AGENT_TCP_OUT         (256 * 1024)    /* TCP write buffer */
+#define AGENT_TCP_HEAD_MAX    8192            /* a proxy's or the edge's
+                                                 response head */
+#define AGENT_TCP_PATH        "/.hopgate/tunnel"
 
 #define AGENT_EXIT_OK         0
 #define AGENT_EXIT_ERROR      1
@@ -58,7 +70,8 @@ typedef enum {
     AGENT_FD_STREAM,
     AGENT_FD_SIGNAL,
     AGENT_FD_METRICS,
-    AGENT_FD_PROBE
+    AGENT_FD_PROBE,
+    AGENT_FD_TUNNEL                   /* a session's TCP connection */
 } agent_fd_kind_t;
 
 typedef struct {
@@ -84,10 +97,27 @@ typedef enum {
     AGENT_SS_DEAD
 } agent_session_state_t;
 
+typedef struct agent_tcp_s  agent_tcp_t;
+
+/* an HTTP proxy for the TCP carrier (agent_proxy.c) */
+typedef struct {
+    int                     set;
+    int                     auth;
+    char                    host[256];
+    char                    port[16];
+    char                    user[256];
+    char                    pass[256];
+    char                    shown[600];       /* for logs: no password */
+} agent_proxy_t;
+
 struct agent_session_s {
     agent_t                *agent;
     agent_fd_t              tag;
-    int                     fd;               /* connected UDP socket */
+    int                     fd;               /* connected UDP socket, or
+                                                 the TCP connection */
+    hg_carrier_t            carrier;
+    agent_tcp_t            *tcp;              /* the TCP carrier's state */
+    unsigned                probe:1;          /* auto on TCP: trying UDP */
     hg_conn_t              *conn;
     agent_session_state_t   state;
     agent_failure_t         failure;          /* set: freed at the tick */
@@ -148,9 +178,18 @@ struct agent_s {
     int                     sigfd;
     agent_fd_t              sig_tag;
     SSL_CTX                *ssl;
+    SSL_CTX                *tls;              /* the TCP carrier's */
     hg_config_t             engine;
     char                    server_host[256];
     char                    server_port[16];
+    char                    tcp_host[256];    /* --tcp-server */
+    char                    tcp_port[16];
+    agent_proxy_t           proxy;
+    hg_carrier_t            carrier;          /* what new sessions use */
+    hg_time_t               udp_waiting;      /* auto: since when a UDP
+                                                 dial is unanswered */
+    hg_time_t               probe_at;         /* auto on TCP: next UDP try */
+    uint64_t                switches;         /* carrier changes */
     struct sockaddr_storage target;
     socklen_t               targetlen;
     int                     probe_fd;         /* connect() to the target */
@@ -167,6 +206,7 @@ struct agent_s {
                                                  the edge going away */
     unsigned                failures;         /* consecutive */
     unsigned                identity_failures; /* consecutive */
+    unsigned                duplicates;       /* consecutive HG_CODE_DUPLICATE */
     int                     draining;         /* SIGTERM received */
     agent_stream_t         *graveyard;        /* freed after the epoll batch */
     hg_time_t               drain_deadline;
@@ -206,6 +246,13 @@ void agent_target_probe_stop(agent_t *a);
 
 /* agent_session.c */
 int agent_sessions_start(agent_t *a);
+agent_session_t *agent_session_dial(agent_t *a, hg_carrier_t carrier,
+    int aimed_at, hg_time_t now);
+void agent_session_events(agent_session_t *s);
+void agent_session_failed(agent_session_t *s, uint32_t code,
+    const char *why);
+int agent_session_live(const agent_session_t *s);
+const char *agent_carrier_name(hg_carrier_t carrier);
 void agent_parse_server(agent_t *a);
 void agent_session_readable(agent_session_t *s);
 void agent_session_flush(agent_session_t *s);
@@ -215,6 +262,28 @@ void agent_sessions_drain(agent_t *a);
 void agent_sessions_reload(agent_t *a);
 void agent_sessions_free(agent_t *a);
 int agent_random(void *ctx, uint8_t *buf, size_t len);
+
+/* agent_transport.c */
+void agent_transport_init(agent_t *a);
+void agent_transport_tick(agent_t *a, hg_time_t now);
+void agent_transport_udp_failed(agent_t *a, const char *why);
+void agent_transport_ready(agent_session_t *s);
+hg_time_t agent_transport_deadline(agent_t *a);
+
+/* agent_tcp.c */
+int agent_tcp_setup(agent_t *a, const agent_config_t *cfg);
+int agent_tcp_start(agent_session_t *s);
+void agent_tcp_io(agent_session_t *s, uint32_t events);
+void agent_tcp_flush(agent_session_t *s);
+void agent_tcp_free(agent_session_t *s);
+
+/* agent_proxy.c */
+int agent_proxy_parse(agent_proxy_t *p, const char *url, char *err,
+    size_t errlen);
+int agent_proxy_choose(agent_proxy_t *p, const char *flag,
+    const char *edge, char *err, size_t errlen);
+int agent_proxy_authorization(const agent_proxy_t *p, char *out,
+    size_t cap);
 
 /* agent_stream.c */
 void agent_stream_opened(agent_session_t *s, int64_t id,

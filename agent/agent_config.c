@@ -32,7 +32,9 @@ typedef enum {
     OPT_NAME,                   /* a host name or an IP address */
     OPT_DOMAIN,
     OPT_KEY,
-    OPT_KEY_FILE                /* a file holding the key */
+    OPT_KEY_FILE,               /* a file holding the key */
+    OPT_TRANSPORT,              /* auto, udp or tcp */
+    OPT_SECONDS                 /* 1 to 3600 */
 } opt_type_t;
 
 /* where a value came from: a later layer wins */
@@ -61,6 +63,17 @@ typedef struct {
 static const opt_def_t  agent_opts[] = {
     { "server", "HOP_CLIENT_SERVER_ADDR", OPT_HOSTPORT, OFF(server),
       "HOST:PORT", "the edge's hopgate_listen address (UDP)", NULL },
+    { "transport", "HOP_CLIENT_TRANSPORT", OPT_TRANSPORT, OFF(transport),
+      "MODE", "auto (default: UDP, else TLS/TCP), udp or tcp", NULL },
+    { "tcp-server", "HOP_CLIENT_TCP_SERVER", OPT_HOSTPORT, OFF(tcp_server),
+      "HOST:PORT", "the edge's hopgate_tunnel (default: --server's host, "
+      "port 443)", NULL },
+    { "proxy", "HOP_CLIENT_PROXY", OPT_STRING, OFF(proxy),
+      "URL", "TCP through http://[USER:PASS@]HOST:PORT (default: "
+      "HTTPS_PROXY unless NO_PROXY)", NULL },
+    { "udp-retry", "HOP_CLIENT_UDP_RETRY", OPT_SECONDS, OFF(udp_retry),
+      "SECONDS", "auto on TCP: try UDP again this often (default 60)",
+      NULL },
     { "server-name", "HOP_CLIENT_SERVER_NAME", OPT_NAME, OFF(server_name),
       "NAME", "certificate name to check (default: --server's host)", NULL },
     { "domain", "HOP_CLIENT_DOMAIN", OPT_DOMAIN, OFF(domain),
@@ -455,6 +468,32 @@ apply(agent_config_t *cfg, const opt_def_t *o, const char *value,
         *(size_t *) ((char *) cfg + o->offset) = (size_t) n;
         return 0;
 
+    case OPT_SECONDS:
+        errno = 0;
+        n = strtol(value, &end, 10);
+        if (errno || *end != '\0' || n < 1 || n > 3600) {
+            set_err(err, errlen, "%s must be 1..3600 seconds, not \"%s\"",
+                    source, value);
+            return -1;
+        }
+        *(int *) ((char *) cfg + o->offset) = (int) n;
+        return 0;
+
+    case OPT_TRANSPORT:
+        if (strcmp(value, "auto") == 0) {
+            n = AGENT_TRANSPORT_AUTO;
+        } else if (strcmp(value, "udp") == 0) {
+            n = AGENT_TRANSPORT_UDP;
+        } else if (strcmp(value, "tcp") == 0) {
+            n = AGENT_TRANSPORT_TCP;
+        } else {
+            set_err(err, errlen, "%s must be auto, udp or tcp, not \"%s\"",
+                    source, value);
+            return -1;
+        }
+        *(int *) ((char *) cfg + o->offset) = (int) n;
+        return 0;
+
     case OPT_LEVEL:
         if (strcmp(value, "error") == 0) {
             n = AGENT_LOG_ERROR;
@@ -754,6 +793,7 @@ load_layers(agent_config_t *cfg, int argc, char **argv, char *err,
 
     cfg->mtu = HG_MTU_DEFAULT;
     cfg->log_level = AGENT_LOG_INFO;
+    cfg->udp_retry = (int) (AGENT_UDP_RETRY_DEFAULT);
 
     if (config_path != NULL && *config_path != '\0') {
         free(cfg->config);
@@ -804,6 +844,8 @@ agent_config_free(agent_config_t *cfg)
         case OPT_BOOL:
         case OPT_MTU:
         case OPT_LEVEL:
+        case OPT_TRANSPORT:
+        case OPT_SECONDS:
             break;
         default:
             free(*(char **) ((char *) cfg + agent_opts[i].offset));

@@ -20,8 +20,20 @@
 #define AGENT_KEY_HEX    64
 
 
+/* how sessions reach the edge: --transport */
+#define AGENT_TRANSPORT_AUTO  0         /* UDP, falling back to TCP */
+#define AGENT_TRANSPORT_UDP   1
+#define AGENT_TRANSPORT_TCP   2
+#define AGENT_UDP_RETRY_DEFAULT  60     /* seconds */
+
 typedef struct {
     char    *server;            /* HOST:PORT of the edge's hopgate_listen */
+    int      transport;         /* AGENT_TRANSPORT_* */
+    char    *tcp_server;        /* HOST:PORT of its hopgate_tunnel, or
+                                   NULL: --server's host, port 443 */
+    char    *proxy;             /* http://[user:pass@]host:port, or NULL:
+                                   HTTPS_PROXY (unless NO_PROXY) */
+    int      udp_retry;         /* auto on TCP: seconds between UDP tries */
     char    *server_name;       /* the name to check, or NULL: the host */
     char    *domain;
     char    *key;

@@ -193,6 +193,10 @@ agent_loop_run(agent_t *a)
             case AGENT_FD_PROBE:
                 agent_target_probe_io(tag->ptr);
                 break;
+
+            case AGENT_FD_TUNNEL:
+                agent_tcp_io(tag->ptr, events[i].events);
+                break;
             }
         }
 

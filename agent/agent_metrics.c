@@ -344,16 +344,20 @@ agent_metrics_body(agent_t *a, agent_text_t *t)
     agent_stream_t   *st;
     hg_conn_stats_t   stats;
     char              domain[512], server[512];
-    unsigned          states[AGENT_SS_DEAD + 1];
+    unsigned          states[AGENT_SS_DEAD + 1], carriers[2];
     uint64_t          streams;
     int               i, w, ready;
 
     memset(states, 0, sizeof(states));
+    memset(carriers, 0, sizeof(carriers));
     streams = 0;
 
     for (i = 0; i < a->nsessions; i++) {
         s = a->sessions[i];
         states[s->state]++;
+        if (s->state == AGENT_SS_READY || s->state == AGENT_SS_DRAINING) {
+            carriers[s->carrier == HG_CARRIER_STREAM]++;
+        }
         for (st = s->stream_list; st; st = st->next) {
             streams++;
         }
@@ -383,6 +387,24 @@ agent_metrics_body(agent_t *a, agent_text_t *t)
                "hopgate_agent_sessions{state=\"draining\"} %u\n",
                states[AGENT_SS_CONNECTING], states[AGENT_SS_READY],
                states[AGENT_SS_DRAINING]);
+
+    agent_family(t, "hopgate_agent_transport_sessions", "gauge",
+                 "Ready and draining sessions by the carrier they ride.");
+    agent_text(t, "hopgate_agent_transport_sessions{transport=\"udp\"} %u\n"
+               "hopgate_agent_transport_sessions{transport=\"tcp\"} %u\n",
+               carriers[0], carriers[1]);
+
+    agent_family(t, "hopgate_agent_transport", "gauge",
+                 "The carrier new sessions use (1), by name.");
+    agent_text(t, "hopgate_agent_transport{transport=\"udp\"} %d\n"
+               "hopgate_agent_transport{transport=\"tcp\"} %d\n",
+               a->carrier == HG_CARRIER_DATAGRAM,
+               a->carrier == HG_CARRIER_STREAM);
+
+    agent_family(t, "hopgate_agent_transport_switches_total", "counter",
+                 "Moves between UDP and TCP (--transport auto).");
+    agent_text(t, "hopgate_agent_transport_switches_total %llu\n",
+               (unsigned long long) a->switches);
 
     agent_family(t, "hopgate_agent_worker_sessions", "gauge",
                  "Ready sessions per edge worker (0: a worker not covered "

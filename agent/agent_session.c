@@ -7,6 +7,14 @@
  * already covered; it is closed and the agent dials again from a new
  * source port, which hashes elsewhere.
  *
+ * Over TCP (agent_tcp.c) nothing can be aimed: a connection lands on
+ * whichever worker accepts it. HELLO then names the worker wanted, and
+ * the edge refuses a session of ours in a worker we already cover
+ * (HG_CODE_DUPLICATE), so the agent dials one TCP session at a time
+ * until every worker is covered. Which carrier new sessions use is
+ * agent_transport.c's decision; coverage counts the sessions of that
+ * carrier only.
+ *
  * Failures back off exponentially with jitter (fast first retry, capped,
  * reset after a stable period). A GOAWAY is answered by dialling the
  * replacement first; the old session finishes its streams.
@@ -29,10 +37,10 @@
 #include "agent.h"
 
 
-#define AGENT_DUPLICATE_BUDGET  8     /* coverage re-dials per worker */
+#define AGENT_DUPLICATE_BUDGET  32    /* coverage re-dials in a row */
+#define AGENT_DUPLICATE_PAUSE   (200 * HG_MS)   /* then, between tries */
 
 
-static void agent_session_events(agent_session_t *s);
 static void agent_session_free(agent_session_t *s);
 static void agent_schedule_redial(agent_t *a, hg_time_t now, int failure);
 static void agent_retire_covering(agent_t *a, agent_session_t *s);
@@ -90,34 +98,37 @@ agent_resolve(agent_t *a, struct sockaddr_storage *ss, socklen_t *len)
 }
 
 
-static agent_session_t *
-agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
+const char *
+agent_carrier_name(hg_carrier_t carrier)
 {
-    int               pmtu;
-    agent_session_t  *s;
-    hg_hello_t        hello;
-    const char       *sni;
+    return carrier == HG_CARRIER_STREAM ? "tcp" : "udp";
+}
 
-    if (a->nsessions == AGENT_MAX_SESSIONS) {
-        return NULL;
+
+/* where a session's carrier goes, for messages */
+static void
+agent_session_endpoint(const agent_session_t *s, char *buf, size_t len)
+{
+    const agent_t  *a = s->agent;
+
+    if (s->carrier == HG_CARRIER_STREAM) {
+        snprintf(buf, len, "%s:%s over tcp", a->tcp_host, a->tcp_port);
+    } else {
+        snprintf(buf, len, "%s:%s", a->server_host, a->server_port);
     }
+}
 
-    s = calloc(1, sizeof(agent_session_t));
-    if (s == NULL) {
-        return NULL;
-    }
 
-    s->agent = a;
-    s->fd = -1;
-    s->aimed_at = aimed_at;
-    s->worker = -1;
-    s->dialled = now;
-    s->tag.kind = AGENT_FD_SESSION;
-    s->tag.ptr = s;
+static int
+agent_session_udp_open(agent_session_t *s, const hg_hello_t *hello,
+    hg_time_t now)
+{
+    int          pmtu;
+    agent_t     *a = s->agent;
+    const char  *sni;
 
     if (agent_resolve(a, &s->peer, &s->peerlen) != 0) {
-        free(s);
-        return NULL;
+        return -1;
     }
 
     /* a new socket is a new source port: it hashes to some worker anew */
@@ -128,11 +139,7 @@ agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
     {
         agent_log(AGENT_LOG_WARN, "cannot open a UDP socket to %s:%s: %s",
                   a->server_host, a->server_port, strerror(errno));
-        if (s->fd != -1) {
-            close(s->fd);
-        }
-        free(s);
-        return NULL;
+        return -1;
     }
 
     /* never fragmented: a datagram too large for the path is refused */
@@ -149,6 +156,44 @@ agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
         sni = NULL;
     }
 
+    s->conn = hg_conn_client_new(&a->engine, a->ssl, sni, hello,
+                                 (struct sockaddr *) &s->peer, s->peerlen,
+                                 now);
+    if (s->conn == NULL || agent_watch(a, s->fd, EPOLLIN, &s->tag) != 0) {
+        agent_log(AGENT_LOG_ERROR, "cannot start a session");
+        return -1;
+    }
+
+    return 0;
+}
+
+
+agent_session_t *
+agent_session_dial(agent_t *a, hg_carrier_t carrier, int aimed_at,
+    hg_time_t now)
+{
+    agent_session_t  *s;
+    hg_hello_t        hello;
+    int               rc;
+
+    if (a->nsessions == AGENT_MAX_SESSIONS) {
+        return NULL;
+    }
+
+    s = calloc(1, sizeof(agent_session_t));
+    if (s == NULL) {
+        return NULL;
+    }
+
+    s->agent = a;
+    s->fd = -1;
+    s->carrier = carrier;
+    s->aimed_at = aimed_at;
+    s->worker = -1;
+    s->dialled = now;
+    s->tag.kind = AGENT_FD_SESSION;
+    s->tag.ptr = s;
+
     memset(&hello, 0, sizeof(hello));
     hello.domain = a->cfg.domain;
     hello.api_key = a->cfg.key;
@@ -156,17 +201,22 @@ agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
     hello.agent_id = a->agent_id;
     hello.worker_hint = aimed_at;
 
-    s->conn = hg_conn_client_new(&a->engine, a->ssl, sni, &hello,
-                                 (struct sockaddr *) &s->peer, s->peerlen,
-                                 now);
-    if (s->conn == NULL
-        || agent_watch(a, s->fd, EPOLLIN, &s->tag) != 0)
-    {
-        agent_log(AGENT_LOG_ERROR, "cannot start a session");
+    if (carrier == HG_CARRIER_STREAM) {
+        s->conn = hg_conn_stream_client_new(&a->engine, &hello, now);
+        rc = s->conn ? agent_tcp_start(s) : -1;
+
+    } else {
+        rc = agent_session_udp_open(s, &hello, now);
+    }
+
+    if (rc != 0) {
+        agent_tcp_free(s);
         if (s->conn) {
             hg_conn_free(s->conn);
         }
-        close(s->fd);
+        if (s->fd != -1) {
+            close(s->fd);
+        }
         free(s);
         return NULL;
     }
@@ -174,16 +224,48 @@ agent_session_dial(agent_t *a, int aimed_at, hg_time_t now)
     a->sessions[a->nsessions++] = s;
 
     if (aimed_at >= 0) {
-        agent_log(AGENT_LOG_DEBUG, "dialling %s:%s for worker %d",
-                  a->server_host, a->server_port, aimed_at);
+        agent_log(AGENT_LOG_DEBUG, "dialling %s:%s for worker %d over %s",
+                  carrier == HG_CARRIER_STREAM ? a->tcp_host
+                                               : a->server_host,
+                  carrier == HG_CARRIER_STREAM ? a->tcp_port
+                                               : a->server_port,
+                  aimed_at, agent_carrier_name(carrier));
     } else {
-        agent_log(AGENT_LOG_DEBUG, "dialling %s:%s", a->server_host,
-                  a->server_port);
+        agent_log(AGENT_LOG_DEBUG, "dialling %s:%s over %s",
+                  carrier == HG_CARRIER_STREAM ? a->tcp_host
+                                               : a->server_host,
+                  carrier == HG_CARRIER_STREAM ? a->tcp_port
+                                               : a->server_port,
+                  agent_carrier_name(carrier));
     }
 
     agent_session_flush(s);
 
     return s;
+}
+
+
+/*
+ * The agent ended the session outside the engine (its TCP carrier
+ * failed): the engine is closed with the reason, and the session ends
+ * through the same events as any other. Nothing reaches the edge.
+ */
+void
+agent_session_failed(agent_session_t *s, uint32_t code, const char *why)
+{
+    uint8_t  drop[1024];
+
+    hg_conn_close(s->conn, code, why);
+
+    if (s->carrier == HG_CARRIER_STREAM) {
+        while (hg_conn_send_bytes(s->conn, drop, sizeof(drop), agent_now())
+               > 0)
+        {
+            /* void */
+        }
+    }
+
+    agent_session_events(s);
 }
 
 
@@ -202,6 +284,11 @@ agent_session_flush(agent_session_t *s)
     int              count, sent;
 
     if (s->conn == NULL || s->failure != AGENT_FAIL_NONE) {
+        return;
+    }
+
+    if (s->carrier == HG_CARRIER_STREAM) {
+        agent_tcp_flush(s);
         return;
     }
 
@@ -368,13 +455,18 @@ agent_session_refused(agent_session_t *s)
 
     agent_schedule_redial(a, now, 1);
 
+    /* auto: TCP at once, past the backoff */
+    if (connecting) {
+        agent_transport_udp_failed(a, "its UDP port is unreachable");
+    }
+
     return 1;
 }
 
 
 /* ---- coverage ---------------------------------------------------------------- */
 
-static int
+int
 agent_session_live(const agent_session_t *s)
 {
     return s->state == AGENT_SS_CONNECTING || s->state == AGENT_SS_READY;
@@ -391,7 +483,7 @@ agent_retire_covering(agent_t *a, agent_session_t *s)
     for (i = 0; i < a->nsessions; i++) {
         old = a->sessions[i];
         if (old == s || old->state != AGENT_SS_READY
-            || old->worker != s->worker)
+            || old->worker != s->worker || old->carrier != s->carrier)
         {
             continue;
         }
@@ -408,7 +500,7 @@ agent_retire_covering(agent_t *a, agent_session_t *s)
 }
 
 
-/* a live session already serves (or aims at) worker w */
+/* a live session of the carrier in use serves (or aims at) worker w */
 static int
 agent_covered(agent_t *a, int w, const agent_session_t *except)
 {
@@ -417,7 +509,9 @@ agent_covered(agent_t *a, int w, const agent_session_t *except)
 
     for (i = 0; i < a->nsessions; i++) {
         s = a->sessions[i];
-        if (s == except || !agent_session_live(s)) {
+        if (s == except || !agent_session_live(s)
+            || s->carrier != a->carrier || s->probe)
+        {
             continue;
         }
 
@@ -438,7 +532,10 @@ agent_connecting(agent_t *a)
     int  i;
 
     for (i = 0; i < a->nsessions; i++) {
-        if (a->sessions[i]->state == AGENT_SS_CONNECTING) {
+        if (a->sessions[i]->state == AGENT_SS_CONNECTING
+            && a->sessions[i]->carrier == a->carrier
+            && !a->sessions[i]->probe)
+        {
             return 1;
         }
     }
@@ -459,17 +556,26 @@ agent_fill_coverage(agent_t *a, hg_time_t now)
     if (a->worker_count == 0) {
         /* aimed at worker 0: steered, the handshake stays in one worker */
         if (!agent_connecting(a) && !agent_covered(a, 0, NULL)) {
-            if (agent_session_dial(a, 0, now) == NULL) {
+            if (agent_session_dial(a, a->carrier, 0, now) == NULL) {
                 agent_schedule_redial(a, now, 1);
             }
         }
         return;
     }
 
+    /* a TCP connection lands where it lands: one dial at a time */
+    if (a->carrier == HG_CARRIER_STREAM && agent_connecting(a)) {
+        return;
+    }
+
     for (w = 0; w < a->worker_count; w++) {
         if (!agent_covered(a, (int) w, NULL)) {
-            if (agent_session_dial(a, (int) w, now) == NULL) {
+            if (agent_session_dial(a, a->carrier, (int) w, now) == NULL) {
                 agent_schedule_redial(a, now, 1);
+                return;
+            }
+
+            if (a->carrier == HG_CARRIER_STREAM) {
                 return;
             }
         }
@@ -521,9 +627,11 @@ static void
 agent_session_ready(agent_session_t *s, const hg_event_t *ev)
 {
     agent_t          *a = s->agent;
+    char              where[300];
     hg_conn_stats_t   st;
 
     s->state = AGENT_SS_READY;
+    a->duplicates = 0;
     s->worker = (int) ev->worker_index;
     s->worker_count = ev->worker_count;
     s->session_id = ev->session_id;
@@ -544,11 +652,23 @@ agent_session_ready(agent_session_t *s, const hg_event_t *ev)
      */
     agent_retire_covering(a, s);
 
-    agent_log(AGENT_LOG_INFO, "connected to worker %d/%u of %s:%s "
-              "(session %016llx, rtt %.1f ms)", s->worker, s->worker_count,
-              a->server_host, a->server_port,
-              (unsigned long long) s->session_id,
-              (double) st.srtt / HG_MS);
+    agent_session_endpoint(s, where, sizeof(where));
+
+    if (s->carrier == HG_CARRIER_STREAM) {
+        agent_log(AGENT_LOG_INFO, "connected to worker %d/%u of %s "
+                  "(session %016llx)%s%s", s->worker,
+                  s->worker_count, where,
+                  (unsigned long long) s->session_id,
+                  a->proxy.set ? " through " : "",
+                  a->proxy.set ? a->proxy.shown : "");
+    } else {
+        agent_log(AGENT_LOG_INFO, "connected to worker %d/%u of %s "
+                  "(session %016llx, rtt %.1f ms) over udp", s->worker,
+                  s->worker_count, where,
+                  (unsigned long long) s->session_id,
+                  (double) st.srtt / HG_MS);
+    }
+
     agent_notify_connected(a, s->worker, s->worker_count);
 
     if (a->stable_since == HG_TIME_INFINITE) {
@@ -556,6 +676,8 @@ agent_session_ready(agent_session_t *s, const hg_event_t *ev)
     }
 
     a->identity_failures = 0;
+
+    agent_transport_ready(s);
 }
 
 
@@ -605,7 +727,8 @@ static void
 agent_session_closed(agent_session_t *s, const hg_event_t *ev)
 {
     agent_t    *a = s->agent;
-    int         was_ready, expected;
+    int         was_ready, expected, probe;
+    char        where[300];
     hg_time_t   now;
 
     was_ready = s->state == AGENT_SS_READY;
@@ -614,8 +737,17 @@ agent_session_closed(agent_session_t *s, const hg_event_t *ev)
 
     s->state = AGENT_SS_DEAD;
     now = agent_now();
+    probe = s->probe;
+    agent_session_endpoint(s, where, sizeof(where));
 
     if (a->draining || a->done) {
+        return;
+    }
+
+    /* a UDP try while on TCP: agent_transport.c tries again later */
+    if (probe && !hg_code_is_auth_failure(ev->code)) {
+        agent_log(AGENT_LOG_DEBUG, "UDP probe to %s ended: %s", where,
+                  ev->text && *ev->text ? ev->text : hg_code_name(ev->code));
         return;
     }
 
@@ -659,14 +791,23 @@ agent_session_closed(agent_session_t *s, const hg_event_t *ev)
     }
 
     if (was_ready) {
-        agent_log(AGENT_LOG_WARN, "session to worker %d closed: %s (%s)",
-                  s->worker, ev->text && *ev->text ? ev->text
-                                                   : hg_code_name(ev->code),
+        agent_log(AGENT_LOG_WARN, "session to worker %d (%s) closed: %s "
+                  "(%s)", s->worker, agent_carrier_name(s->carrier),
+                  ev->text && *ev->text ? ev->text : hg_code_name(ev->code),
                   hg_code_name(ev->code));
+
+        /*
+         * a TCP connection that served and broke (a reset on the way, a
+         * NAT that forgot it) is dialled again at once; if the edge is
+         * gone, the dials fail and back off
+         */
+        if (ev->code == HG_CODE_CARRIER) {
+            agent_schedule_redial(a, now, 0);
+            return;
+        }
     } else {
         /* a certificate or pin mismatch must be visible at the default */
-        agent_log(AGENT_LOG_WARN, "cannot connect to %s:%s: %s (%s)",
-                  a->server_host, a->server_port,
+        agent_log(AGENT_LOG_WARN, "cannot connect to %s: %s (%s)", where,
                   ev->text && *ev->text ? ev->text : hg_code_name(ev->code),
                   hg_code_name(ev->code));
     }
@@ -692,10 +833,26 @@ agent_session_rejected(agent_session_t *s, const hg_event_t *ev)
     }
 
     if (ev->code == HG_CODE_DUPLICATE) {
-        /* the kernel hashed us to a worker we serve: another port */
-        agent_log(AGENT_LOG_DEBUG, "landed on a worker already covered: "
-                  "re-dialling");
-        agent_schedule_redial(a, agent_now(), 0);
+        /*
+         * the kernel gave us to a worker we serve: another port. A worker
+         * that a run of tries never reaches (TCP without reuseport on
+         * the edge's listen: whichever worker wakes first accepts) is
+         * tried again with backoff, not in a hot loop.
+         */
+        if (++a->duplicates <= AGENT_DUPLICATE_BUDGET) {
+            agent_log(AGENT_LOG_DEBUG, "landed on a worker already covered: "
+                      "re-dialling");
+            agent_schedule_redial(a, agent_now(), 0);
+            return;
+        }
+
+        if (a->duplicates == AGENT_DUPLICATE_BUDGET + 1) {
+            agent_log(AGENT_LOG_INFO, "%u dials in a row landed on workers "
+                      "already covered: trying every %llu ms", a->duplicates,
+                      (unsigned long long) (AGENT_DUPLICATE_PAUSE / HG_MS));
+        }
+
+        a->redial_at = agent_now() + AGENT_DUPLICATE_PAUSE;
         return;
     }
 
@@ -706,7 +863,7 @@ agent_session_rejected(agent_session_t *s, const hg_event_t *ev)
 }
 
 
-static void
+void
 agent_session_events(agent_session_t *s)
 {
     agent_t     *a = s->agent;
@@ -717,8 +874,11 @@ agent_session_events(agent_session_t *s)
         switch (ev.type) {
 
         case HG_EV_HANDSHAKE_DONE:
-            agent_log(AGENT_LOG_DEBUG, "DTLS established with %s:%s",
-                      a->server_host, a->server_port);
+            /* the TCP carrier logs its own steps */
+            if (s->carrier == HG_CARRIER_DATAGRAM) {
+                agent_log(AGENT_LOG_DEBUG, "DTLS established with %s:%s",
+                          a->server_host, a->server_port);
+            }
             break;
 
         case HG_EV_READY:
@@ -806,6 +966,7 @@ agent_sessions_start(agent_t *a)
     a->stable_since = HG_TIME_INFINITE;
     a->edge_lost_at = HG_TIME_INFINITE;
 
+    agent_transport_init(a);
     agent_fill_coverage(a, agent_now());
 
     return 0;
@@ -829,8 +990,18 @@ agent_session_free(agent_session_t *s)
         agent_stream_abort(s->stream_list);
     }
 
-    agent_unwatch(a, s->fd);
-    close(s->fd);
+    /* a CLOSE still in the TCP carrier's buffer goes if it can */
+    if (s->carrier == HG_CARRIER_STREAM && s->state != AGENT_SS_DEAD) {
+        agent_tcp_flush(s);
+    }
+
+    agent_tcp_free(s);
+
+    if (s->fd != -1) {
+        agent_unwatch(a, s->fd);
+        close(s->fd);
+    }
+
     hg_conn_free(s->conn);
     free(s);
 }
@@ -875,6 +1046,8 @@ agent_sessions_tick(agent_t *a, hg_time_t now)
         a->failures = 0;
     }
 
+    agent_transport_tick(a, now);
+
     if (a->draining) {
         live = a->nsessions;
         if (live == 0 || now >= a->drain_deadline) {
@@ -909,7 +1082,9 @@ agent_sessions_deadline(agent_t *a)
         }
     }
 
-    return t;
+    d = agent_transport_deadline(a);
+
+    return d < t ? d : t;
 }
 
 
@@ -969,7 +1144,10 @@ agent_sessions_reload(agent_t *a)
                || !agent_same(fresh.ca, a->cfg.ca)
                || !agent_same(fresh.pin, a->cfg.pin)
                || fresh.insecure != a->cfg.insecure
-               || fresh.mtu != a->cfg.mtu;
+               || fresh.mtu != a->cfg.mtu
+               || fresh.transport != a->cfg.transport
+               || !agent_same(fresh.tcp_server, a->cfg.tcp_server)
+               || !agent_same(fresh.proxy, a->cfg.proxy);
 
     retarget = !agent_same(fresh.to, a->cfg.to);
 
@@ -1014,6 +1192,7 @@ agent_sessions_reload(agent_t *a)
     a->identity_failures = 0;
     a->redial_at = 0;
     agent_parse_server(a);
+    agent_transport_init(a);
 }
 
 

@@ -68,6 +68,12 @@ agent_setup_tls(agent_t *a, const agent_config_t *cfg)
     a->ssl = ctx;
     a->engine.mtu = cfg->mtu;
 
+    /* the TCP carrier's edge, TLS and proxy, unless UDP is all */
+    if (cfg->transport != AGENT_TRANSPORT_UDP && agent_tcp_setup(a, cfg) != 0)
+    {
+        return -1;
+    }
+
     return 0;
 }
 
@@ -183,6 +189,7 @@ main(int argc, char **argv)
     agent_sessions_free(&agent);
     agent_streams_reap(&agent);
     SSL_CTX_free(agent.ssl);
+    SSL_CTX_free(agent.tls);
     agent_config_free(&agent.cfg);
 
     if (rc == AGENT_EXIT_OK) {

@@ -219,6 +219,15 @@ ngx_hopgate_metrics_session_update(ngx_hopgate_session_t *s)
             ngx_hopgate_metrics_slot->sessions[s->metrics.state]--;
         }
         ngx_hopgate_metrics_slot->sessions[state]++;
+
+        /* past the handshake, counted by carrier until it closes */
+        if (state != NGX_HOPGATE_SS_HANDSHAKE
+            && (s->metrics.state == NGX_HOPGATE_SS_NONE
+                || s->metrics.state == NGX_HOPGATE_SS_HANDSHAKE))
+        {
+            ngx_hopgate_metrics_slot->transport[
+                hg_conn_carrier(s->conn) == HG_CARRIER_STREAM]++;
+        }
     }
 
     s->metrics.state = state;
@@ -279,6 +288,7 @@ ngx_hopgate_metrics_session_ready(ngx_hopgate_session_t *s)
     rec->slot = ngx_hopgate_metrics_slot_index;
     rec->since = s->metrics.since;
     rec->state = s->metrics.state;
+    rec->transport = hg_conn_carrier(s->conn) == HG_CARRIER_STREAM;
 
     p = (u_char *) (rec + 1);
 
@@ -448,6 +458,11 @@ ngx_hopgate_metrics_session_close(ngx_hopgate_session_t *s)
     if (ngx_hopgate_metrics_slot && s->metrics.state != NGX_HOPGATE_SS_NONE)
     {
         ngx_hopgate_metrics_slot->sessions[s->metrics.state]--;
+
+        if (s->metrics.state != NGX_HOPGATE_SS_HANDSHAKE) {
+            ngx_hopgate_metrics_slot->transport[
+                hg_conn_carrier(s->conn) == HG_CARRIER_STREAM]--;
+        }
     }
 
     s->metrics.state = NGX_HOPGATE_SS_NONE;

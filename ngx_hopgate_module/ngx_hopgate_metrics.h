@@ -149,6 +149,7 @@ struct ngx_hopgate_metrics_record_s {
     ngx_atomic_t                   streams;
     ngx_atomic_t                   bytes_sent;
     ngx_atomic_t                   bytes_received;
+    ngx_uint_t                     transport;    /* 1: the stream carrier */
     size_t                         domain_len;
     size_t                         addr_len;
     size_t                         version_len;
@@ -163,6 +164,8 @@ typedef struct {
     ngx_pid_t                      pid;
     ngx_int_t                      worker;
     ngx_atomic_t                   sessions[NGX_HOPGATE_SS_N];
+    ngx_atomic_t                   transport[2]; /* ready or draining:
+                                                    udp, tcp */
 } ngx_hopgate_metrics_worker_t;
 
 

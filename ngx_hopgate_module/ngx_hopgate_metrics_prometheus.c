@@ -29,6 +29,10 @@ static const char  *ngx_hopgate_session_states[NGX_HOPGATE_SS_N] = {
     NULL, "handshake", "ready", "draining"
 };
 
+static const char  *ngx_hopgate_session_transports[2] = {
+    "udp", "tcp"
+};
+
 static const char  *ngx_hopgate_registry_results[NGX_HOPGATE_REG_N] = {
     "ok", "bad_key", "unknown_domain", "disabled", "error"
 };
@@ -269,11 +273,12 @@ ngx_hopgate_metrics_edge(ngx_hopgate_body_t *out,
     ngx_hopgate_metrics_shctx_t *sh)
 {
     ngx_uint_t             i, j, workers;
-    ngx_atomic_uint_t      sessions[NGX_HOPGATE_SS_N];
+    ngx_atomic_uint_t      sessions[NGX_HOPGATE_SS_N], transport[2];
     ngx_hopgate_family_t  *f;
 
     /* the gauges: the live workers' slots added up */
     ngx_memzero(sessions, sizeof(sessions));
+    ngx_memzero(transport, sizeof(transport));
     workers = 0;
 
     for (i = 0; i < NGX_HOPGATE_METRICS_WORKERS; i++) {
@@ -285,6 +290,9 @@ ngx_hopgate_metrics_edge(ngx_hopgate_body_t *out,
         for (j = 0; j < NGX_HOPGATE_SS_N; j++) {
             sessions[j] += sh->workers[i].sessions[j];
         }
+
+        transport[0] += sh->workers[i].transport[0];
+        transport[1] += sh->workers[i].transport[1];
     }
 
     if (ngx_hopgate_metrics_family(out, "hopgate_worker_processes", "gauge",
@@ -299,6 +307,15 @@ ngx_hopgate_metrics_edge(ngx_hopgate_body_t *out,
         || ngx_hopgate_metrics_labelled(out, "hopgate_sessions", "state",
                                         ngx_hopgate_session_states,
                                         sessions, NGX_HOPGATE_SS_N)
+           != NGX_OK
+        || ngx_hopgate_metrics_family(out, "hopgate_sessions_by_transport",
+               "gauge", "Ready and draining sessions by carrier: udp "
+               "(DTLS), tcp (hopgate_tunnel).")
+           != NGX_OK
+        || ngx_hopgate_metrics_labelled(out, "hopgate_sessions_by_transport",
+                                        "transport",
+                                        ngx_hopgate_session_transports,
+                                        transport, 2)
            != NGX_OK)
     {
         return NGX_ERROR;

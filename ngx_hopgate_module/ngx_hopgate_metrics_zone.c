@@ -16,7 +16,7 @@
 #include "ngx_http_hopgate_module.h"
 
 
-#define NGX_HOPGATE_METRICS_MAGIC     0x68676d32    /* the layout: "hgm2" */
+#define NGX_HOPGATE_METRICS_MAGIC     0x68676d33    /* the layout: "hgm3" */
 #define NGX_HOPGATE_METRICS_OTHER     "_other"
 
 

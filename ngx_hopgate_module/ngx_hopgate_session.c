@@ -39,6 +39,8 @@ static ngx_hopgate_session_t *ngx_hopgate_by_addr(struct sockaddr *sa,
 static void ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf,
     size_t len, struct sockaddr *from, socklen_t fromlen);
 static void ngx_hopgate_session_timer(ngx_event_t *ev);
+static void ngx_hopgate_session_send(ngx_hopgate_session_t *s,
+    hg_time_t now);
 static void ngx_hopgate_session_events(ngx_hopgate_session_t *s);
 static void ngx_hopgate_session_hello(ngx_hopgate_session_t *s,
     const hg_hello_t *hello);
@@ -49,7 +51,6 @@ static void ngx_hopgate_session_decide(ngx_hopgate_session_t *s,
 static void ngx_hopgate_session_same_agent(ngx_hopgate_session_t *s,
     ngx_hopgate_domain_t *d, ngx_hopgate_verdict_t *v);
 static void ngx_hopgate_session_unready(ngx_hopgate_session_t *s);
-static void ngx_hopgate_session_destroy(ngx_hopgate_session_t *s);
 static void ngx_hopgate_addr_index(ngx_hopgate_session_t *s);
 
 
@@ -433,15 +434,47 @@ ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
         return;
     }
 
-    s = ngx_calloc(sizeof(ngx_hopgate_session_t), ngx_cycle->log);
-    if (s == NULL || ngx_hopgate_halfopen_add(s, from, fromlen) != NGX_OK) {
-        ngx_free(s);
+    s = ngx_hopgate_session_create(conn, from, fromlen);
+    if (s == NULL) {
         hg_conn_free(conn);
         return;
     }
 
-    s->conn = conn;
+    if (ngx_hopgate_halfopen_add(s, from, fromlen) != NGX_OK) {
+        s->metrics.verdict = 1;
+        ngx_hopgate_session_destroy(s);
+        return;
+    }
+
     s->listener = l;
+    ngx_hopgate_session_set_local(s, &l->dst.sockaddr, l->dst_len);
+    ngx_hopgate_addr_index(s);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "hopgate: handshake from %*s", s->addr_len, s->addr_text);
+
+    ngx_hopgate_session_run(s);
+}
+
+
+/*
+ * A session around a new engine connection, on either carrier: in the
+ * table by id (every session of the worker is there), not yet anywhere
+ * else. NULL when memory is short; the connection is then the caller's.
+ */
+ngx_hopgate_session_t *
+ngx_hopgate_session_create(hg_conn_t *conn, struct sockaddr *from,
+    socklen_t fromlen)
+{
+    ngx_hopgate_worker_t   *w = ngx_hopgate_worker;
+    ngx_hopgate_session_t  *s;
+
+    s = ngx_calloc(sizeof(ngx_hopgate_session_t), ngx_cycle->log);
+    if (s == NULL) {
+        return NULL;
+    }
+
+    s->conn = conn;
     /* the process tag keeps ids unique across workers and reloads */
     s->id = ((uint64_t) w->tag[0] << 56 | (uint64_t) w->tag[1] << 48
              | (uint64_t) w->tag[2] << 40 | (uint64_t) w->tag[3] << 32)
@@ -464,18 +497,13 @@ ngx_hopgate_accept(ngx_hopgate_listener_t *l, u_char *buf, size_t len,
 
     s->addr_len = ngx_sock_ntop(from, fromlen, s->addr_text,
                                 NGX_SOCKADDR_STRLEN, 1);
-    ngx_hopgate_session_set_local(s, &l->dst.sockaddr, l->dst_len);
 
     s->cid_node.key = ngx_hopgate_cid_key(hg_conn_cid(conn));
     ngx_rbtree_insert(&w->by_cid, &s->cid_node);
-    ngx_hopgate_addr_index(s);
 
     w->nsessions++;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "hopgate: handshake from %*s", s->addr_len, s->addr_text);
-
-    ngx_hopgate_session_run(s);
+    return s;
 }
 
 
@@ -515,27 +543,14 @@ ngx_hopgate_session_kick(ngx_hopgate_session_t *s)
 }
 
 
-void
-ngx_hopgate_session_run(ngx_hopgate_session_t *s)
+/* the datagrams the engine has to send */
+static void
+ngx_hopgate_session_send(ngx_hopgate_session_t *s, hg_time_t now)
 {
     ngx_uint_t              count;
     ssize_t                 n;
     socklen_t               plen;
-    hg_time_t               now, deadline;
-    ngx_msec_t              delay;
     const struct sockaddr  *peer;
-
-    if (s->destroying) {
-        return;
-    }
-
-    now = ngx_hopgate_now();
-
-    if (hg_conn_deadline(s->conn) <= now) {
-        hg_conn_timeout(s->conn, now);
-    }
-
-    ngx_hopgate_session_events(s);
 
     /* a path challenge for another address than the session's (rare) */
     while ((n = hg_conn_send_probe(s->conn, ngx_hopgate_out[0],
@@ -566,6 +581,33 @@ ngx_hopgate_session_run(ngx_hopgate_session_t *s)
                                &s->local.sockaddr, s->local_len);
 
     } while (count == NGX_HOPGATE_SEND_BATCH);
+}
+
+
+void
+ngx_hopgate_session_run(ngx_hopgate_session_t *s)
+{
+    hg_time_t               now, deadline;
+    ngx_msec_t              delay;
+
+    if (s->destroying) {
+        return;
+    }
+
+    now = ngx_hopgate_now();
+
+    if (hg_conn_deadline(s->conn) <= now) {
+        hg_conn_timeout(s->conn, now);
+    }
+
+    ngx_hopgate_session_events(s);
+
+    if (hg_conn_carrier(s->conn) == HG_CARRIER_STREAM) {
+        ngx_hopgate_tunnel_output(s);
+
+    } else {
+        ngx_hopgate_session_send(s, now);
+    }
 
     if (hg_conn_is_closed(s->conn)) {
         ngx_hopgate_session_destroy(s);
@@ -604,9 +646,10 @@ ngx_hopgate_session_events(ngx_hopgate_session_t *s)
 
         case HG_EV_HANDSHAKE_DONE:
             ngx_hopgate_halfopen_established(s);
-            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                           "hopgate: DTLS up with %*s", s->addr_len,
-                           s->addr_text);
+            ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                           "hopgate: %s up with %*s",
+                           s->tunnel ? "the TCP carrier" : "DTLS",
+                           s->addr_len, s->addr_text);
             break;
 
         case HG_EV_HELLO:
@@ -742,8 +785,13 @@ ngx_hopgate_session_same_agent(ngx_hopgate_session_t *s,
     {
         old = ngx_queue_data(q, ngx_hopgate_session_t, domain_link);
 
+        /*
+         * an agent moving to the other carrier drains the old session
+         * itself (GOAWAY), so that no request on it fails
+         */
         if (old->draining
-            || ngx_strcmp(old->agent_id, s->agent_id) != 0)
+            || ngx_strcmp(old->agent_id, s->agent_id) != 0
+            || hg_conn_carrier(old->conn) != hg_conn_carrier(s->conn))
         {
             continue;
         }
@@ -847,9 +895,10 @@ ngx_hopgate_session_decide(ngx_hopgate_session_t *s,
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                   "hopgate: agent %*s (%s) connected for \"%V\", worker "
-                  "%i/%i, session %016uxL", s->addr_len, s->addr_text,
-                  s->agent_version, &domain, ngx_worker,
-                  ccf->worker_processes, s->id);
+                  "%i/%i, session %016uxL over %s", s->addr_len,
+                  s->addr_text, s->agent_version, &domain, ngx_worker,
+                  ccf->worker_processes, s->id,
+                  ngx_hopgate_session_transport(s));
 
     /* requests that were waiting for this domain go now */
     while (!ngx_queue_empty(&d->waiters)) {
@@ -913,12 +962,16 @@ ngx_hopgate_session_unready(ngx_hopgate_session_t *s)
 }
 
 
-static void
+void
 ngx_hopgate_session_destroy(ngx_hopgate_session_t *s)
 {
     ngx_hopgate_worker_t  *w = ngx_hopgate_worker;
 
     s->destroying = 1;
+
+    if (s->tunnel) {
+        ngx_hopgate_tunnel_detach(s);
+    }
 
     if (s->checking) {
         s->checking = 0;
@@ -1009,6 +1062,14 @@ ngx_hopgate_sessions_close(ngx_hopgate_worker_t *w)
         hg_conn_close(s->conn, HG_CODE_GOING_AWAY, "the edge is restarting");
         ngx_hopgate_session_run(s);
     }
+}
+
+
+/* "udp" or "tcp": what logs, metrics and status call the carrier */
+const char *
+ngx_hopgate_session_transport(ngx_hopgate_session_t *s)
+{
+    return hg_conn_carrier(s->conn) == HG_CARRIER_STREAM ? "tcp" : "udp";
 }
 
 

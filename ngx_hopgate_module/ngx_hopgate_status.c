@@ -12,12 +12,14 @@
  *
  *   {"sessions":[{"domain":"app.example.com","session":"00f3...",
  *     "worker":0,"pid":4242,"agent_addr":"203.0.113.9:53211",
- *     "agent_version":"0.1.0","state":"ready",
+ *     "agent_version":"0.1.0","state":"ready","transport":"udp",
  *     "connected_since":"2024-06-11T10:00:00Z","connected_seconds":3600,
  *     "rtt_ms":12.500,"loss_rate":0.0012,"cwnd_bytes":120000,
  *     "open_streams":2,"bytes_sent":1234,"bytes_received":56789}]}
  *
- * bytes_sent went to the agent (requests), bytes_received came from it.
+ * bytes_sent went to the agent (requests), bytes_received came from it;
+ * transport is "udp" (DTLS) or "tcp" (hopgate_tunnel, where rtt_ms,
+ * loss_rate and cwnd_bytes are 0: TCP keeps them).
  */
 
 #include <ngx_config.h>
@@ -159,13 +161,14 @@ ngx_hopgate_status_session(ngx_hopgate_body_t *out,
     return ngx_hopgate_body_printf(out,
         "%s{\"domain\":\"%*s\",\"session\":\"%016xL\",\"worker\":%i,"
         "\"pid\":%P,\"agent_addr\":\"%*s\",\"agent_version\":\"%s\","
-        "\"state\":\"%s\",\"connected_since\":"
+        "\"state\":\"%s\",\"transport\":\"%s\",\"connected_since\":"
         "\"%4d-%02d-%02dT%02d:%02d:%02dZ\",\"connected_seconds\":%T,"
         "\"rtt_ms\":%uL.%03uL,\"loss_rate\":%.4f,\"cwnd_bytes\":%uA,"
         "\"open_streams\":%uA,\"bytes_sent\":%uA,\"bytes_received\":%uA}",
         first ? "" : ",", rec->domain_len, rec->domain_name, rec->id,
         mw->worker, mw->pid, rec->addr_len, rec->addr, version,
         rec->state == NGX_HOPGATE_SS_DRAINING ? "draining" : "ready",
+        rec->transport ? "tcp" : "udp",
         tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday, tm.ngx_tm_hour,
         tm.ngx_tm_min, tm.ngx_tm_sec, ngx_time() - rec->since,
         rtt / 1000, rtt % 1000, loss, rec->cwnd, rec->streams,

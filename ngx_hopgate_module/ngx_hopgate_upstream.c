@@ -135,13 +135,13 @@ ngx_http_hopgate_upstream_init(ngx_conf_t *cf,
 
     hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_hopgate_module);
 
-    if (hmcf->listen.nelts == 0) {
+    if (hmcf->listen.nelts == 0 && !hmcf->tunnel) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "upstream \"%V\" in %s:%ui uses \"hopgate\", which "
                       "needs \"hopgate_listen\" (with "
                       "\"hopgate_certificate\" and \"hopgate_registry\") "
-                      "in the http block", &us->host, us->file_name,
-                      us->line);
+                      "in the http block, or a \"hopgate_tunnel\" "
+                      "location", &us->host, us->file_name, us->line);
         return NGX_ERROR;
     }
 

@@ -173,6 +173,13 @@ static ngx_command_t  ngx_http_hopgate_commands[] = {
       0,
       NULL },
 
+    { ngx_string("hopgate_tunnel"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_hopgate_tunnel_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("hopgate"),
       NGX_HTTP_UPS_CONF|NGX_CONF_NOARGS,
       ngx_http_hopgate_upstream,
@@ -357,21 +364,16 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (hmcf->listen.nelts == 0) {
+    if (hmcf->listen.nelts == 0 && !hmcf->tunnel) {
         return NGX_CONF_OK;
     }
 
-    if (hmcf->certificate.len == 0 || hmcf->certificate_key.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"hopgate_listen\" needs \"hopgate_certificate\" "
-                           "and \"hopgate_certificate_key\"");
-        return NGX_CONF_ERROR;
-    }
+    directive = hmcf->listen.nelts ? "hopgate_listen" : "hopgate_tunnel";
 
     if (hmcf->reg == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"hopgate_listen\" needs \"hopgate_registry\" "
-                           "to check agents' keys");
+                           "\"%s\" needs \"hopgate_registry\" to check "
+                           "agents' keys", directive);
         return NGX_CONF_ERROR;
     }
 
@@ -395,6 +397,18 @@ ngx_http_hopgate_init_main_conf(ngx_conf_t *cf, void *conf)
     why = hg_config_check(&cfg);
     if (why != NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "hopgate: %s", why);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the tunnel location's TLS is the server's: no certificate of ours */
+    if (hmcf->listen.nelts == 0) {
+        return NGX_CONF_OK;
+    }
+
+    if (hmcf->certificate.len == 0 || hmcf->certificate_key.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"hopgate_listen\" needs \"hopgate_certificate\" "
+                           "and \"hopgate_certificate_key\"");
         return NGX_CONF_ERROR;
     }
 
@@ -782,7 +796,7 @@ ngx_http_hopgate_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    if (hmcf->listen.nelts == 0) {
+    if (hmcf->listen.nelts == 0 && !hmcf->tunnel) {
         /* no tunnels here, but maybe the admin API */
         if (hmcf->reg && hmcf->reg->ops->init_process) {
             ngx_http_hopgate_registry_only = hmcf->reg;
@@ -815,7 +829,11 @@ ngx_http_hopgate_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    return ngx_hopgate_listeners_init(cycle, w);
+    if (ngx_hopgate_listeners_init(cycle, w) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_hopgate_tunnels_init(cycle, w);
 }
 
 
@@ -835,6 +853,7 @@ ngx_http_hopgate_exit_process(ngx_cycle_t *cycle)
     if (ngx_hopgate_worker) {
         /* before the registry goes: a session may still be checked */
         ngx_hopgate_sessions_close(ngx_hopgate_worker);
+        ngx_hopgate_tunnels_close(ngx_hopgate_worker);
 
         reg = ngx_hopgate_worker->conf->reg;
         if (reg->ops->exit_process) {

@@ -6,6 +6,8 @@
  *                                datagram path between workers
  *   ngx_hopgate_session.c        a worker's sessions: the engine, timers,
  *                                HELLO decisions, the domain index
+ *   ngx_hopgate_tunnel.c         hopgate_tunnel: sessions on TLS/TCP
+ *                                after an HTTP Upgrade (UDP blocked)
  *   ngx_hopgate_upstream.c       the balancer: a tunnel as a peer
  *   ngx_hopgate_pump.c           one stream <-> one socketpair
  *   ngx_hopgate_registry.c       the registry interface (see its header);
@@ -48,6 +50,7 @@ typedef struct ngx_hopgate_pump_s      ngx_hopgate_pump_t;
 typedef struct ngx_hopgate_domain_s    ngx_hopgate_domain_t;
 typedef struct ngx_hopgate_listener_s  ngx_hopgate_listener_t;
 typedef struct ngx_hopgate_halfopen_s  ngx_hopgate_halfopen_t;
+typedef struct ngx_hopgate_tunnel_s    ngx_hopgate_tunnel_t;
 
 
 /* the module's request context: branded pages, the request's tunnel */
@@ -60,6 +63,7 @@ typedef struct {
     unsigned                        unknown:1; /* the 404 is ours: no such
                                                   tunnel */
     ngx_hopgate_metrics_request_t   tunnel;
+    ngx_hopgate_tunnel_t           *carrier;   /* hopgate_tunnel's */
 } ngx_http_hopgate_ctx_t;
 
 
@@ -91,6 +95,7 @@ typedef struct {
     ngx_array_t                 *expect_ips; /* ngx_addr_t, the DNS gate */
     ngx_array_t                  upstreams;  /* upstream_srv_conf_t *,
                                                 those with "hopgate" */
+    ngx_flag_t                   tunnel;     /* a hopgate_tunnel location */
     SSL_CTX                     *ssl_ctx;
     ngx_log_t                   *log;
     ngx_uint_t                   generation; /* configurations loaded */
@@ -136,7 +141,9 @@ struct ngx_hopgate_session_s {
     ngx_rbtree_node_t            addr_node;  /* key: hash of the peer */
     ngx_queue_t                  domain_link;
     hg_conn_t                   *conn;
-    ngx_hopgate_listener_t      *listener;
+    ngx_hopgate_listener_t      *listener;   /* the datagram carrier's */
+    ngx_hopgate_tunnel_t        *tunnel;     /* the stream carrier's, while
+                                                its connection is open */
     ngx_hopgate_domain_t        *domain;
     ngx_event_t                  timer;      /* the engine's deadline */
     ngx_event_t                  run;        /* posted: act after a change */
@@ -206,6 +213,10 @@ typedef struct {
     ngx_int_t                     forward_slot;  /* the last sender's */
     ngx_uint_t                    forward_refused;
     time_t                        forward_logged;
+    ngx_connection_t             *exit_watch; /* told when the worker
+                                                 quits (tunnels only) */
+    ngx_queue_t                   tunnels;   /* open hopgate_tunnel
+                                                connections */
     ngx_uint_t                    nsessions;
     uint64_t                      next_session;
     uint64_t                      picks;
@@ -256,6 +267,10 @@ void ngx_hopgate_datagram(ngx_hopgate_listener_t *l, u_char *buf,
     size_t len, struct sockaddr *from, socklen_t fromlen);
 void ngx_hopgate_datagram_forwarded(ngx_hopgate_listener_t *l, u_char *buf,
     size_t len, struct sockaddr *from, socklen_t fromlen);
+ngx_hopgate_session_t *ngx_hopgate_session_create(hg_conn_t *conn,
+    struct sockaddr *from, socklen_t fromlen);
+void ngx_hopgate_session_destroy(ngx_hopgate_session_t *s);
+const char *ngx_hopgate_session_transport(ngx_hopgate_session_t *s);
 void ngx_hopgate_session_run(ngx_hopgate_session_t *s);
 /* the address the session's agent sends to: set at accept, and when an
    authenticated datagram moves the session; len 0 for the socket's own */
@@ -273,6 +288,15 @@ hg_time_t ngx_hopgate_now(void);
 int ngx_hopgate_random(void *ctx, uint8_t *buf, size_t len);
 int ngx_hopgate_cid_taken(void *ctx, const uint8_t *cid);
 void ngx_hopgate_engine_log(void *ctx, int level, const char *msg);
+
+/* ngx_hopgate_tunnel.c */
+char *ngx_hopgate_tunnel_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_hopgate_tunnels_init(ngx_cycle_t *cycle,
+    ngx_hopgate_worker_t *w);
+void ngx_hopgate_tunnels_close(ngx_hopgate_worker_t *w);
+void ngx_hopgate_tunnel_output(ngx_hopgate_session_t *s);
+void ngx_hopgate_tunnel_detach(ngx_hopgate_session_t *s);
 
 /* ngx_hopgate_halfopen.c */
 ngx_int_t ngx_hopgate_halfopen_admit(struct sockaddr *sa, socklen_t len);

@@ -73,7 +73,9 @@ typedef enum {
     HG_CODE_GOING_AWAY = 20,          /* reload/shutdown drain */
     HG_CODE_HANDSHAKE_TIMEOUT = 21,
     HG_CODE_TLS = 22,                 /* DTLS failure (certificate etc.) */
-    HG_CODE_RESET = 23                /* the edge lost the session (restart) */
+    HG_CODE_RESET = 23,               /* the edge lost the session (restart) */
+    HG_CODE_CARRIER = 24              /* never sent: the agent's TCP carrier
+                                         failed (connect, proxy, upgrade) */
 } hg_code_t;
 
 /* whether a rejection is final for the agent (exit 3, no retry loop) */
@@ -151,6 +153,9 @@ typedef struct {
                                          address the certificate must
                                          carry; NULL: none */
     int         insecure;             /* explicit: skip verification */
+    int         stream;               /* TLS 1.2+ over TCP for the stream
+                                         carrier (ALPN http/1.1), not
+                                         DTLS 1.2 */
 } hg_tls_client_opts_t;
 
 SSL_CTX *hg_tls_client_ctx(const hg_tls_client_opts_t *opts,
@@ -257,6 +262,78 @@ typedef struct {
 hg_conn_t *hg_conn_client_new(const hg_config_t *cfg, SSL_CTX *ctx,
     const char *server_name, const hg_hello_t *hello,
     const struct sockaddr *peer, socklen_t peerlen, hg_time_t now);
+
+
+/* ---- the stream carrier --------------------------------------------------- */
+
+/*
+ * Where UDP is blocked the same connection rides a reliable byte stream
+ * that the shell has secured itself (TLS over TCP, after an HTTP Upgrade;
+ * see docs/protocol.md): no DTLS, no datagram prefix, and each packet
+ * goes whole, after a 2-byte big-endian length of at most
+ * HG_STREAM_PACKET_MAX. The byte stream delivers and paces, so loss
+ * recovery, probe timeouts and congestion control stay idle: a packet
+ * counts as delivered once hg_conn_send_bytes has handed it over. The
+ * rest is the same: HELLO and HELLO_ACK, streams, flow control, GOAWAY,
+ * CLOSE, keepalive PINGs and the idle timeout, and the same events (a
+ * stream-carried connection raises HG_EV_HANDSHAKE_DONE when created).
+ *
+ * The carrier is chosen when a connection is made and never changes;
+ * hg_conn_recv and hg_conn_send refuse a stream-carried connection, and
+ * hg_conn_recv_bytes and hg_conn_send_bytes a datagram one.
+ */
+
+typedef enum {
+    HG_CARRIER_DATAGRAM = 0,          /* DTLS over UDP */
+    HG_CARRIER_STREAM = 1             /* length-prefixed, TLS outside */
+} hg_carrier_t;
+
+#define HG_STREAM_PACKET_MAX      16384   /* packet bytes after the length */
+#define HG_STREAM_LENGTH_LEN      2
+
+/*
+ * Client: HELLO is queued at once. NULL for a domain or key longer than
+ * HG_HELLO_TEXT_MAX (or out of memory). hello->worker_hint is only sent
+ * in HELLO: the worker the agent would like, since a stream lands on
+ * whichever worker accepted it.
+ */
+hg_conn_t *hg_conn_stream_client_new(const hg_config_t *cfg,
+    const hg_hello_t *hello, hg_time_t now);
+
+/*
+ * Server: a connection for a byte stream from peer (kept for
+ * hg_conn_peer). Its id starts with cid_prefix, as a listener's would
+ * (cfg->cb.cid_taken is asked), so that the shell can keep every session
+ * in one table; it waits for HELLO.
+ */
+hg_conn_t *hg_conn_stream_server_new(const hg_config_t *cfg,
+    const uint8_t *cid_prefix, size_t prefix_len,
+    const struct sockaddr *peer, socklen_t peerlen, hg_time_t now);
+
+/*
+ * Bytes read from the carrier, any amount (a packet may be split across
+ * calls); all of them are taken. HG_OK, or HG_ERR when they broke the
+ * protocol (a length of 0 or over HG_STREAM_PACKET_MAX, a packet that
+ * does not decode, a frame out of place): the connection is then
+ * closing, and the shell sends what hg_conn_send_bytes still gives (the
+ * CLOSE) and closes the carrier. Bytes after a CLOSE are ignored.
+ */
+int hg_conn_recv_bytes(hg_conn_t *c, const uint8_t *buf, size_t len,
+    hg_time_t now);
+
+/*
+ * Fills out with whole length-prefixed packets, at most cap bytes (cap
+ * >= 512; more room makes larger packets, up to HG_STREAM_PACKET_MAX).
+ * Returns the bytes written, 0 when nothing is due, or HG_ERR. The shell
+ * writes them all, in order, before the next call's; holding a bounded
+ * buffer and calling only when it has room is the backpressure: while it
+ * does not call, streams' send buffers fill and hg_stream_write says 0.
+ * After the CLOSE (hg_conn_is_closed), nothing more comes.
+ */
+ssize_t hg_conn_send_bytes(hg_conn_t *c, uint8_t *out, size_t cap,
+    hg_time_t now);
+
+hg_carrier_t hg_conn_carrier(const hg_conn_t *c);
 
 
 /* ---- a connection (both roles) -------------------------------------------- */

@@ -26,6 +26,7 @@ hg_code_name(uint32_t code)
     case HG_CODE_HANDSHAKE_TIMEOUT: return "handshake timeout";
     case HG_CODE_TLS:               return "tls failure";
     case HG_CODE_RESET:             return "session lost by the edge";
+    case HG_CODE_CARRIER:           return "tcp carrier failure";
     default:                        return "unknown";
     }
 }

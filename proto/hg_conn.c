@@ -67,7 +67,9 @@ hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
     hg_conn_t         *c;
     hg_recovery_cb_t   rcb;
 
-    if (hg_config_check(cfg) != NULL || peerlen > sizeof(c->peer)) {
+    if (hg_config_check(cfg) != NULL || peerlen > sizeof(c->peer)
+        || (peer == NULL && peerlen != 0))
+    {
         return NULL;
     }
 
@@ -81,7 +83,9 @@ hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
     c->state = HG_CS_HANDSHAKE;
     c->worker_hint = -1;
     c->release_id = -1;
-    memcpy(&c->peer, peer, peerlen);
+    if (peerlen) {
+        memcpy(&c->peer, peer, peerlen);
+    }
     c->peerlen = peerlen;
     hg_path_init(c);
     c->now = now;
@@ -150,9 +154,9 @@ hg_conn_server_new(const hg_config_t *cfg, hg_dtls_t *dtls,
 }
 
 
+/* the client's connection with its HELLO, on either carrier */
 hg_conn_t *
-hg_conn_client_new(const hg_config_t *cfg, SSL_CTX *ctx,
-    const char *server_name, const hg_hello_t *hello,
+hg_conn_client_alloc(const hg_config_t *cfg, const hg_hello_t *hello,
     const struct sockaddr *peer, socklen_t peerlen, hg_time_t now)
 {
     hg_conn_t  *c;
@@ -184,6 +188,22 @@ hg_conn_client_new(const hg_config_t *cfg, SSL_CTX *ctx,
     c->hello.worker_hint = hello->worker_hint;
     c->worker_hint = hello->worker_hint;
 
+    return c;
+}
+
+
+hg_conn_t *
+hg_conn_client_new(const hg_config_t *cfg, SSL_CTX *ctx,
+    const char *server_name, const hg_hello_t *hello,
+    const struct sockaddr *peer, socklen_t peerlen, hg_time_t now)
+{
+    hg_conn_t  *c;
+
+    c = hg_conn_client_alloc(cfg, hello, peer, peerlen, now);
+    if (c == NULL) {
+        return NULL;
+    }
+
     c->dtls = hg_dtls_client_new(ctx, cfg->mtu - HG_PREFIX_LEN, server_name,
                                  now);
     if (c->dtls == NULL) {
@@ -210,6 +230,8 @@ hg_conn_free(hg_conn_t *c)
         hg_dtls_free(c->dtls);
     }
 
+    hg_stream_carrier_free(c);
+
     hg_recovery_free(&c->rec);
     hg_ackq_free(&c->ackq);
 
@@ -232,7 +254,7 @@ hg_conn_recv(hg_conn_t *c, const uint8_t *dgram, size_t len,
     hg_prefix_t  prefix;
     int          was_established, rc;
 
-    if (c->state == HG_CS_CLOSED) {
+    if (c->state == HG_CS_CLOSED || c->carrier != HG_CARRIER_DATAGRAM) {
         return HG_ERR;
     }
 
@@ -412,6 +434,10 @@ hg_conn_send(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
 {
     ssize_t  n;
 
+    if (c->carrier != HG_CARRIER_DATAGRAM) {
+        return HG_ERR;
+    }
+
     if (c->state == HG_CS_CLOSED || cap < c->cfg.mtu) {
         return 0;
     }
@@ -531,6 +557,10 @@ hg_conn_deadline(const hg_conn_t *c)
         return HG_TIME_INFINITE;
     }
 
+    if (c->carrier == HG_CARRIER_STREAM) {
+        return hg_stream_carrier_deadline(c);
+    }
+
     if (c->state == HG_CS_CLOSING) {
         return c->closing_deadline;
     }
@@ -586,6 +616,11 @@ hg_conn_timeout(hg_conn_t *c, hg_time_t now)
     }
 
     c->now = now;
+
+    if (c->carrier == HG_CARRIER_STREAM) {
+        hg_stream_carrier_timeout(c, now);
+        return;
+    }
 
     if (c->state == HG_CS_CLOSING) {
         /*
@@ -762,6 +797,13 @@ const uint8_t *
 hg_conn_cid(const hg_conn_t *c)
 {
     return c->has_cid ? c->cid : NULL;
+}
+
+
+hg_carrier_t
+hg_conn_carrier(const hg_conn_t *c)
+{
+    return c->carrier;
 }
 
 
@@ -942,7 +984,8 @@ hg_conn_get_stats(const hg_conn_t *c, hg_conn_stats_t *st)
     st->min_rtt = c->rec.min_rtt;
     st->rttvar = c->rec.rttvar;
     st->latest_rtt = c->rec.latest_rtt;
-    st->cwnd = c->cc.cwnd;
+    /* a byte stream's window is the kernel's business */
+    st->cwnd = c->carrier == HG_CARRIER_DATAGRAM ? c->cc.cwnd : 0;
     st->bytes_in_flight = c->cc.bytes_in_flight;
     st->packets_lost = c->rec.packets_lost;
     st->congestion_events = c->cc.congestion_events;

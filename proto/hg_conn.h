@@ -11,6 +11,8 @@
  *   hg_conn_stream.c  the stream table and the public stream calls
  *   hg_path.c         where the server sends: path validation and the
  *                     anti-amplification limit after the peer moved
+ *   hg_carrier_stream.c  the stream carrier: packets on a byte stream,
+ *                     no DTLS, no recovery (hg.h)
  *   hg_listener.c     the server's stateless front door
  *
  * Nothing here is part of the public contract (hg.h).
@@ -110,11 +112,23 @@ typedef struct {
 #define HG_PTO_DEAD      5
 #define HG_DEAD_SILENCE  (3 * HG_SEC)
 
+/* the stream carrier's state (hg_carrier_stream.c) */
+typedef struct {
+    uint8_t             *partial;         /* a packet split across reads */
+    size_t               have;            /* its bytes so far, length
+                                             included */
+    uint64_t             next_pn;
+    hg_time_t            last_sent;       /* the keepalive counts from it */
+} hg_stream_carrier_t;
+
+
 struct hg_conn_s {
     hg_config_t          cfg;
     hg_role_t            role;
     hg_conn_state_t      state;
-    hg_dtls_t           *dtls;
+    hg_carrier_t         carrier;
+    hg_dtls_t           *dtls;            /* datagram carrier only */
+    hg_stream_carrier_t  sc;              /* stream carrier only */
 
     uint8_t              cid[HG_CID_LEN];
     uint8_t              reset_token[HG_RESET_TOKEN_LEN];
@@ -218,6 +232,9 @@ struct hg_conn_s {
 /* hg_conn.c */
 hg_conn_t *hg_conn_alloc(const hg_config_t *cfg, hg_role_t role,
     const struct sockaddr *peer, socklen_t peerlen, hg_time_t now);
+hg_conn_t *hg_conn_client_alloc(const hg_config_t *cfg,
+    const hg_hello_t *hello, const struct sockaddr *peer, socklen_t peerlen,
+    hg_time_t now);
 hg_conn_t *hg_conn_server_new(const hg_config_t *cfg, hg_dtls_t *dtls,
     const uint8_t cid[HG_CID_LEN], const struct sockaddr *peer,
     socklen_t peerlen, hg_time_t now);
@@ -246,10 +263,17 @@ void hg_session_frame_lost(hg_conn_t *c, hg_sent_frame_type_t type);
 /* hg_packet_out.c */
 ssize_t hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap,
     hg_time_t now);
+/* the largest STREAM frame payload a packet of this carrier holds */
+size_t hg_packet_max_data(const hg_conn_t *c);
 hg_time_t hg_packet_send_deadline(const hg_conn_t *c, hg_time_t now);
 ssize_t hg_packet_build_probe(hg_conn_t *c, uint8_t *out, size_t cap,
     hg_time_t now, uint64_t data);
 size_t hg_prefix_write(const hg_conn_t *c, uint8_t *out);
+
+/* hg_carrier_stream.c: the stream carrier's side of hg_conn.c */
+hg_time_t hg_stream_carrier_deadline(const hg_conn_t *c);
+void hg_stream_carrier_timeout(hg_conn_t *c, hg_time_t now);
+void hg_stream_carrier_free(hg_conn_t *c);
 
 /* hg_packet_in.c */
 void hg_packet_process(void *arg, const uint8_t *plain, size_t len);

@@ -21,6 +21,7 @@
 #define HG_RECV_FRAMES     HG_MAX_SENT_FRAMES
 
 
+static void hg_packet_frames(hg_conn_t *c, hg_codec_packet_t *pkt);
 static int hg_frame_dispatch(hg_conn_t *c, const hg_codec_frame_t *f);
 static int hg_frame_uints(hg_conn_t *c, const hg_codec_uints_t *f);
 static int hg_frame_stream(hg_conn_t *c, const hg_codec_stream_t *f);
@@ -60,6 +61,16 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
         || pkt.nframes == 0 || pkt.nframes > c->cfg.max_frames)
     {
         c->stats.malformed++;
+
+        /* a datagram may be damaged on the way; a TLS stream cannot be */
+        if (c->carrier == HG_CARRIER_STREAM) {
+            hg_conn_protocol_error(c, "malformed packet");
+        }
+        return;
+    }
+
+    if (c->carrier == HG_CARRIER_STREAM) {
+        hg_packet_frames(c, &pkt);
         return;
     }
 
@@ -106,6 +117,49 @@ hg_packet_process(void *arg, const uint8_t *plain, size_t len)
     }
 
     hg_ackq_on_received(&c->ackq, pkt.pn, eliciting, c->now);
+}
+
+
+/*
+ * A stream-carried packet: the byte stream already delivered it once and
+ * in order, so nothing is acknowledged and no path can move; the frames
+ * only take effect.
+ */
+static void
+hg_packet_frames(hg_conn_t *c, hg_codec_packet_t *pkt)
+{
+    size_t                    i;
+    hg_codec_frame_t          scratch;
+    const hg_codec_frame_t   *f;
+
+    c->stats.packets_received++;
+
+    for (i = 0; i < pkt->nframes; i++) {
+        f = hg_codec_packet_frame(pkt, i, &scratch);
+        if (f == NULL || c->state == HG_CS_CLOSED
+            || c->state == HG_CS_CLOSING)
+        {
+            break;
+        }
+
+        switch (f->kind) {
+
+        case HOPGATE__FRAME__BODY_ACK:
+        case HOPGATE__FRAME__BODY_PATH_CHALLENGE:
+        case HOPGATE__FRAME__BODY_PATH_RESPONSE:
+            /* meaningless here; ignored as an older peer's extras */
+            continue;
+
+        default:
+            break;
+        }
+
+        if (hg_frame_dispatch(c, f) != HG_OK) {
+            c->stats.malformed++;
+            hg_conn_protocol_error(c, "malformed frame");
+            break;
+        }
+    }
 }
 
 
@@ -335,7 +389,7 @@ hg_frame_stream(hg_conn_t *c, const hg_codec_stream_t *f)
     int64_t        growth;
     int            rc;
 
-    if (f->offset > (1ULL << 62) || f->data.len > HG_MTU_MAX) {
+    if (f->offset > (1ULL << 62) || f->data.len > hg_packet_max_data(c)) {
         return HG_ERR;
     }
 

@@ -196,14 +196,6 @@ hg_add_path(hg_builder_t *b)
 
 /* ---- control frames --------------------------------------------------- */
 
-
-
-
-
-
-
-
-
 static void
 hg_add_max_data(hg_builder_t *b)
 {
@@ -236,8 +228,8 @@ hg_add_max_streams(hg_builder_t *b)
 }
 
 
-static void
-hg_add_ping(hg_builder_t *b)
+void
+hg_builder_add_ping(hg_builder_t *b)
 {
     hg_codec_uints_t  f;
 
@@ -302,8 +294,8 @@ hg_add_stream_control(hg_builder_t *b, hg_cstream_t *cs)
 }
 
 
-static void
-hg_add_control(hg_builder_t *b)
+void
+hg_builder_add_control(hg_builder_t *b)
 {
     hg_conn_t     *c = b->c;
     hg_cstream_t  *cs;
@@ -463,14 +455,14 @@ hg_cstream_sendable(const hg_conn_t *c, const hg_cstream_t *cs)
 
     credit = c->send_max > c->sent_new ? c->send_max - c->sent_new : 0;
 
-    return hg_stream_send_peek(cs->s, HG_MTU_MAX, credit, &offset, &len,
-                               &fin, &is_new);
+    return hg_stream_send_peek(cs->s, HG_STREAM_PACKET_MAX, credit, &offset,
+                               &len, &fin, &is_new);
 }
 
 
 /* round-robin over streams until the packet is full; 1 if any was left */
-static int
-hg_add_stream_data(hg_builder_t *b)
+int
+hg_builder_add_stream_data(hg_builder_t *b)
 {
     hg_conn_t     *c = b->c;
     hg_cstream_t  *cs, *start;
@@ -511,11 +503,20 @@ hg_add_stream_data(hg_builder_t *b)
 
 /* ---- the packet ------------------------------------------------------- */
 
+size_t
+hg_packet_max_data(const hg_conn_t *c)
+{
+    return c->carrier == HG_CARRIER_STREAM ? HG_STREAM_PACKET_MAX
+                                           : HG_MTU_MAX;
+}
+
+
 static void
 hg_builder_init(hg_builder_t *b, hg_conn_t *c, hg_time_t now)
 {
     b->c = c;
     b->now = now;
+    b->plain = b->buf;
     b->n = 0;
     b->used = hg_number_room(c->rec.next_pn);
     b->budget = c->max_payload;
@@ -759,11 +760,11 @@ hg_packet_build(hg_conn_t *c, uint8_t *out, size_t cap, hg_time_t now)
                 }
             }
 
-            hg_add_control(&b);
-            more = hg_add_stream_data(&b);
+            hg_builder_add_control(&b);
+            more = hg_builder_add_stream_data(&b);
 
             if (!b.eliciting && (c->ping_due || c->probes_due)) {
-                hg_add_ping(&b);
+                hg_builder_add_ping(&b);
             }
 
             /* RFC 9002 7.8: an underused window must not grow */

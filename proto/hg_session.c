@@ -136,7 +136,10 @@ hg_conn_close(hg_conn_t *c, uint32_t code, const char *reason)
         return HG_OK;
     }
 
-    if (!hg_dtls_established(c->dtls)) {
+    /* a peer that never heard from us needs no CLOSE */
+    if ((c->carrier == HG_CARRIER_DATAGRAM && !hg_dtls_established(c->dtls))
+        || (c->carrier == HG_CARRIER_STREAM && c->stats.packets_sent == 0))
+    {
         hg_conn_enter_closing(c, code, reason, 0, c->last_recv);
         hg_conn_set_closed(c);
         return HG_OK;

@@ -1,5 +1,7 @@
 /*
  * TLS contexts for the tunnel: DTLS 1.2 only, ECDHE with AEAD suites only,
+ * or for the stream carrier's client TLS 1.2 or 1.3 with the same suites
+ * and ALPN http/1.1 (the HTTP Upgrade it starts with needs HTTP/1.1),
  * no renegotiation, no session tickets (they would grow the server's last
  * flight, which is the one flight nothing retransmits on a timer), no
  * compression.
@@ -34,7 +36,8 @@
 #define HG_TLS_PIN_LEN  32
 
 
-static SSL_CTX *hg_tls_ctx_new(int server, char *err, size_t errlen);
+static SSL_CTX *hg_tls_ctx_new(int server, int stream, char *err,
+    size_t errlen);
 static int hg_tls_set_identity(SSL_CTX *ctx, const char *name);
 static int hg_tls_pin_parse(const char *text, uint8_t pin[HG_TLS_PIN_LEN]);
 static int hg_tls_spki_sha256(X509 *cert, uint8_t md[HG_TLS_PIN_LEN]);
@@ -59,7 +62,7 @@ hg_tls_server_ctx(const char *cert_file, const char *key_file, char *err,
 {
     SSL_CTX  *ctx;
 
-    ctx = hg_tls_ctx_new(1, err, errlen);
+    ctx = hg_tls_ctx_new(1, 0, err, errlen);
     if (ctx == NULL) {
         return NULL;
     }
@@ -107,7 +110,7 @@ hg_tls_client_ctx(const hg_tls_client_opts_t *opts, char *err,
         return NULL;
     }
 
-    ctx = hg_tls_ctx_new(0, err, errlen);
+    ctx = hg_tls_ctx_new(0, opts->stream, err, errlen);
     if (ctx == NULL) {
         return NULL;
     }
@@ -203,16 +206,41 @@ hg_tls_spki_sha256_hex(X509 *cert, char out[65])
 
 
 static SSL_CTX *
-hg_tls_ctx_new(int server, char *err, size_t errlen)
+hg_tls_ctx_new(int server, int stream, char *err, size_t errlen)
 {
     SSL_CTX  *ctx;
 
+    static const unsigned char  alpn[] = "\x08http/1.1";
+
     ERR_clear_error();
 
-    ctx = SSL_CTX_new(DTLS_method());
+    ctx = SSL_CTX_new(stream ? TLS_client_method() : DTLS_method());
     if (ctx == NULL) {
-        snprintf(err, errlen, "cannot create a DTLS context");
+        snprintf(err, errlen, "cannot create a %s context",
+                 stream ? "TLS" : "DTLS");
         return NULL;
+    }
+
+    if (stream) {
+        /* nginx's TLS, not ours: what any HTTPS client would offer */
+        if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)
+            || !SSL_CTX_set_cipher_list(ctx, HG_TLS_CIPHERS)
+            || SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) != 0)
+        {
+            snprintf(err, errlen, "cannot configure TLS 1.2+ with AEAD "
+                     "suites");
+            ERR_clear_error();
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+
+        SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION
+                                 | SSL_OP_NO_COMPRESSION);
+        SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
+                              | SSL_MODE_ENABLE_PARTIAL_WRITE);
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+
+        return ctx;
     }
 
     if (!SSL_CTX_set_min_proto_version(ctx, DTLS1_2_VERSION)

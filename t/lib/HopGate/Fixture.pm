@@ -13,6 +13,11 @@ package HopGate::Fixture;
 #                                certificate, the registry, and
 #                                `upstream tunnels { hopgate; }`
 #   TEST_NGINX_HOPGATE_PORT      the UDP port
+#   TEST_NGINX_HOPGATE_TUNNEL    a server{} for the http block: TLS on
+#                                TEST_NGINX_TUNNEL_PORT with the edge's
+#                                certificate and the hopgate_tunnel
+#                                location (the agent's TCP carrier)
+#   TEST_NGINX_TUNNEL_PORT       its TCP port
 #   TEST_NGINX_APP_PORT          the local app's TCP port
 #   TEST_NGINX_HOPGATE_DIR       the directory with edge.pem, registry, ...
 use strict;
@@ -32,6 +37,7 @@ our @EXPORT = qw(hopgate_init hopgate_key test_key hopgate_dir app_port
                  edge_port
                  start_agent stop_agent agent_wait agent_log agent_running
                  stop_agents agent_binary nginx_port servroot
+                 tunnel_port
                  nginx_pids worker_pids rss_kb curl curl_sha http_get
                  register_domain pattern_sha256 pattern_chunk free_port
                  hold_url hold_wait hold_release);
@@ -72,6 +78,8 @@ sub test_key { 'hg_' . Digest::SHA::sha256_hex("test key: $_[0]") }
 sub app_port { $state{app_port} }
 
 sub edge_port { $state{edge_port} }
+
+sub tunnel_port { $state{tunnel_port} }
 
 
 sub free_port {
@@ -117,7 +125,17 @@ sub hopgate_init {
     $state{edge_port} = $ENV{TEST_NGINX_HOPGATE_PORT} || 1986;
     $state{app_port} = start_app();
 
+    $state{tunnel_port} = $ENV{TEST_NGINX_TUNNEL_PORT} || free_port();
+
     $ENV{TEST_NGINX_HOPGATE_PORT} = $state{edge_port};
+    $ENV{TEST_NGINX_TUNNEL_PORT} = $state{tunnel_port};
+    $ENV{TEST_NGINX_HOPGATE_TUNNEL} = join "\n    ",
+        "server {",
+        "    listen 127.0.0.1:$state{tunnel_port} ssl;",
+        "    ssl_certificate $dir/edge.pem;",
+        "    ssl_certificate_key $dir/edge.key;",
+        "    location = /.hopgate/tunnel { hopgate_tunnel; }",
+        "}";
     $ENV{TEST_NGINX_APP_PORT} = $state{app_port};
     $ENV{TEST_NGINX_HOPGATE_DIR} = $dir;
     $ENV{TEST_NGINX_HOPGATE_HTTP} = join "\n    ",
@@ -221,8 +239,10 @@ sub hold_release {
 # Starts hopgate-agent; by default for app.test with the right key, the
 # edge's CA, and the local app. Options: domain, key, to, server, args
 # (extra flags), no_key (no --key: args or env give it), env (hash), keep
-# (do not stop the agents already running),
-# binary (another build of the agent, e.g. the sanitizer one).
+# (do not stop the agents already running), binary (another build of the
+# agent, e.g. the sanitizer one), transport (--transport: udp unless
+# given; with auto or tcp, --tcp-server is the fixture's tunnel unless
+# tcp_server says otherwise).
 sub start_agent {
     my (%o) = @_;
 
@@ -237,6 +257,11 @@ sub start_agent {
         '--to', $o{to} // "127.0.0.1:$state{app_port}",
         '--ca', "$state{dir}/edge.pem",
         '--log-level', $o{log_level} // 'debug',
+        # the suite's older files test the UDP carrier: they get it alone
+        (($o{transport} // 'udp') eq 'udp'
+         ? ('--transport', 'udp')
+         : ('--transport', $o{transport}, '--tcp-server',
+            $o{tcp_server} // "127.0.0.1:$state{tunnel_port}")),
         @{ $o{args} || [] },
     );
 

@@ -17,6 +17,8 @@ use Cwd qw(abs_path);
 
 my $script = abs_path(__FILE__ =~ s{/HopGate/Relay\.pm$}{}r)
              . '/hopgate-relay';
+my $tcp_script = abs_path(__FILE__ =~ s{/HopGate/Relay\.pm$}{}r)
+                 . '/hopgate-tcprelay';
 my $dir;
 my @running;
 my $started = 0;
@@ -24,7 +26,7 @@ my $started = 0;
 
 # Options: to (required), loss, duplicate, reorder, reorder_delay, delay,
 # rebind_after (bytes), rebind_at (seconds), forward_copy_after (bytes),
-# forward_copy_lead (ms), seed. Returns {pid, port, log} once the relay listens.
+# forward_copy_lead (ms), block (drop everything; see block()), seed. Returns {pid, port, log} once the relay listens.
 sub start {
     my (%o) = @_;
     $dir //= tempdir('hopgate-relay-XXXXXX', TMPDIR => 1, CLEANUP => 1);
@@ -40,6 +42,7 @@ sub start {
         next unless defined $o{$knob};
         push @args, '--' . ($knob =~ tr/_/-/r), $o{$knob};
     }
+    push @args, '--block' if $o{block};
 
     my $pid = fork;
     die "fork: $!" unless defined $pid;
@@ -65,6 +68,54 @@ sub start {
         sleep 0.02;
     }
     die "hopgate-relay did not start: " . log_text($relay);
+}
+
+
+# The TCP relay (t/lib/hopgate-tcprelay) in front of the edge's tunnel
+# port: {pid, port, log}; reset_tcp() resets what it carries.
+sub start_tcp {
+    my (%o) = @_;
+    $dir //= tempdir('hopgate-relay-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    my $log = "$dir/tcprelay-" . ++$started . ".log";
+
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDOUT, '>>', $log;
+        open STDERR, '>>', $log;
+        exec $^X, $tcp_script, '--to', $o{to}, '--log', $log
+            or die "exec $tcp_script: $!";
+    }
+
+    my $relay = { pid => $pid, log => $log, owner => $$ };
+    push @running, $relay;
+
+    my $deadline = time + 10;
+    while (time < $deadline) {
+        if (log_text($relay) =~ /listening on [\d.]+:(\d+)/) {
+            $relay->{port} = $1;
+            return $relay;
+        }
+        die "hopgate-tcprelay exited: " . log_text($relay)
+            if waitpid($pid, WNOHANG) == $pid;
+        sleep 0.02;
+    }
+    die "hopgate-tcprelay did not start: " . log_text($relay);
+}
+
+
+# resets every connection the TCP relay carries; the count it reset
+sub reset_tcp {
+    my ($relay) = @_;
+    my $before = () = log_text($relay) =~ /^relay: reset/mg;
+    kill 'USR1', $relay->{pid};
+    my $deadline = time + 5;
+    while (time < $deadline) {
+        my @n = log_text($relay) =~ /^relay: reset (\d+)/mg;
+        return $n[-1] if @n > $before;
+        sleep 0.02;
+    }
+    return undef;
 }
 
 
@@ -107,6 +158,24 @@ sub snapshot {
         sleep 0.02;
     }
     return counters($relay);
+}
+
+
+# UDP blocked (1) or passing (0) from now on; waits until the relay says so
+sub block {
+    my ($relay, $on) = @_;
+    my $want = $on ? 'blocking' : 'passing';
+    my @lines = log_text($relay) =~ /^relay: (blocking|passing)$/mg;
+    return 1 if (@lines ? $lines[-1] : 'passing') eq $want;
+    my $before = @lines;
+    kill 'USR2', $relay->{pid};
+    my $deadline = time + 5;
+    while (time < $deadline) {
+        my @now = log_text($relay) =~ /^relay: (blocking|passing)$/mg;
+        return 1 if @now > $before && $now[-1] eq $want;
+        sleep 0.02;
+    }
+    return 0;
 }
 
 
